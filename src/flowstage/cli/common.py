@@ -1,0 +1,27 @@
+"""Helpers shared by the commands: the project, the store, workflow lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowstage.settings import Project, load_project
+from flowstage.stores.base import RunStore
+
+
+def project_for(ref: str | None = None) -> Project:
+    """The project around the current directory, or around `ref` when it is a file."""
+    if ref is not None:
+        path = Path(ref)
+        if path.is_file():
+            from flowstage.settings import find_root
+
+            root, cfg = find_root(path.resolve().parent)
+            if cfg is not None:
+                return load_project(root=root)
+    return load_project()
+
+
+def store_for(project: Project) -> RunStore:
+    from flowstage.runtime import open_store
+
+    return open_store(project)

@@ -1,0 +1,169 @@
+"""`runs`, `show`, `logs` and `graph`: reading the record back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from flowstage.cli.common import project_for, store_for
+from flowstage.cli.main import emit_json
+from flowstage.errors import UsageError
+from flowstage.logging import LEVELS, level_name
+from flowstage.views.records import iso
+
+
+def _short_time(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+@click.command("runs")
+@click.argument("workflow", required=False)
+@click.option("--status", "statuses", multiple=True, help="Only runs with this status (repeatable).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True)
+def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Run history, newest first."""
+    from flowstage.runtime import effective_status
+    from flowstage.views.records import run_summary
+
+    store = store_for(project_for())
+    wanted = set(statuses)
+    query_statuses = [s if s != "interrupted" else "running" for s in wanted] or None
+    found = []
+    for run in store.list_runs(workflow=workflow, statuses=query_statuses, limit=limit):
+        shown = effective_status(run)
+        if wanted and shown not in wanted:
+            continue
+        found.append(run_summary(run, shown))
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("no runs")
+        return
+    click.echo(f"{'ID':<20} {'WORKFLOW':<24} {'STATUS':<12} {'STARTED':<20} DURATION")
+    for r in found:
+        started = r["started_at"][:19].replace("T", " ")
+        duration = f"{r['duration_seconds']:.2f}s" if r["duration_seconds"] is not None else ""
+        click.echo(f"{r['id']:<20} {r['workflow']:<24} {r['status']:<12} {started:<20} {duration}")
+
+
+@click.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(run_id: str, as_json: bool) -> None:
+    """The dynamic view of RUN_ID: each task's status, attempts, times, error, metrics, saved variables."""
+    from flowstage.runtime import effective_status, get_run
+    from flowstage.views.records import run_record
+
+    store = store_for(project_for())
+    run = get_run(store, run_id)
+    shown = effective_status(run)
+    if as_json:
+        emit_json(run_record(run, shown))
+        return
+    took = f"{run.ended_at - run.started_at:.2f}s" if run.ended_at else ""
+    click.echo(f"run {run.id}  workflow {run.workflow}" + (f" v{run.version}" if run.version else "") + f"  {shown}  {took}")
+    click.echo(f"started {_short_time(run.started_at)}" + (f"  ended {_short_time(run.ended_at)}" if run.ended_at else ""))
+    for r in run.resumes:
+        click.echo(f"resumed by {r.get('by')} at {_short_time(r.get('at'))}")
+    if run.variables:
+        click.echo("variables: " + ", ".join(f"{k}={v!r}" for k, v in run.variables.items()))
+    click.echo("")
+    width = max((len(t.name) for t in run.tasks), default=4)
+    swidth = max((len(t.stage) for t in run.tasks), default=5)
+    for t in run.tasks:
+        took = f"{t.ended_at - t.started_at:.2f}s" if t.started_at and t.ended_at else ""
+        line = f"{t.stage:<{swidth}}  {t.name:<{width}}  {t.status!s:<10} {took:>8}  attempts {len(t.attempts)}"
+        click.echo(line)
+        if t.reason:
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  reason: {t.reason}")
+        if t.error:
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  error: {t.error}")
+        if t.saved:
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  saved: " + ", ".join(f"{k}={v!r}" for k, v in t.saved.items()))
+        metrics = {k: v for k, v in t.metrics.items() if k not in ("attempts",)}
+        if metrics:
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+@click.command("logs")
+@click.argument("run_id")
+@click.argument("task", required=False)
+@click.option("--level", default="debug", type=click.Choice(list(LEVELS)), help="Lowest level shown.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--json", "as_json", is_flag=True)
+def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: bool) -> None:
+    """Log lines of RUN_ID (of one TASK)."""
+    from flowstage.runtime import effective_status, get_run
+
+    store = store_for(project_for())
+    run = get_run(store, run_id)
+    if task is not None and task not in {t.name for t in run.tasks}:
+        raise UsageError(f"run {run_id} has no task {task!r}")
+    after = 0
+    collected = []
+    while True:
+        lines = store.logs(run_id, task=task, min_level=LEVELS[level], after=after)
+        for stored in lines:
+            after = stored.id
+            ln = stored.line
+            if as_json:
+                collected.append(
+                    {"id": stored.id, "at": iso(ln.at), "level": level_name(ln.level), "task": ln.task, "attempt": ln.attempt, "message": ln.message}
+                )
+            else:
+                where = f"{ln.task}#{ln.attempt}" if ln.task and ln.attempt else (ln.task or "run")
+                click.echo(f"{_short_time(ln.at)} {level_name(ln.level).upper():<8} {where}: {ln.message}")
+        if not follow:
+            break
+        current = get_run(store, run_id)
+        if effective_status(current) != "running" and len(lines) == 0:
+            break
+        if not lines:
+            time.sleep(0.3)
+    if as_json:
+        emit_json(collected)
+
+
+@click.command("graph")
+@click.argument("workflow", required=False)
+@click.option("--run", "run_id", default=None, help="Show the dynamic view of this run.")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "mermaid", "dot", "svg", "json"]))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def graph_cmd(workflow: str | None, run_id: str | None, fmt: str, output: Path | None) -> None:
+    """The static view of WORKFLOW, or with --run the dynamic view of a run."""
+    from flowstage.engine.plan import compile_plan
+    from flowstage.model.workflow import Workflow
+    from flowstage.runtime import find_workflow, get_run
+    from flowstage.views import graph
+
+    project = project_for(workflow)
+    statuses = None
+    if run_id is not None:
+        run = get_run(store_for(project), run_id)
+        wf = Workflow.model_validate(run.definition)
+        statuses = {t.name: str(t.status) for t in run.tasks}
+    elif workflow is None:
+        raise UsageError("name a WORKFLOW (or a file), or give --run RUN_ID")
+    else:
+        wf, _ = find_workflow(project, workflow)
+    plan = compile_plan(wf)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(graph.graph_data(plan, statuses), indent=2) + "\n"
+    else:
+        text = graph.render(plan, fmt, statuses)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+COMMANDS = [runs_cmd, show_cmd, logs_cmd, graph_cmd]

@@ -1,0 +1,69 @@
+"""The `flowstage` command: a click group, the error boundary and the exit codes.
+
+Every `FlowstageError` becomes one clear line on stderr and its exit code (SPEC §5.1); anything
+else is an internal error (exit 3) whose traceback is shown only with FLOWSTAGE_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from flowstage.errors import ExitCode, FlowstageError
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def fail(message: str, code: ExitCode) -> None:
+    click.echo(message, err=True)
+    sys.exit(int(code))
+
+
+class FlowstageGroup(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("standalone_mode", True)
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowstageError as exc:
+            text = str(exc)
+            prefix = "" if ":" in text.split("\n", 1)[0][:200] and "/" in text.split(":", 1)[0] else "error: "
+            fail(prefix + text, exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except (KeyboardInterrupt, BrokenPipeError):
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("FLOWSTAGE_DEBUG"):
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (set FLOWSTAGE_DEBUG=1 for the traceback)", ExitCode.INFRASTRUCTURE)
+
+
+@click.group(cls=FlowstageGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flowstage")
+def cli() -> None:
+    """flowstage: ETL workflows of stages and tasks, conditions, variables, resumable runs."""
+
+
+def _register() -> None:
+    from flowstage.cli import inspect, project, run
+
+    for module in (project, run, inspect):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main(prog_name="flowstage")

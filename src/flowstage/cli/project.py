@@ -1,0 +1,89 @@
+"""`init`, `validate` and `schema`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from flowstage.cli.main import emit_json
+from flowstage.errors import DefinitionError, ExitCode, Problem, UsageError
+
+
+@click.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init_cmd(directory: Path) -> None:
+    """Create a new project with example workflows and sample data."""
+    template = Path(__file__).resolve().parent.parent / "project_template"
+    if directory.exists() and any(p.name != ".git" for p in directory.iterdir()):
+        existing = [p.name for p in directory.iterdir() if (template / p.name).exists()]
+        if existing:
+            raise UsageError(f"{directory}: already holds {', '.join(sorted(existing))}; choose an empty folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    for item in sorted(template.rglob("*")):
+        rel = item.relative_to(template)
+        if "__pycache__" in rel.parts or ".flowstage" in rel.parts:
+            continue
+        target = directory / rel
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, target)
+    click.echo(f"created a flowstage project in {directory}")
+    click.echo(f"  cd {directory} && flowstage run daily_sales")
+
+
+def _validate_path(path: Path) -> list[Problem]:
+    from flowstage.model.loader import load
+
+    if path.name == "flowstage.yaml":
+        from flowstage.settings import load_project
+
+        try:
+            load_project(root=path.parent)
+        except DefinitionError as exc:
+            return exc.problems
+        return []
+    try:
+        load(path)
+    except DefinitionError as exc:
+        return exc.problems
+    return []
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check workflow files (and flowstage.yaml); errors as file:line:col: message."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and ".flowstage" not in p.parts))
+        else:
+            files.append(path)
+    problems: list[Problem] = []
+    for f in files:
+        problems.extend(_validate_path(f))
+    if as_json:
+        emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems])
+    else:
+        for p in problems:
+            click.echo(str(p), err=True)
+        if not problems:
+            click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} valid")
+    if problems:
+        raise SystemExit(int(ExitCode.INVALID_INPUT))
+
+
+@click.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of workflow files (for editors)."""
+    from flowstage.model.schema import workflow_schema
+
+    emit_json(workflow_schema())
+
+
+COMMANDS = [init_cmd, validate_cmd, schema_cmd]

@@ -1,0 +1,217 @@
+"""`run`, `resume` and `cancel`, with live progress on a terminal and a line per change when piped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from flowstage.cli.common import project_for, store_for
+from flowstage.cli.main import emit_json
+from flowstage.engine.ports import Event, TaskRun
+from flowstage.errors import ExitCode
+from flowstage.stores.base import StoredRun
+
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "retrying": "yellow",
+    "pending": "dim",
+}
+
+
+class LineProgress:
+    """One line per state change (for pipes and logs)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.t0 = time.monotonic()
+
+    def start(self, run_id: str) -> None:
+        self.out.write(f"run {run_id} started\n")
+        self.out.flush()
+
+    def __call__(self, event: Event, task: TaskRun | None) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+        if event.kind == "task_status" and task is not None:
+            extra = ""
+            if event.status == "running":
+                extra = f" (attempt {event.data.get('attempt', len(task.attempts))})"
+            elif event.status == "retrying":
+                extra = f" ({event.data.get('error', '')}; retry in {event.data.get('retry_in', 0):g}s)"
+            elif event.status == "skipped" and task.reason:
+                extra = f" ({task.reason})"
+            elif event.status in ("failed", "timed_out") and task.error:
+                extra = f" ({task.error})"
+            self.out.write(f"{stamp} [{task.stage}] {task.name} {event.status}{extra}\n")
+        elif event.kind == "run_finished":
+            self.out.write(f"{stamp} run {event.status}\n")
+        self.out.flush()
+
+    def stop(self) -> None:
+        pass
+
+
+class LiveProgress:
+    """A live table of stages and tasks on a terminal (rich)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=False)
+        self.tasks: dict[str, TaskRun] = {}
+        self.order: list[str] = []
+        self.t0 = time.monotonic()
+        self.run_id = ""
+        self.live = Live(console=self.console, refresh_per_second=8, transient=False, get_renderable=self.render)
+
+    def start(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.live.start()
+
+    def __call__(self, event: Event, task: TaskRun | None) -> None:
+        if task is not None:
+            if task.name not in self.tasks:
+                self.order.append(task.name)
+            self.tasks[task.name] = task
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"run {self.run_id}  {time.monotonic() - self.t0:.1f}s", expand=False)
+        table.add_column("stage")
+        table.add_column("task")
+        table.add_column("status")
+        table.add_column("elapsed", justify="right")
+        table.add_column("note", overflow="fold", max_width=60)
+        names = self.order
+        if len(names) > 30:  # big runs: what runs now and the latest changes
+            active = [n for n in names if str(self.tasks[n].status) in ("running", "retrying")]
+            names = (active + [n for n in names[-30:] if n not in active])[:30]
+        now = time.time()
+        for name in names:
+            t = self.tasks[name]
+            status = str(t.status)
+            if t.started_at and t.ended_at:
+                elapsed = f"{t.ended_at - t.started_at:.1f}s"
+            elif t.started_at:
+                elapsed = f"{now - t.started_at:.1f}s"
+            else:
+                elapsed = ""
+            note = t.reason or t.error or ""
+            table.add_row(t.stage, name, f"[{_STYLE.get(status, '')}]{status}[/]", elapsed, note)
+        return table
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def _progress(as_json: bool, quiet: bool) -> Any:
+    if as_json or quiet:
+        return None
+    if sys.stdout.isatty():
+        return LiveProgress()
+    return LineProgress(sys.stdout)
+
+
+def _summary(run: StoredRun) -> str:
+    counts: dict[str, int] = {}
+    for t in run.tasks:
+        counts[str(t.status)] = counts.get(str(t.status), 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    took = (run.ended_at or time.time()) - run.started_at
+    return f"run {run.id} ({run.workflow}) {run.status} in {took:.2f}s: {parts}"
+
+
+def _finish(run: StoredRun, as_json: bool) -> None:
+    if as_json:
+        from flowstage.views.records import run_record
+
+        emit_json(run_record(run))
+    else:
+        click.echo(_summary(run))
+        failed = [t for t in run.tasks if str(t.status) in ("failed", "timed_out") and t.error]
+        for t in failed[:10] if run.status != "succeeded" else []:
+            click.echo(f"  {t.name}: {t.error}", err=True)
+    raise SystemExit(int(ExitCode.OK if run.status == "succeeded" else ExitCode.RUN_FAILED))
+
+
+@click.command("run")
+@click.argument("workflow")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a run variable (repeatable).")
+@click.option("--executor", default=None, metavar="URL", help="Executor: local (default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
+def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_json: bool, quiet: bool) -> None:
+    """Run WORKFLOW (a name or a file) to its end."""
+    from flowstage.runtime import find_workflow, parse_var, start_run
+
+    project = project_for(workflow)
+    wf, source = find_workflow(project, workflow)
+    overrides = dict(parse_var(v) for v in variables)
+    store = store_for(project)
+    progress = _progress(as_json, quiet)
+    try:
+        run = start_run(
+            project,
+            wf,
+            store=store,
+            variables=overrides,
+            source=source,
+            executor=executor,
+            observer=progress,
+            on_created=progress.start if progress else None,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    _finish(run, as_json)
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.option("--executor", default=None, metavar="URL")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@click.option("-q", "--quiet", is_flag=True)
+def resume_cmd(run_id: str, executor: str | None, as_json: bool, quiet: bool) -> None:
+    """Run again what failed, timed out, was cancelled or never ran in RUN_ID."""
+    from flowstage.runtime import resume_run
+
+    project = project_for()
+    store = store_for(project)
+    progress = _progress(as_json, quiet)
+    if progress:
+        progress.start(run_id)
+    try:
+        run = resume_run(project, run_id, store=store, executor=executor, observer=progress)
+    finally:
+        if progress:
+            progress.stop()
+    _finish(run, as_json)
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def cancel_cmd(run_id: str, as_json: bool) -> None:
+    """Stop RUN_ID: running tasks are killed, pending ones cancelled."""
+    from flowstage.runtime import cancel_run
+
+    store = store_for(project_for())
+    run = cancel_run(store, run_id)
+    if as_json:
+        from flowstage.views.records import run_summary
+
+        emit_json(run_summary(run))
+    else:
+        click.echo(f"run {run.id} {run.status}")
+
+
+COMMANDS = [run_cmd, resume_cmd, cancel_cmd]

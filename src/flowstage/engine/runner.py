@@ -1,0 +1,536 @@
+"""The run state machine: one owner of a run's state, driving a plan to its end.
+
+The loop: decide what may start (pure `decisions`), record the changes in one batch, then act
+(submit attempts to the executor); wait for outcomes, timeouts, retries and cancel requests;
+record; repeat. Nothing is acted on before it is recorded, so a killed runner loses nothing it
+had recorded, and a resume knows exactly where it stood.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import queue
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flowstage.engine.decisions import Action, Decision, Requirement, decide, decide_stage_default, run_status
+from flowstage.engine.plan import Plan
+from flowstage.engine.ports import (
+    AttemptJob,
+    Batch,
+    Clock,
+    Event,
+    ExecutorPort,
+    Handle,
+    LogLine,
+    Outcome,
+    RunStorePort,
+    SystemClock,
+    TaskRun,
+)
+from flowstage.errors import FlowstageError, RunError
+from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
+from flowstage.model import templates
+from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class RunInterrupted(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """Raised by a signal handler to cancel the run in progress."""
+
+
+@dataclass
+class RunInfo:
+    """What templates know of the run (`run.*`)."""
+
+    id: str
+    workflow: str
+    version: int | None
+    logical_time: datetime
+    root: str
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "version": self.version,
+            "date": self.logical_time.date().isoformat(),
+            "logical_time": self.logical_time.isoformat(),
+        }
+
+
+@dataclass
+class _Running:
+    attempt: int
+    handle: Handle | None
+    deadline: float | None
+    started: float
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    name: str = field(compare=False)
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as plain JSON data (unknown objects become their text)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Runner:
+    """Drives one run of a plan to its end."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        info: RunInfo,
+        store: RunStorePort,
+        executor: ExecutorPort,
+        variables: Mapping[str, Any],
+        prior: Mapping[str, TaskRun] | None = None,
+        clock: Clock | None = None,
+        observer: Callable[[Event, TaskRun | None], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.info = info
+        self.store = store
+        self.executor = executor
+        self.clock = clock or SystemClock()
+        self.observer = observer
+        self.prefs = plan.workflow.preferences
+        self.variables: dict[str, Any] = dict(variables)
+        self.runs: dict[str, TaskRun] = {}
+        self.status: dict[str, TaskStatus] = {}
+        stage_names = plan.stage_names
+        for name, node in plan.nodes.items():
+            before = prior.get(name) if prior else None
+            if before is not None and before.status is TaskStatus.SUCCEEDED:
+                self.runs[name] = before
+            else:
+                tr = TaskRun(name=name, stage=stage_names[node.stage])
+                if before is not None:
+                    tr.attempts = list(before.attempts)
+                    tr.saved = {}
+                self.runs[name] = tr
+            self.status[name] = self.runs[name].status
+        self.remaining = [sum(1 for n in names if self.status[n] not in TASK_FINAL) for names in plan.stages]
+        self.stage_open = [False] * len(plan.stages)
+        self.stage_default: dict[int, Decision] = {}
+        self.ready: deque[str] = deque()
+        self.queued: set[str] = set()
+        self.running: dict[str, _Running] = {}
+        self.retry_heap: list[_Due] = []
+        self.tries: dict[str, int] = {}
+        self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.batch = Batch(run_id=info.id)
+        self.to_submit: list[tuple[str, AttemptJob]] = []
+        self.to_evaluate: deque[str] = deque()
+        self.cancelled = False
+        self.timed_out = False
+        self.run_level = LEVELS[self.prefs.log_level]
+        self.level_of = {
+            name: LEVELS[node.task.log_level] if node.task.log_level else self.run_level for name, node in plan.nodes.items()
+        }
+        self.needs_render = {
+            name: (
+                node.task.if_ is not None
+                or templates.contains_template(node.task.with_)
+                or templates.contains_template(node.task.variables)
+                or any(templates.contains_template(getattr(node.task.spec, f)) for f in node.task.spec.template_fields)
+                or bool(node.task.variables)
+            )
+            for name, node in plan.nodes.items()
+        }
+        self._final_status: RunStatus | None = None
+
+    # ------------------------------------------------------------------ recording
+    def _log(self, level: int, message: str, task: str | None = None, attempt: int | None = None) -> None:
+        threshold = self.level_of[task] if task else self.run_level
+        if level >= threshold:
+            self.batch.logs.append(LogLine(self.info.id, task, attempt, self.clock.time(), level, message))
+
+    def _change(self, name: str, **data: Any) -> None:
+        tr = self.runs[name]
+        self.batch.tasks.append(tr)
+        self.batch.events.append(
+            Event(self.info.id, self.clock.time(), "task_status", name, str(tr.status), {k: v for k, v in data.items() if v is not None})
+        )
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        batch = self.batch
+        # one projection row per task per batch: the latest
+        seen: dict[str, TaskRun] = {}
+        for tr in batch.tasks:
+            seen[tr.name] = tr
+        batch.tasks = list(seen.values())
+        self.batch = Batch(run_id=self.info.id)
+        self.store.record(batch)
+        if self.observer is not None:
+            for ev in batch.events:
+                self.observer(ev, self.runs.get(ev.task) if ev.task else None)
+
+    # ------------------------------------------------------------------ decisions
+    def _decision(self, name: str) -> Decision:
+        node = self.plan.nodes[name]
+        if node.requires is None:
+            if node.stage == 0:
+                return Decision(Action.RUN)
+            if node.stage not in self.stage_default:
+                prev = node.stage - 1
+                self.stage_default[node.stage] = decide_stage_default(
+                    self.plan.stage_names[prev], ((n, self.status[n]) for n in self.plan.stages[prev])
+                )
+            return self.stage_default[node.stage]
+        return decide([Requirement(p, c, self.status[p]) for p, c in node.requires], node.when)
+
+    def _open_stages(self) -> None:
+        for k in range(len(self.plan.stages)):
+            if not self.stage_open[k]:
+                self.stage_open[k] = True
+                self.to_evaluate.extend(self.plan.stages[k])
+            if self.remaining[k] > 0:
+                break
+
+    def _evaluate_all(self) -> None:
+        while self.to_evaluate:
+            name = self.to_evaluate.popleft()
+            if self.status[name] is not TaskStatus.PENDING or name in self.queued:
+                continue
+            if not self.stage_open[self.plan.nodes[name].stage]:
+                continue
+            d = self._decision(name)
+            if d.action is Action.RUN:
+                self.queued.add(name)
+                self.ready.append(name)
+            elif d.action is Action.SKIP:
+                self._final(name, TaskStatus.SKIPPED, reason=d.reason)
+
+    def _final(self, name: str, status: TaskStatus, *, reason: str | None = None, error: str | None = None) -> None:
+        """Record that `name` reached a final status and re-decide what depends on it."""
+        tr = self.runs[name]
+        tr.status = status
+        tr.reason = reason
+        if error is not None:
+            tr.error = error
+        if tr.ended_at is None or status is not TaskStatus.SKIPPED:
+            tr.ended_at = self.clock.time()
+        self.status[name] = status
+        self.queued.discard(name)
+        stage = self.plan.nodes[name].stage
+        self.remaining[stage] -= 1
+        self._change(name, reason=reason, error=error)
+        level = {
+            TaskStatus.SUCCEEDED: INFO,
+            TaskStatus.SKIPPED: NOTICE,
+            TaskStatus.CANCELLED: WARNING,
+        }.get(status, ERROR)
+        text = f"task {name} {status}"
+        if reason:
+            text += f": {reason}"
+        if error:
+            text += f": {error}"
+        self._log(level, text, name, len(tr.attempts) or None)
+        self.to_evaluate.extend(self.plan.successors.get(name, ()))
+        if self.remaining[stage] == 0:
+            self._open_stages()
+
+    # ------------------------------------------------------------------ starting
+    def _context(self, name: str, attempt: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        node = self.plan.nodes[name]
+        task_ctx = {"name": name, "attempt": attempt, "stage": self.plan.stage_names[node.stage]}
+        scope = dict(self.variables)
+        ctx = {"var": scope, "run": self.info.context(), "task": task_ctx}
+        if node.task.variables:
+            scope.update(templates.render(node.task.variables, ctx))
+        return ctx, scope
+
+    def _start(self, name: str) -> None:
+        node = self.plan.nodes[name]
+        task = node.task
+        tr = self.runs[name]
+        attempt = len(tr.attempts) + 1
+        now = self.clock.time()
+        try:
+            if self.needs_render[name]:
+                ctx, scope = self._context(name, attempt)
+                if task.if_ is not None and not templates.evaluate(task.if_, ctx):
+                    self._final(name, TaskStatus.SKIPPED, reason=f"if: {task.if_} is false")
+                    return
+                kwargs = templates.render(task.with_, ctx)
+                spec = task.spec
+                updates: dict[str, Any] = {}
+                for fname in spec.template_fields:
+                    updates[fname] = templates.render(getattr(spec, fname), ctx, shell=(fname == spec.kind == "shell"))
+                if updates:
+                    spec = spec.model_copy(update=updates)
+            else:
+                ctx = {"var": self.variables, "run": self.info.context(), "task": {"name": name, "attempt": attempt}}
+                scope, kwargs, spec = self.variables, dict(task.with_), task.spec
+        except FlowstageError as exc:
+            tr.attempts.append({"number": attempt, "status": "failed", "started_at": now, "ended_at": now, "error": str(exc)})
+            tr.started_at = tr.started_at or now
+            self._final(name, TaskStatus.FAILED, error=str(exc))
+            return
+        tr.status = TaskStatus.RUNNING
+        if tr.started_at is None:
+            tr.started_at = now
+        tr.ended_at = None
+        tr.error = None
+        tr.reason = None
+        tr.variables = _jsonable(scope) if scope else {}
+        tr.attempts.append({"number": attempt, "status": "running", "started_at": now, "ended_at": None, "error": None})
+        self.status[name] = TaskStatus.RUNNING
+        self.tries[name] = self.tries.get(name, 0) + 1
+        self._change(name, attempt=attempt)
+        self._log(INFO, f"task {name} started (attempt {attempt})", name, attempt)
+        timeout = task.timeout if task.timeout is not None else self.prefs.timeout
+        mono = self.clock.monotonic()
+        self.running[name] = _Running(attempt, None, mono + timeout if timeout else None, mono)
+        job = AttemptJob(
+            run_id=self.info.id,
+            workflow=self.info.workflow,
+            task=task,
+            spec=spec,
+            kwargs=kwargs,
+            variables=scope,
+            attempt=attempt,
+            root=self.info.root,
+            log_level=self.level_of[name],
+            context=ctx,
+            interpreter=self.prefs.python,
+        )
+        self.to_submit.append((name, job))
+
+    def _start_ready(self) -> None:
+        limit = self.prefs.max_parallel
+        while self.ready and len(self.running) < limit and not (self.cancelled or self.timed_out):
+            name = self.ready.popleft()
+            self.queued.discard(name)
+            if self.status[name] is TaskStatus.PENDING or self.status[name] is TaskStatus.RETRYING:
+                self._start(name)
+            self._evaluate_all()
+
+    def _submit_all(self) -> None:
+        jobs, self.to_submit = self.to_submit, []
+        for name, job in jobs:
+            running = self.running.get(name)
+            if running is None or running.attempt != job.attempt:
+                continue
+            attempt = job.attempt
+
+            def done(outcome: Outcome, name: str = name, attempt: int = attempt) -> None:
+                self.inbox.put(("done", (name, attempt, outcome)))
+
+            def log(level: int, message: str, name: str = name, attempt: int = attempt) -> None:
+                self.inbox.put(("log", (name, attempt, level, message)))
+
+            running.handle = self.executor.submit(job, done, log)
+
+    # ------------------------------------------------------------------ outcomes
+    def _attempt_end(self, name: str, status: TaskStatus, error: str | None, metrics: dict[str, Any]) -> None:
+        tr = self.runs[name]
+        now = self.clock.time()
+        entry = tr.attempts[-1]
+        entry.update({"status": str(status), "ended_at": now, "error": error})
+        if metrics:
+            entry["metrics"] = metrics
+
+    def _on_outcome(self, name: str, attempt: int, outcome: Outcome) -> None:
+        running = self.running.get(name)
+        if running is None or running.attempt != attempt:
+            return  # a late answer from an attempt already timed out or cancelled
+        del self.running[name]
+        tr = self.runs[name]
+        runtime = round(self.clock.monotonic() - running.started, 6)
+        metrics = {"runtime_seconds": runtime, **outcome.metrics}
+        self._attempt_end(name, outcome.status, outcome.error, metrics)
+        tr.metrics = {**tr.metrics, **metrics, "attempts": len(tr.attempts)}
+        if outcome.status is TaskStatus.SUCCEEDED:
+            try:
+                saved = self._saved(name, outcome.value)
+            except FlowstageError as exc:
+                self._failed(name, TaskStatus.FAILED, str(exc))
+                return
+            if saved:
+                tr.saved = saved
+                self.variables.update(saved)
+                self.batch.run_variables = _jsonable(self.variables)
+            self._final(name, TaskStatus.SUCCEEDED)
+        else:
+            self._failed(name, outcome.status, outcome.error or str(outcome.status))
+
+    def _saved(self, name: str, value: Any) -> dict[str, Any]:
+        save = self.plan.nodes[name].task.save
+        if save is None:
+            return {}
+        value = _jsonable(value)
+        if isinstance(save, str):
+            return {save: value}
+        if not isinstance(value, dict):
+            raise RunError(f"save: needs a mapping result to pick {sorted(save.values())}, got {type(value).__name__}")
+        missing = [k for k in save.values() if k not in value]
+        if missing:
+            raise RunError(f"save: the result has no key {missing[0]!r} (keys: {', '.join(map(str, value))})")
+        return {var: value[key] for var, key in save.items()}
+
+    def _failed(self, name: str, status: TaskStatus, error: str) -> None:
+        task = self.plan.nodes[name].task
+        retries = task.retries if task.retries is not None else self.prefs.retries
+        if self.tries.get(name, 0) <= retries and not (self.cancelled or self.timed_out):
+            tr = self.runs[name]
+            tr.status = TaskStatus.RETRYING
+            tr.error = error
+            self.status[name] = TaskStatus.RETRYING
+            delay = task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
+            heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name))
+            self._change(name, error=error, retry_in=delay)
+            self._log(WARNING, f"task {name} {status} ({error}); retrying in {delay:g}s", name, len(tr.attempts))
+            return
+        self._final(name, status, error=error)
+
+    def _on_log(self, name: str, attempt: int, level: int, message: str) -> None:
+        self._log(level, message, name, attempt)
+
+    # ------------------------------------------------------------------ timers
+    def _check_timers(self) -> None:
+        mono = self.clock.monotonic()
+        for name, running in list(self.running.items()):
+            if running.deadline is not None and mono >= running.deadline:
+                if running.handle is not None:
+                    running.handle.kill()
+                del self.running[name]
+                timeout = running.deadline - running.started
+                error = f"timed out after {timeout:g}s"
+                self._attempt_end(name, TaskStatus.TIMED_OUT, error, {"runtime_seconds": round(mono - running.started, 6)})
+                self.runs[name].metrics = {**self.runs[name].metrics, "runtime_seconds": round(mono - running.started, 6), "attempts": len(self.runs[name].attempts)}
+                self._failed(name, TaskStatus.TIMED_OUT, error)
+        while self.retry_heap and self.retry_heap[0].at <= mono:
+            due = heapq.heappop(self.retry_heap)
+            if self.status[due.name] is TaskStatus.RETRYING:
+                self.ready.append(due.name)
+                self.queued.add(due.name)
+
+    def _next_wakeup(self, run_deadline: float | None, next_beat: float) -> float:
+        times = [next_beat]
+        times.extend(r.deadline for r in self.running.values() if r.deadline is not None)
+        if self.retry_heap:
+            times.append(self.retry_heap[0].at)
+        if run_deadline is not None:
+            times.append(run_deadline)
+        return max(0.0, min(times) - self.clock.monotonic())
+
+    def _stop_all(self, *, timed_out: bool) -> None:
+        """Kill what runs and cancel what waits: for cancel and the run timeout."""
+        if timed_out:
+            self.timed_out = True
+            why = "run timed out"
+        else:
+            self.cancelled = True
+            why = "run cancelled"
+        self._log(WARNING, why)
+        for name, running in list(self.running.items()):
+            if running.handle is not None:
+                running.handle.kill()
+            del self.running[name]
+            status = TaskStatus.TIMED_OUT if timed_out else TaskStatus.CANCELLED
+            self._attempt_end(name, status, why, {"runtime_seconds": round(self.clock.monotonic() - running.started, 6)})
+            self._final(name, status, reason=why, error=why if timed_out else None)
+        self.ready.clear()
+        self.queued.clear()
+        self.retry_heap.clear()
+        for name, status in list(self.status.items()):
+            if status not in TASK_FINAL:
+                self._final(name, TaskStatus.CANCELLED, reason=why)
+        self.to_evaluate.clear()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RunStatus:
+        """Drive the run to a final status, recording as it goes."""
+        try:
+            return self._loop()
+        finally:
+            self.executor.shutdown()
+
+    def _loop(self) -> RunStatus:
+        run_timeout = self.prefs.run_timeout
+        started = self.clock.monotonic()
+        run_deadline = started + run_timeout if run_timeout else None
+        next_beat = started + HEARTBEAT_SECONDS
+        self._open_stages()
+        self._evaluate_all()
+        while True:
+            try:
+                self._start_ready()
+                self._flush()  # recorded before it is acted on
+                self._submit_all()
+                if not self.running and not self.ready and not self.retry_heap:
+                    break
+                try:
+                    message = self.inbox.get(timeout=self._next_wakeup(run_deadline, next_beat))
+                except queue.Empty:
+                    message = None
+                while message is not None:
+                    kind, payload = message
+                    if kind == "done":
+                        self._on_outcome(*payload)
+                    else:
+                        self._on_log(*payload)
+                    try:
+                        message = self.inbox.get_nowait()
+                    except queue.Empty:
+                        message = None
+                self._check_timers()
+                self._evaluate_all()
+                mono = self.clock.monotonic()
+                if run_deadline is not None and mono >= run_deadline:
+                    self._stop_all(timed_out=True)
+                if mono >= next_beat:
+                    next_beat = mono + HEARTBEAT_SECONDS
+                    self._flush()
+                    if self.store.heartbeat(self.info.id, self.clock.time()):
+                        self._stop_all(timed_out=False)
+            except (KeyboardInterrupt, RunInterrupted):
+                self._stop_all(timed_out=False)
+        # drain log lines still queued from finished attempts
+        while True:
+            try:
+                kind, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "log":
+                self._on_log(*payload)
+        # anything not final here was never reachable (should not happen): make it explicit
+        for name, status in list(self.status.items()):
+            if status not in TASK_FINAL:
+                self._final(name, TaskStatus.CANCELLED, reason="never became ready")
+        status = run_status(self.status, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
+        now = self.clock.time()
+        self.batch.run_status = str(status)
+        self.batch.run_ended_at = now
+        self.batch.events.append(Event(self.info.id, now, "run_finished", None, str(status)))
+        self._log(NOTICE if status is RunStatus.SUCCEEDED else ERROR, f"run {status}")
+        self._flush()
+        self._final_status = status
+        return status
+
+
+def utc(ts: float | None) -> str | None:
+    """ISO 8601 with a UTC offset."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat()

@@ -1,0 +1,47 @@
+"""The local executor: a pool of `max_parallel` threads.
+
+SQL and in-process tasks run in the thread; python and shell tasks start a child process from
+the thread (isolation, a kill that reaches the whole process group, peak memory measured).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.errors import FlowstageError
+from flowstage.logging import ERROR
+from flowstage.model.statuses import TaskStatus
+from flowstage.tasks import runner_for
+from flowstage.tasks._process import ProcessHandle
+
+
+class LocalExecutor:
+    def __init__(self, max_workers: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
+
+    def submit(
+        self,
+        job: AttemptJob,
+        done: Callable[[Outcome], None],
+        log: Callable[[int, str], None],
+    ) -> ProcessHandle:
+        handle = ProcessHandle()
+
+        def work() -> None:
+            try:
+                outcome = runner_for(job.spec.kind)(job, log, handle)
+            except FlowstageError as exc:
+                outcome = Outcome(TaskStatus.FAILED, error=str(exc))
+            except BaseException as exc:  # noqa: BLE001 - report every failure as the task's
+                log(ERROR, traceback.format_exc().rstrip())
+                outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            done(outcome)
+
+        self._pool.submit(work)
+        return handle
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

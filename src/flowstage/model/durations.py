@@ -1,0 +1,49 @@
+"""Durations as users write them: ``30s``, ``5m``, ``1h30m``, ``2d``, ``250ms`` or a number of seconds."""
+
+from __future__ import annotations
+
+import re
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in `value`; raises ValueError with a readable message."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative: {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
+    text = value.strip().replace(" ", "")
+    pos = 0
+    total = 0.0
+    for m in _PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest text `parse_duration` reads back to `seconds`."""
+    if seconds != int(seconds):
+        ms = round(seconds * 1000)
+        if abs(ms / 1000 - seconds) < 1e-9:
+            return f"{ms}ms"
+        return repr(seconds) + "s"
+    rest = int(seconds)
+    if rest == 0:
+        return "0s"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out

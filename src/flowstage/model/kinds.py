@@ -1,0 +1,100 @@
+"""Task kinds: the spec model of each kind, and the registry that finds them.
+
+A task holds exactly one kind key (`python:`, `shell:` ...). Each kind is a small frozen pydantic
+model of the kind key and its kind-specific keys; the runnable side lives in `flowstage.tasks`.
+Third-party kinds register a spec the same way through the `flowstage.task_kinds` entry-point
+group (the entry point names a class with a `spec` attribute), loaded only when an unknown key
+shows up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class KindSpec(BaseModel):
+    """Base of every task kind's spec: the kind key plus the kind-specific keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: ClassVar[str]
+    #: keys whose string values are Jinja templates rendered at run time
+    template_fields: ClassVar[tuple[str, ...]] = ()
+    #: the default for `in_process`-like placement: True when the kind runs in a child process
+    isolated: ClassVar[bool] = False
+
+
+_CALLABLE = re.compile(r"^(?:[A-Za-z_][\w.]*|[^:]+\.py):[A-Za-z_]\w*$")
+
+
+class PythonSpec(KindSpec):
+    """``python: module:function`` or ``python: path/file.py:function``."""
+
+    kind: ClassVar[str] = "python"
+    isolated: ClassVar[bool] = True
+    python: str = Field(description="module:function or path/file.py:function")
+    interpreter: str | None = Field(default=None, description='a Python version ("3.11") or a path')
+    in_process: bool = Field(default=False, description="run in the runner's own process")
+
+    @field_validator("python")
+    @classmethod
+    def _callable(cls, v: str) -> str:
+        if not _CALLABLE.match(v):
+            raise ValueError(f"expected module:function or path/file.py:function, got {v!r}")
+        return v
+
+    @property
+    def in_child(self) -> bool:
+        return not self.in_process
+
+
+class ShellSpec(KindSpec):
+    """``shell: command``; template values are shell-quoted."""
+
+    kind: ClassVar[str] = "shell"
+    isolated: ClassVar[bool] = True
+    template_fields: ClassVar[tuple[str, ...]] = ("shell", "env")
+    shell: str = Field(description="a command run by /bin/sh; non-zero exit is failure")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables added")
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ("" if x is None else str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+        return v
+
+
+BUILTIN_KINDS: dict[str, type[KindSpec]] = {spec.kind: spec for spec in (PythonSpec, ShellSpec)}
+_plugins: dict[str, type[KindSpec]] | None = None
+
+
+def _load_plugins() -> dict[str, type[KindSpec]]:
+    global _plugins
+    if _plugins is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, type[KindSpec]] = {}
+        for ep in entry_points(group="flowstage.task_kinds"):
+            try:
+                spec = ep.load().spec
+            except Exception:  # noqa: BLE001 - a broken plugin must not break loading built-ins
+                continue
+            if isinstance(spec, type) and issubclass(spec, KindSpec):
+                found[spec.kind] = spec
+        _plugins = found
+    return _plugins
+
+
+def kind_spec(key: str) -> type[KindSpec] | None:
+    """The spec model of the kind whose key is `key`, or None."""
+    spec = BUILTIN_KINDS.get(key)
+    if spec is None and not key.startswith("_"):
+        spec = _load_plugins().get(key)
+    return spec
+
+
+def all_kinds() -> dict[str, type[KindSpec]]:
+    return {**_load_plugins(), **BUILTIN_KINDS}

@@ -1,0 +1,230 @@
+"""Load a workflow file into a validated `Workflow`, with every problem at ``file:line:col``.
+
+Three passes: YAML 1.2 parsing with positions (`yamlsource`), the pydantic model (types, keys,
+kinds), then the graph (names, references, stages, cycles) and template syntax.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from flowstage.errors import DefinitionError, Problem
+from flowstage.model import templates
+from flowstage.model.workflow import Task, Workflow, did_you_mean
+from flowstage.model.yamlsource import Source, parse
+
+_TOP_KEYS = tuple(Workflow.model_fields)
+
+
+def load(path: str | Path) -> Workflow:
+    """Read and validate the workflow file at `path`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DefinitionError([Problem("no such file", str(path))]) from None
+    except IsADirectoryError:
+        raise DefinitionError([Problem("is a directory, not a workflow file", str(path))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([Problem(f"cannot read: {exc}", str(path))]) from None
+    return load_text(text, str(path))
+
+
+def load_text(text: str, file: str = "<input>") -> Workflow:
+    """Validate workflow text (YAML or JSON)."""
+    source = parse(text, file)
+    return from_source(source)
+
+
+def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors(include_url=False):
+        loc = [part for part in err["loc"] if part != "spec"]
+        # drop pydantic's union / function branch labels from the location
+        loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+        message = err["msg"]
+        etype = err["type"]
+        ctx = err.get("ctx") or {}
+        if etype == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            parent = tuple(loc[:-1])
+            choices = _choices_at(parent)
+            message = f"unknown key '{key}'{did_you_mean(str(key), choices)}"
+        elif etype == "missing":
+            message = f"missing required key '{loc[-1]}'"
+            loc = loc[:-1]
+        elif "key" in ctx:
+            loc = [*loc, ctx["key"]]
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        elif message.startswith("Assertion failed, "):
+            message = message[len("Assertion failed, ") :]
+        if etype not in ("extra_forbidden", "missing") and "key" not in ctx and loc:
+            message = f"{_dotted(loc)}: {message}"
+        key = (tuple(loc), message)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(source.problem(tuple(loc), message))
+    return problems
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _choices_at(parent: tuple[Any, ...]) -> list[str]:
+    from flowstage.model.workflow import Alert, Preferences, Stage, Trigger
+
+    if not parent:
+        return list(_TOP_KEYS)
+    last = next((p for p in reversed(parent) if isinstance(p, str)), "")
+    by_key = {
+        "preferences": Preferences,
+        "trigger": Trigger,
+        "alerts": Alert,
+        "stages": Stage,
+    }
+    model = by_key.get(str(last))
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def from_source(source: Source) -> Workflow:
+    data = source.data
+    if not isinstance(data, dict):
+        raise DefinitionError([source.problem((), "a workflow file is a mapping (name, stages or tasks, ...)")])
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError(_pydantic_problems(source, exc)) from None
+    problems = check_graph(workflow, source)
+    if problems:
+        raise DefinitionError(problems)
+    return workflow
+
+
+def _task_path(workflow: Workflow, stage: int, index: int) -> tuple[Any, ...]:
+    if workflow.tasks is not None:
+        return ("tasks", index)
+    return ("stages", stage, "tasks", index)
+
+
+def check_graph(workflow: Workflow, source: Source | None = None) -> list[Problem]:
+    """Names, references, stage order, cycles and templates: every problem found."""
+
+    def problem(path: tuple[Any, ...], message: str) -> Problem:
+        if source is None:
+            return Problem(f"{_dotted(list(path))}: {message}")
+        return source.problem(path, message)
+
+    problems: list[Problem] = []
+    where: dict[str, tuple[int, int]] = {}
+    if workflow.stages is not None:
+        stage_seen: set[str] = set()
+        for si, stage in enumerate(workflow.stages):
+            if stage.name in stage_seen:
+                problems.append(problem(("stages", si, "name"), f"duplicate stage name '{stage.name}'"))
+            stage_seen.add(stage.name)
+    positions: list[tuple[int, int, Task]] = []
+    if workflow.tasks is not None:
+        positions = [(0, i, t) for i, t in enumerate(workflow.tasks)]
+    else:
+        positions = [(si, i, t) for si, s in enumerate(workflow.stages or []) for i, t in enumerate(s.tasks)]
+    for si, i, task in positions:
+        if task.name in where:
+            problems.append(problem((*_task_path(workflow, si, i), "name"), f"duplicate task name '{task.name}'"))
+        else:
+            where[task.name] = (si, i)
+    stage_names = workflow.stage_names()
+    for si, i, task in positions:
+        path = _task_path(workflow, si, i)
+        for pred in task.after or {}:
+            at = (*path, "after", pred)
+            if pred == task.name:
+                problems.append(problem(at, f"task '{task.name}' cannot come after itself"))
+            elif pred not in where:
+                problems.append(problem(at, f"unknown task '{pred}' in after{did_you_mean(pred, list(where))}"))
+            elif workflow.stages is not None and where[pred][0] >= si:
+                ps = where[pred][0]
+                rel = "the same stage" if ps == si else f"a later stage ('{stage_names[ps]}')"
+                problems.append(
+                    problem(at, f"'{pred}' is in {rel}; after: may only name tasks of earlier stages")
+                )
+        problems.extend(_template_problems(task, path, problem))
+    if workflow.tasks is not None and not problems:
+        cycle = find_cycle({t.name: list(t.after or {}) for t in workflow.tasks})
+        if cycle:
+            si, i = where[cycle[0]]
+            problems.append(problem((*_task_path(workflow, si, i), "after"), "cycle: " + " -> ".join(cycle)))
+    return problems
+
+
+def _template_problems(task: Task, path: tuple[Any, ...], problem: Any) -> list[Problem]:
+    out: list[Problem] = []
+    if task.if_ is not None:
+        msg = templates.expression_error(task.if_)
+        if msg:
+            out.append(problem((*path, "if"), msg))
+
+    def walk(value: Any, at: tuple[Any, ...]) -> None:
+        if isinstance(value, str):
+            msg = templates.syntax_error(value)
+            if msg:
+                out.append(problem(at, msg))
+        elif isinstance(value, list):
+            for n, v in enumerate(value):
+                walk(v, (*at, n))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*at, k))
+
+    walk(task.with_, (*path, "with"))
+    walk(task.variables, (*path, "variables"))
+    if task.for_each is not None:
+        walk(task.for_each, (*path, "for_each"))
+    for field in task.spec.template_fields:
+        walk(getattr(task.spec, field), (*path, field))
+    return out
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One cycle of `graph` (node -> predecessors) as a path ``[a, b, a]``, or None."""
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(graph, white)
+    for root in graph:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        color[root] = grey
+        path.append(root)
+        while stack:
+            node, idx = stack[-1]
+            preds = graph.get(node, [])
+            if idx < len(preds):
+                stack[-1] = (node, idx + 1)
+                nxt = preds[idx]
+                if nxt not in color:
+                    continue
+                if color[nxt] == grey:
+                    start = path.index(nxt)
+                    cyc = path[start:] + [nxt]
+                    return list(reversed(cyc))
+                if color[nxt] == white:
+                    color[nxt] = grey
+                    path.append(nxt)
+                    stack.append((nxt, 0))
+            else:
+                color[node] = black
+                path.pop()
+                stack.pop()
+    return None

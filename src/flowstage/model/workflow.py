@@ -1,0 +1,313 @@
+"""The workflow model: Workflow, Stage, Task, Preferences, Trigger, Alert.
+
+Definitions are frozen pydantic models. A task's kind key and kind-specific keys are gathered
+into `Task.spec` (a `KindSpec`) on the way in, and spread back on the way out, so a task reads
+and writes exactly as in the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from pydantic_core import PydanticCustomError
+
+from flowstage.model.conditions import Condition, When
+from flowstage.model.durations import format_duration, parse_duration
+from flowstage.model.kinds import KindSpec, all_kinds, kind_spec
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
+TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(json_schema_extra={"type": "string", "examples": ["30s", "5m", "1h30m"]}),
+]
+LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical"]
+TaskName = Annotated[str, Field(pattern=TASK_NAME_PATTERN, max_length=200)]
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _normalize_after(value: Any) -> Any:
+    """`after: a`, `after: [a, b]` and `after: {a: failure}` all become a mapping."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {value: Condition.SUCCESS}
+    if isinstance(value, list):
+        out: dict[str, Any] = {}
+        for item in value:
+            if isinstance(item, str):
+                out[item] = Condition.SUCCESS
+            elif isinstance(item, dict) and len(item) == 1:
+                out.update(item)
+            else:
+                raise ValueError("after: list items are task names")
+        return out
+    return value
+
+
+COMMON_TASK_KEYS = (
+    "name",
+    "description",
+    "after",
+    "when",
+    "if",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "variables",
+    "with",
+    "save",
+    "instances",
+    "for_each",
+    "log_level",
+)
+
+
+class Task(_Frozen):
+    """One task: common keys plus exactly one kind (its spec)."""
+
+    name: TaskName
+    description: str | None = None
+    after: Annotated[dict[str, Condition] | None, BeforeValidator(_normalize_after)] = Field(
+        default=None, description="predecessors and their condition; replaces the stage default"
+    )
+    when: When = When.ALL
+    if_: str | None = Field(default=None, alias="if", description="an expression on variables")
+    retries: int | None = Field(default=None, ge=0, le=1000)
+    retry_delay: Duration | None = None
+    timeout: Duration | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    save: str | dict[str, str] | None = None
+    instances: int | None = Field(default=None, ge=1, le=10000)
+    for_each: str | list[Any] | None = None
+    log_level: LogLevel | None = None
+    spec: SerializeAsAny[KindSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_spec(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "spec" in data:
+            return data
+        common = {k: v for k, v in data.items() if k in COMMON_TASK_KEYS or k in ("if_", "with_")}
+        rest = {k: v for k, v in data.items() if k not in common}
+        kinds = [k for k in rest if kind_spec(k) is not None]
+        if not kinds:
+            names = ", ".join(sorted(all_kinds()))
+            if rest:
+                key = next(iter(rest))
+                choices = list(COMMON_TASK_KEYS) + list(all_kinds())
+                raise PydanticCustomError(
+                    "unknown_key",
+                    "unknown key '{key}'{hint}; a task needs one kind: {names}",
+                    {"key": key, "hint": did_you_mean(key, choices), "names": names},
+                )
+            raise PydanticCustomError("no_kind", "a task needs exactly one kind key: one of {names}", {"names": names})
+        if len(kinds) > 1:
+            raise PydanticCustomError(
+                "two_kinds",
+                "two kinds in one task: {kinds}; a task has exactly one kind",
+                {"kinds": " and ".join(kinds), "key": kinds[1]},
+            )
+        spec_cls = kind_spec(kinds[0])
+        assert spec_cls is not None
+        allowed = set(spec_cls.model_fields)
+        for key in rest:
+            if key not in allowed:
+                choices = list(COMMON_TASK_KEYS) + sorted(allowed)
+                raise PydanticCustomError(
+                    "unknown_key",
+                    "unknown key '{key}' for a {kind} task{hint}",
+                    {"key": key, "kind": spec_cls.kind, "hint": did_you_mean(key, choices)},
+                )
+        common["spec"] = spec_cls.model_validate(rest)
+        return common
+
+    @field_validator("after")
+    @classmethod
+    def _after_names(cls, v: dict[str, Condition] | None) -> dict[str, Condition] | None:
+        if v is not None:
+            for key in v:
+                if not re.match(TASK_NAME_PATTERN, key):
+                    raise ValueError(f"not a task name: {key!r}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _spread_spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        spec = data.pop("spec", None)
+        if isinstance(spec, dict):
+            data.update(spec)
+        return data
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+
+class Stage(_Frozen):
+    name: TaskName
+    description: str | None = None
+    tasks: list[Task] = Field(min_length=1)
+
+
+class Preferences(_Frozen):
+    log_level: LogLevel = "info"
+    max_parallel: int = Field(default=8, ge=1, le=10000)
+    retries: int = Field(default=0, ge=0, le=1000)
+    retry_delay: Duration = 10.0
+    timeout: Duration | None = None
+    run_timeout: Duration | None = None
+    python: str | None = None
+    flush: list[str] = Field(default_factory=list)
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+class AfterWorkflows(_Frozen):
+    workflows: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+    status: Literal["succeeded", "failed", "completed"] = "succeeded"
+    when: When = When.ALL
+
+
+class Trigger(_Frozen):
+    schedule: str | None = None
+    timezone: str = "UTC"
+    catch_up: bool = False
+    max_active_runs: int = Field(default=1, ge=1)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    after: AfterWorkflows | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if len(v.split()) != 5:
+            raise ValueError(f"a schedule is a 5-field cron expression, got {v!r}")
+        from datetime import datetime
+
+        import cronsim
+
+        try:
+            cronsim.CronSim(v, datetime(2026, 1, 1))
+        except cronsim.CronSimError as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Trigger:
+        if self.schedule is not None and self.after is not None:
+            raise ValueError("a trigger has one start: `schedule` or `after`, not both")
+        return self
+
+
+METRICS = ("runtime_seconds", "memory_mb", "rows_read", "rows_written", "attempts")
+
+
+class Alert(_Frozen):
+    on: Literal["failed", "succeeded", "completed"] | None = None
+    metric: Literal["runtime_seconds", "memory_mb", "rows_read", "rows_written", "attempts"] | None = None
+    task: str | None = None
+    op: Literal[">", ">=", "<", "<=", "==", "!="] | None = None
+    value: float | None = None
+    notify: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Alert:
+        if (self.on is None) == (self.metric is None):
+            raise ValueError("an alert has either `on:` or `metric:` (with op and value)")
+        if self.metric is not None and (self.op is None or self.value is None):
+            raise ValueError("a metric alert needs `op:` and `value:`")
+        if self.metric is None and (self.op is not None or self.value is not None):
+            raise ValueError("`op:` and `value:` go with `metric:`")
+        if self.metric is not None and self.task is None and self.metric != "runtime_seconds":
+            raise ValueError(f"metric {self.metric!r} is a task metric: name the `task:`")
+        return self
+
+
+class Workflow(_Frozen):
+    """A validated workflow definition."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=200)]
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    preferences: Preferences = Field(default_factory=Preferences)
+    trigger: Trigger | None = None
+    alerts: list[Alert] = Field(default_factory=list)
+    stages: list[Stage] | None = None
+    tasks: list[Task] | None = None
+
+    @model_validator(mode="after")
+    def _stages_or_tasks(self) -> Workflow:
+        if (self.stages is None) == (self.tasks is None):
+            raise ValueError("a workflow has either `stages:` or `tasks:`, not both and not neither")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("`tasks:` is empty")
+        if self.stages is not None and not self.stages:
+            raise ValueError("`stages:` is empty")
+        return self
+
+    def all_tasks(self) -> list[tuple[int, Task]]:
+        """Every task with its stage index (0 for a flat `tasks:` graph)."""
+        if self.tasks is not None:
+            return [(0, t) for t in self.tasks]
+        return [(i, t) for i, s in enumerate(self.stages or []) for t in s.tasks]
+
+    def stage_names(self) -> list[str]:
+        if self.stages is None:
+            return ["main"]
+        return [s.name for s in self.stages]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain mapping as written in a file (defaults left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def to_yaml(self) -> str:
+        """The workflow as YAML that `load` reads back to an equal workflow."""
+        from flowstage.model.yamlsource import dump
+
+        return dump(self.to_dict())

@@ -1,0 +1,193 @@
+"""Read YAML 1.2 (and JSON) while keeping the line and column of every node.
+
+PyYAML resolves plain scalars by YAML 1.1 rules (`on`, `yes`, `off` become booleans). We compose
+the node tree with libyaml and construct the values ourselves with the YAML 1.2 core schema, so
+`on: failed` keeps its key. Every mapping key and sequence item gets a position, keyed by its
+path (a tuple of keys and indexes), so validation errors can point at ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from flowstage.errors import DefinitionError, Problem
+
+Path = tuple[str | int, ...]
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT10 = re.compile(r"^[-+]?[0-9]+$")
+_INT8 = re.compile(r"^0o[0-7]+$")
+_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAX_NODES = 1_000_000  # an alias bomb must not exhaust memory
+
+
+def resolve_scalar(text: str) -> Any:
+    """The value of a plain (unquoted) scalar under the YAML 1.2 core schema."""
+    if _NULL.match(text):
+        return None
+    if _BOOL.match(text):
+        return text.lower() == "true"
+    if _INT10.match(text):
+        return int(text)
+    if _INT8.match(text):
+        return int(text[2:], 8)
+    if _INT16.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if _INF.match(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
+
+
+class _Composer(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """libyaml's composer with no implicit resolvers: we resolve plain scalars ourselves."""
+
+
+_Composer.yaml_implicit_resolvers = {}
+
+
+@dataclass
+class Source:
+    """A parsed document: its data and where each path sits in the file."""
+
+    data: Any
+    file: str
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: Path) -> tuple[int | None, int | None]:
+        """The (line, column) of `path`, or of its nearest ancestor that has one."""
+        p = tuple(path)
+        while True:
+            if p in self.positions:
+                return self.positions[p]
+            if not p:
+                return (None, None)
+            p = p[:-1]
+
+    def problem(self, path: Path, message: str) -> Problem:
+        line, col = self.position(path)
+        return Problem(message, self.file, line, col)
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[Path, tuple[int, int]] = {}
+        self.count = 0
+
+    def fail(self, node: yaml.Node, message: str) -> DefinitionError:
+        m = node.start_mark
+        return DefinitionError([Problem(message, self.file, m.line + 1, m.column + 1)])
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise self.fail(node, f"document too large (more than {_MAX_NODES} nodes)")
+        if path not in self.positions:
+            self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            if not node.style and node.tag == _STR_TAG:
+                return resolve_scalar(node.value)
+            if node.tag in (_STR_TAG, "tag:yaml.org,2002:binary"):
+                return node.value
+            if node.tag == "tag:yaml.org,2002:int":
+                try:
+                    return int(node.value, 0)
+                except ValueError:
+                    raise self.fail(node, f"not an integer: {node.value!r}") from None
+            if node.tag == "tag:yaml.org,2002:float":
+                try:
+                    return float(node.value)
+                except ValueError:
+                    raise self.fail(node, f"not a number: {node.value!r}") from None
+            if node.tag == "tag:yaml.org,2002:bool":
+                return node.value.lower() == "true"
+            if node.tag == "tag:yaml.org,2002:null":
+                return None
+            raise self.fail(node, f"unsupported tag {node.tag}")
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag not in ("tag:yaml.org,2002:seq",):
+                raise self.fail(node, f"unsupported tag {node.tag}")
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag not in ("tag:yaml.org,2002:map",):
+                raise self.fail(node, f"unsupported tag {node.tag}")
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or (
+                    isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style
+                ):
+                    merged = self.build(value_node, path)
+                    for part in merged if isinstance(merged, list) else [merged]:
+                        if not isinstance(part, dict):
+                            raise self.fail(value_node, "a merge key (<<) needs a mapping")
+                        for k, v in part.items():
+                            out.setdefault(k, v)
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self.fail(key_node, "a mapping key must be a plain value")
+                key = self.build(key_node, (*path, "\0key"))
+                if isinstance(key, bool | int | float) or key is None:
+                    key = key_node.value  # keys are names: `on:` and `1:` stay strings
+                if key in out:
+                    raise self.fail(key_node, f"duplicate key {key!r}")
+                self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        raise self.fail(node, "unsupported YAML node")
+
+
+def parse(text: str, file: str = "<input>") -> Source:
+    """Parse one YAML 1.2 (or JSON) document; raises DefinitionError with a position."""
+    try:
+        node = yaml.compose(text, Loader=_Composer)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        if mark is None:
+            raise DefinitionError([Problem(f"invalid YAML: {message}", file)]) from None
+        raise DefinitionError([Problem(f"invalid YAML: {message}", file, mark.line + 1, mark.column + 1)]) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Problem(f"invalid YAML: {exc}", file)]) from None
+    except (ValueError, UnicodeError) as exc:
+        raise DefinitionError([Problem(f"invalid YAML: {exc}", file)]) from None
+    if node is None:
+        return Source(None, file, {(): (1, 1)})
+    builder = _Builder(file)
+    try:
+        data = builder.build(node, ())
+    except RecursionError:
+        raise DefinitionError([Problem("document nested too deeply", file)]) from None
+    return Source(data, file, builder.positions)
+
+
+def dump(data: Any) -> str:
+    """Write `data` as block-style YAML that `parse` reads back to equal values."""
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # Quote anything the 1.2 or 1.1 resolvers would read as non-string.
+        style = None
+        if resolve_scalar(value) != value or value.lower() in {"on", "off", "yes", "no", "y", "n"} or "\n" in value:
+            style = "|" if "\n" in value and not value.endswith(" ") else '"'
+        return dumper.represent_scalar(_STR_TAG, value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)

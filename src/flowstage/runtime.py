@@ -1,0 +1,287 @@
+"""Where the engine, an executor and a store come together: start, resume and cancel runs.
+
+This is the one composition point; the CLI, the API and the Python API call it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from flowstage.engine.plan import compile_plan
+from flowstage.engine.ports import Event, TaskRun
+from flowstage.engine.runner import RunInfo, Runner, RunInterrupted
+from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError
+from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
+from flowstage.model.workflow import Workflow
+from flowstage.settings import Project
+from flowstage.stores.base import NewRun, RunStore, StoredRun
+
+Observer = Callable[[Event, TaskRun | None], None]
+STALE_HEARTBEAT_SECONDS = 30.0
+
+
+def open_store(project: Project) -> RunStore:
+    """The project's run store (migrated to the current schema)."""
+    from flowstage.stores.sql.store import SqlRunStore
+
+    return SqlRunStore(project.store_url)
+
+
+def new_run_id() -> str:
+    """A short, unique, roughly time-ordered id."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(3)
+
+
+def _process_started() -> float:
+    import psutil
+
+    return float(psutil.Process().create_time())
+
+
+def _executor(project: Project, workflow: Workflow, override: str | None) -> Any:
+    url = override or project.executor or "local"
+    if url != "local":
+        raise DefinitionError(f"executor {url!r} is not available; use 'local'")
+    from flowstage.executors.local import LocalExecutor
+
+    return LocalExecutor(max_workers=workflow.preferences.max_parallel)
+
+
+@contextmanager
+def _signals_cancel() -> Iterator[None]:
+    """SIGTERM (and SIGINT) cancel the run in progress instead of killing the runner."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise RunInterrupted()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_scope(workflow: Workflow, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's variables: the workflow's defaults under the run-time overrides."""
+    return {**workflow.variables, **dict(overrides)}
+
+
+def start_run(
+    project: Project,
+    workflow: Workflow,
+    *,
+    store: RunStore,
+    variables: Mapping[str, Any] | None = None,
+    version: int | None = None,
+    source: str | None = None,
+    executor: str | None = None,
+    observer: Observer | None = None,
+    on_created: Callable[[str], None] | None = None,
+) -> StoredRun:
+    """Run `workflow` to its end and return the stored run."""
+    overrides = dict(variables or {})
+    plan = compile_plan(workflow)
+    run_id = new_run_id()
+    now = time.time()
+    logical = datetime.fromtimestamp(now, UTC)
+    scope = run_scope(workflow, overrides)
+    tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
+    exe = _executor(project, workflow, executor)
+    store.create_run(
+        NewRun(
+            id=run_id,
+            workflow=workflow.name,
+            version=version,
+            definition=workflow.to_dict(),
+            variables=scope,
+            overrides=overrides,
+            root=str(project.root),
+            logical_time=now,
+            started_at=now,
+            runner_pid=os.getpid(),
+            runner_host=socket.gethostname(),
+            runner_started=_process_started(),
+            tasks=tasks,
+            source=source,
+        )
+    )
+    if on_created is not None:
+        on_created(run_id)
+    info = RunInfo(run_id, workflow.name, version, logical, str(project.root))
+    runner = Runner(plan=plan, info=info, store=store, executor=exe, variables=scope, observer=observer)
+    with _signals_cancel():
+        runner.run()
+    result = store.get_run(run_id)
+    assert result is not None
+    return result
+
+
+def runner_alive(run: StoredRun, now: float | None = None) -> bool:
+    """Whether the process that runs `run` still exists (or, elsewhere, still beats)."""
+    now = time.time() if now is None else now
+    if run.runner_host == socket.gethostname() and run.runner_pid:
+        import psutil
+
+        try:
+            proc = psutil.Process(run.runner_pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return run.runner_started is None or abs(proc.create_time() - run.runner_started) < 1.0
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:
+            pass
+    return run.heartbeat_at is not None and now - run.heartbeat_at <= STALE_HEARTBEAT_SECONDS
+
+
+def effective_status(run: StoredRun) -> str:
+    """The status to show: a running run whose runner is gone is `interrupted`."""
+    if run.status == RunStatus.RUNNING.value and not runner_alive(run):
+        return RunStatus.INTERRUPTED.value
+    return run.status
+
+
+def get_run(store: RunStore, run_id: str) -> StoredRun:
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    return run
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def resume_run(
+    project: Project,
+    run_id: str,
+    *,
+    store: RunStore,
+    executor: str | None = None,
+    observer: Observer | None = None,
+) -> StoredRun:
+    """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
+    run = get_run(store, run_id)
+    shown = effective_status(run)
+    if shown not in {s.value for s in RUN_RESUMABLE}:
+        if shown == RunStatus.RUNNING.value:
+            raise RunError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
+        raise RunError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
+    workflow = Workflow.model_validate(run.definition)
+    now = time.time()
+    claimed = store.claim(
+        run_id,
+        expect_status=run.status,
+        expect_heartbeat=run.heartbeat_at,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=_process_started(),
+        at=now,
+        by=who(),
+    )
+    if not claimed:
+        raise RunError(f"run {run_id} was taken over by another process")
+    plan = compile_plan(workflow)
+    prior = {t.name: t for t in run.tasks}
+    info = RunInfo(run.id, run.workflow, run.version, datetime.fromtimestamp(run.logical_time, UTC), run.root)
+    exe = _executor(project, workflow, executor)
+    runner = Runner(plan=plan, info=info, store=store, executor=exe, variables=run.variables, prior=prior, observer=observer)
+    with _signals_cancel():
+        runner.run()
+    return get_run(store, run_id)
+
+
+def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun:
+    """Ask the runner of `run_id` to stop; end the run here if its runner is gone."""
+    run = get_run(store, run_id)
+    shown = effective_status(run)
+    if shown == RunStatus.INTERRUPTED.value:
+        store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=f"run cancelled by {who()}")
+        return get_run(store, run_id)
+    if shown != RunStatus.RUNNING.value:
+        raise RunError(f"run {run_id} already {shown}; nothing to cancel")
+    store.request_cancel(run_id, time.time())
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = get_run(store, run_id)
+        if run.status != RunStatus.RUNNING.value:
+            return run
+        if not runner_alive(run):
+            store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=f"run cancelled by {who()}")
+            return get_run(store, run_id)
+    raise RunError(f"run {run_id}: cancel requested, but the runner has not stopped within {wait:g}s")
+
+
+def parse_var(text: str) -> tuple[str, Any]:
+    """``k=v`` from ``--var``: v is read as a YAML 1.2 scalar (numbers, booleans, null), else text."""
+    if "=" not in text:
+        raise DefinitionError(f"--var {text!r}: expected NAME=VALUE")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key.isidentifier():
+        raise DefinitionError(f"--var {text!r}: {key!r} is not a variable name")
+    from flowstage.model.yamlsource import resolve_scalar
+
+    return key, resolve_scalar(value)
+
+
+def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
+    """A workflow by file path, or by name from the project's `workflows/` folder."""
+    from flowstage.model.loader import load
+
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml", ".json") or os.sep in ref or path.is_file():
+        if not path.is_absolute() and not path.exists():
+            alt = project.root / path
+            path = alt if alt.exists() else path
+        return load(path), str(path)
+    folder = project.root / "workflows"
+    for suffix in (".yaml", ".yml", ".json"):
+        candidate = folder / f"{ref}{suffix}"
+        if candidate.is_file():
+            wf = load(candidate)
+            if wf.name == ref:
+                return wf, str(candidate)
+    if folder.is_dir():
+        import re
+
+        pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$", re.MULTILINE)
+        for candidate in sorted(folder.iterdir()):
+            if candidate.suffix in (".yaml", ".yml", ".json") and pattern.search(candidate.read_text(errors="replace")):
+                wf = load(candidate)
+                if wf.name == ref:
+                    return wf, str(candidate)
+    raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")
+
+
+__all__ = [
+    "StoreError",
+    "TaskStatus",
+    "cancel_run",
+    "effective_status",
+    "find_workflow",
+    "open_store",
+    "parse_var",
+    "resume_run",
+    "start_run",
+]

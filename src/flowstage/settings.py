@@ -1,0 +1,127 @@
+"""The project: its root folder and `flowstage.yaml`, with environment overrides.
+
+The root is the folder holding `flowstage.yaml` (searched upward), else the current directory.
+`${ENV_VAR}` is substituted in string values; `FLOWSTAGE_STORE`, `FLOWSTAGE_CONN_<NAME>` and
+`FLOWSTAGE_EXECUTOR` override the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowstage.errors import DefinitionError, Problem
+
+CONFIG_FILE = "flowstage.yaml"
+STATE_DIR = ".flowstage"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_KEYS = ("store", "connections", "notifiers", "executor", "spark", "server")
+
+
+@dataclass
+class Project:
+    root: Path
+    store_url: str
+    executor: str = "local"
+    connections: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+
+def find_root(start: Path | None = None) -> tuple[Path, Path | None]:
+    """The project root for `start` (a folder) and its config file, if any."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return folder, candidate
+    return here, None
+
+
+def _substitute(value: Any, source: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise DefinitionError([source.problem(path, f"environment variable {name} is not set")])
+            return os.environ[name]
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, source, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, source, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def resolve_url(url: str, root: Path) -> str:
+    """Make a relative SQLite / DuckDB file URL absolute against the project root."""
+    for scheme in ("sqlite:///", "duckdb:///"):
+        if url.startswith(scheme) and not url.startswith(scheme + "/"):
+            rest = url[len(scheme) :]
+            if rest and rest != ":memory:" and not rest.startswith(":"):
+                return scheme + str(root / rest)
+    return url
+
+
+def load_project(start: Path | None = None, *, root: Path | None = None) -> Project:
+    """Read the project around `start` (or at `root`)."""
+    if root is not None:
+        cfg_path: Path | None = root / CONFIG_FILE
+        if not cfg_path.is_file():
+            cfg_path = None
+        root = root.resolve()
+    else:
+        root, cfg_path = find_root(start)
+    data: dict[str, Any] = {}
+    if cfg_path is not None:
+        from flowstage.model.yamlsource import parse
+
+        try:
+            text = cfg_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DefinitionError([Problem(f"cannot read: {exc}", str(cfg_path))]) from None
+        source = parse(text, str(cfg_path))
+        if source.data is None:
+            source.data = {}
+        if not isinstance(source.data, dict):
+            raise DefinitionError([source.problem((), "flowstage.yaml is a mapping")])
+        for key in source.data:
+            if key not in _KEYS:
+                from flowstage.model.workflow import did_you_mean
+
+                raise DefinitionError([source.problem((key,), f"unknown key '{key}'{did_you_mean(key, _KEYS)}")])
+        data = _substitute(source.data, source, ())
+        for key in ("store", "executor"):
+            if key in data and not isinstance(data[key], str):
+                raise DefinitionError([source.problem((key,), f"{key}: expected a URL string")])
+        conns = data.get("connections") or {}
+        if not isinstance(conns, dict) or not all(isinstance(v, str) for v in conns.values()):
+            raise DefinitionError([source.problem(("connections",), "connections: a mapping of names to URLs")])
+    store = os.environ.get("FLOWSTAGE_STORE") or data.get("store") or sqlite_url(root / STATE_DIR / "flowstage.db")
+    executor = os.environ.get("FLOWSTAGE_EXECUTOR") or data.get("executor") or "local"
+    connections = {"warehouse": f"duckdb:///{root / STATE_DIR / 'warehouse.duckdb'}"}
+    connections.update({k: str(v) for k, v in (data.get("connections") or {}).items()})
+    for key, value in os.environ.items():
+        if key.startswith("FLOWSTAGE_CONN_") and value:
+            connections[key[len("FLOWSTAGE_CONN_") :].lower()] = value
+    return Project(
+        root=root,
+        store_url=resolve_url(store, root),
+        executor=executor,
+        connections={k: resolve_url(v, root) for k, v in connections.items()},
+        config=data,
+        config_file=cfg_path,
+    )

@@ -1,0 +1,113 @@
+"""The run store's contract: what every backend (memory, SQLite, PostgreSQL) offers.
+
+The runner writes through `record` (a batch in one transaction); the faces read runs, task
+runs and log lines back. `StoreContract` in the tests holds every backend to the same behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
+
+
+@dataclass
+class NewRun:
+    id: str
+    workflow: str
+    version: int | None
+    definition: dict[str, Any]
+    variables: dict[str, Any]
+    overrides: dict[str, Any]
+    root: str
+    logical_time: float
+    started_at: float
+    runner_pid: int
+    runner_host: str
+    runner_started: float
+    tasks: list[TaskRun]
+    parent_run_id: str | None = None
+    source: str | None = None
+
+
+@dataclass
+class StoredRun:
+    id: str
+    workflow: str
+    version: int | None
+    status: str
+    started_at: float
+    ended_at: float | None
+    variables: dict[str, Any]
+    overrides: dict[str, Any]
+    definition: dict[str, Any]
+    root: str
+    logical_time: float
+    runner_pid: int | None
+    runner_host: str | None
+    runner_started: float | None
+    heartbeat_at: float | None
+    cancel_requested_at: float | None
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    parent_run_id: str | None = None
+    source: str | None = None
+    tasks: list[TaskRun] = field(default_factory=list)
+
+
+@dataclass
+class StoredLog:
+    id: int
+    line: LogLine
+
+
+class RunStore(Protocol):
+    """The run store; see `flowstage.stores.sql.store.SqlRunStore` and `memory.MemoryRunStore`."""
+
+    def create_run(self, run: NewRun) -> None: ...
+
+    def record(self, batch: Batch) -> None: ...
+
+    def heartbeat(self, run_id: str, at: float) -> bool: ...
+
+    def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None: ...
+
+    def list_runs(
+        self, *, workflow: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50
+    ) -> list[StoredRun]: ...
+
+    def logs(
+        self,
+        run_id: str,
+        *,
+        task: str | None = None,
+        min_level: int = 0,
+        after: int = 0,
+        limit: int = 10_000,
+    ) -> list[StoredLog]: ...
+
+    def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]: ...
+
+    def request_cancel(self, run_id: str, at: float) -> bool: ...
+
+    def claim(
+        self,
+        run_id: str,
+        *,
+        expect_status: str,
+        expect_heartbeat: float | None,
+        pid: int,
+        host: str,
+        started: float,
+        at: float,
+        by: str,
+    ) -> bool:
+        """Take over a run for a resume: compare-and-set on its status and heartbeat."""
+        ...
+
+    def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
+        """End a run whose runner is gone (a cancel of an interrupted run)."""
+        ...
+
+    def close(self) -> None: ...

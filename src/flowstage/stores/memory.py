@@ -1,0 +1,175 @@
+"""The in-memory run store: the reference implementation of the store contract.
+
+Used by tests and by embedded runs that need no history. It copies what goes in and what comes
+out, so callers can never edit the record behind its back.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+
+from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
+from flowstage.model.statuses import TaskStatus
+from flowstage.stores.base import NewRun, StoredLog, StoredRun
+
+
+class MemoryRunStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, StoredRun] = {}
+        self._tasks: dict[str, dict[str, TaskRun]] = {}
+        self._events: list[tuple[int, Event]] = []
+        self._logs: list[StoredLog] = []
+
+    def close(self) -> None:
+        pass
+
+    def create_run(self, run: NewRun) -> None:
+        with self._lock:
+            if run.id in self._runs:
+                raise ValueError(f"run {run.id} exists")
+            self._runs[run.id] = StoredRun(
+                id=run.id,
+                workflow=run.workflow,
+                version=run.version,
+                status="running",
+                started_at=run.started_at,
+                ended_at=None,
+                variables=copy.deepcopy(run.variables),
+                overrides=copy.deepcopy(run.overrides),
+                definition=copy.deepcopy(run.definition),
+                root=run.root,
+                logical_time=run.logical_time,
+                runner_pid=run.runner_pid,
+                runner_host=run.runner_host,
+                runner_started=run.runner_started,
+                heartbeat_at=run.started_at,
+                cancel_requested_at=None,
+                parent_run_id=run.parent_run_id,
+                source=run.source,
+            )
+            self._tasks[run.id] = {t.name: copy.deepcopy(t) for t in run.tasks}
+            self._event(Event(run.id, run.started_at, "run_started", None, "running"))
+
+    def _event(self, ev: Event) -> None:
+        self._events.append((len(self._events) + 1, copy.deepcopy(ev)))
+
+    def record(self, batch: Batch) -> None:
+        with self._lock:
+            tasks = self._tasks[batch.run_id]
+            for t in batch.tasks:
+                tasks[t.name] = copy.deepcopy(t)
+            for ev in batch.events:
+                self._event(ev)
+            for ln in batch.logs:
+                self._logs.append(StoredLog(len(self._logs) + 1, copy.copy(ln)))
+            run = self._runs[batch.run_id]
+            if batch.run_status is not None:
+                run.status = batch.run_status
+                run.ended_at = batch.run_ended_at
+            if batch.run_variables is not None:
+                run.variables = copy.deepcopy(batch.run_variables)
+
+    def heartbeat(self, run_id: str, at: float) -> bool:
+        with self._lock:
+            run = self._runs[run_id]
+            run.heartbeat_at = at
+            return run.cancel_requested_at is not None
+
+    def request_cancel(self, run_id: str, at: float) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            self._event(Event(run_id, at, "cancel_requested"))
+            if run is None or run.status != "running":
+                return False
+            run.cancel_requested_at = at
+            return True
+
+    def claim(
+        self,
+        run_id: str,
+        *,
+        expect_status: str,
+        expect_heartbeat: float | None,
+        pid: int,
+        host: str,
+        started: float,
+        at: float,
+        by: str,
+    ) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status != expect_status or run.heartbeat_at != expect_heartbeat:
+                return False
+            run.status = "running"
+            run.ended_at = None
+            run.runner_pid, run.runner_host, run.runner_started = pid, host, started
+            run.heartbeat_at = at
+            run.cancel_requested_at = None
+            run.resumes.append({"by": by, "at": at})
+            self._event(Event(run_id, at, "run_resumed", None, "running", {"by": by}))
+            return True
+
+    def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
+        with self._lock:
+            for t in self._tasks[run_id].values():
+                if t.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
+                    t.status = TaskStatus(status if status != "failed" else "cancelled")
+                    t.reason = reason
+                    t.ended_at = at
+            run = self._runs[run_id]
+            run.status = status
+            run.ended_at = at
+            self._event(Event(run_id, at, "run_finished", None, status, {"reason": reason}))
+
+    def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            out = copy.deepcopy(run)
+            if with_tasks:
+                out.tasks = [copy.deepcopy(t) for t in self._tasks[run_id].values()]
+            return out
+
+    def list_runs(
+        self, *, workflow: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50
+    ) -> list[StoredRun]:
+        with self._lock:
+            found = [
+                copy.deepcopy(r)
+                for r in self._runs.values()
+                if (workflow is None or r.workflow == workflow) and (not statuses or r.status in statuses)
+            ]
+        found.sort(key=lambda r: (r.started_at, r.id), reverse=True)
+        return found[:limit]
+
+    def logs(
+        self,
+        run_id: str,
+        *,
+        task: str | None = None,
+        min_level: int = 0,
+        after: int = 0,
+        limit: int = 10_000,
+    ) -> list[StoredLog]:
+        with self._lock:
+            out = [
+                StoredLog(s.id, copy.copy(s.line))
+                for s in self._logs
+                if s.line.run_id == run_id
+                and s.id > after
+                and (task is None or s.line.task == task)
+                and s.line.level >= min_level
+            ]
+        return out[:limit]
+
+    def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]:
+        with self._lock:
+            out = [(i, copy.deepcopy(e)) for i, e in self._events if e.run_id == run_id and i > after]
+        return out[:limit]
+
+
+__all__ = ["LogLine", "MemoryRunStore"]

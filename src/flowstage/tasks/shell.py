@@ -1,0 +1,31 @@
+"""``shell:`` tasks: a command run by /bin/sh; a non-zero exit is failure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.model.kinds import ShellSpec
+from flowstage.model.statuses import TaskStatus
+from flowstage.tasks._process import ProcessHandle, run_process
+
+
+def run(job: AttemptJob, log: Callable[[int, str], None], handle: ProcessHandle) -> Outcome:
+    spec = job.spec
+    assert isinstance(spec, ShellSpec)
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLOWSTAGE_RUN_ID": job.run_id,
+            "FLOWSTAGE_WORKFLOW": job.workflow,
+            "FLOWSTAGE_TASK": job.task.name,
+            "FLOWSTAGE_ATTEMPT": str(job.attempt),
+        }
+    )
+    env.update({k: str(v) for k, v in spec.env.items()})
+    code, peak_mb = run_process(["/bin/sh", "-c", spec.shell], cwd=job.root, env=env, log=log, handle=handle)
+    metrics = {"memory_mb": peak_mb, "exit_code": code}
+    if code != 0:
+        return Outcome(TaskStatus.FAILED, error=f"command exited with code {code}", metrics=metrics)
+    return Outcome(TaskStatus.SUCCEEDED, metrics=metrics)

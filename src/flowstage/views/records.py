@@ -1,0 +1,70 @@
+"""The run record of SPEC §5.1 as plain JSON data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flowstage.engine.ports import TaskRun
+from flowstage.stores.base import StoredRun
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 with a UTC offset, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _attempt(a: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key in ("started_at", "ended_at"):
+        if isinstance(out.get(key), int | float):
+            out[key] = iso(out[key])
+    return out
+
+
+def task_record(t: TaskRun) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "stage": t.stage,
+        "status": str(t.status),
+        "reason": t.reason,
+        "attempts": [_attempt(a) for a in t.attempts],
+        "started_at": iso(t.started_at),
+        "ended_at": iso(t.ended_at),
+        "error": t.error,
+        "metrics": t.metrics,
+        "saved": t.saved,
+        "variables": t.variables,
+    }
+
+
+def run_summary(run: StoredRun, status: str | None = None) -> dict[str, Any]:
+    duration = None
+    if run.ended_at is not None:
+        duration = round(run.ended_at - run.started_at, 3)
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "version": run.version,
+        "status": status or run.status,
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
+        "duration_seconds": duration,
+    }
+
+
+def run_record(run: StoredRun, status: str | None = None) -> dict[str, Any]:
+    """The whole run: summary, variables, every task with its attempts."""
+    out = run_summary(run, status)
+    out.update(
+        {
+            "variables": run.variables,
+            "logical_time": iso(run.logical_time),
+            "resumes": [{"by": r.get("by"), "at": iso(r.get("at"))} for r in run.resumes],
+            "parent_run_id": run.parent_run_id,
+            "tasks": [task_record(t) for t in run.tasks],
+        }
+    )
+    return out

@@ -95,11 +95,11 @@ class StoreError(FlowstageError):
     exit_code = ExitCode.INFRASTRUCTURE
 
 
-class ConnectionError(FlowstageError):  # noqa: A001 - the domain word; builtins' is never used here
+class ConnectionError(FlowstageError):
     """A connection cannot be opened."""
 
     exit_code = ExitCode.INFRASTRUCTURE
 
 
-class TaskCancelled(BaseException):  # noqa: N818 - a signal, not an error
+class TaskCancelled(BaseException):
     """Raised inside a task to stop it; not catchable by ``except Exception``."""

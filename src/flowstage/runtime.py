@@ -20,7 +20,7 @@ from typing import Any
 
 from flowstage.engine.plan import compile_plan
 from flowstage.engine.ports import Event, TaskRun
-from flowstage.engine.runner import RunInfo, Runner, RunInterrupted
+from flowstage.engine.runner import RunInfo, RunInterrupted, Runner
 from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.model.workflow import Workflow

@@ -78,8 +78,9 @@ def resolve_url(url: str, root: Path) -> str:
 
 def load_project(start: Path | None = None, *, root: Path | None = None) -> Project:
     """Read the project around `start` (or at `root`)."""
+    cfg_path: Path | None
     if root is not None:
-        cfg_path: Path | None = root / CONFIG_FILE
+        cfg_path = root / CONFIG_FILE
         if not cfg_path.is_file():
             cfg_path = None
         root = root.resolve()

@@ -114,7 +114,14 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
             ln = stored.line
             if as_json:
                 collected.append(
-                    {"id": stored.id, "at": iso(ln.at), "level": level_name(ln.level), "task": ln.task, "attempt": ln.attempt, "message": ln.message}
+                    {
+                        "id": stored.id,
+                        "at": iso(ln.at),
+                        "level": level_name(ln.level),
+                        "task": ln.task,
+                        "attempt": ln.attempt,
+                        "message": ln.message,
+                    }
                 )
             else:
                 where = f"{ln.task}#{ln.attempt}" if ln.task and ln.attempt else (ln.task or "run")

@@ -44,7 +44,9 @@ class FlowstageGroup(click.Group):
         except Exception as exc:
             if os.environ.get("FLOWSTAGE_DEBUG"):
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (set FLOWSTAGE_DEBUG=1 for the traceback)", ExitCode.INFRASTRUCTURE)
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} (set FLOWSTAGE_DEBUG=1 for the traceback)", ExitCode.INFRASTRUCTURE
+            )
 
 
 @click.group(cls=FlowstageGroup, context_settings={"help_option_names": ["-h", "--help"]})

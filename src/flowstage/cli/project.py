@@ -61,7 +61,9 @@ def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and ".flowstage" not in p.parts))
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and ".flowstage" not in p.parts)
+            )
         else:
             files.append(path)
     problems: list[Problem] = []

@@ -63,7 +63,9 @@ def decide(requirements: Sequence[Requirement], when: When = When.ALL) -> Decisi
                 return Decision(Action.SKIP, f"needs {r.task}={r.condition}; {r.task} {_describe(r.status)}")
         if all(answers):
             return Decision(Action.RUN)
-        return Decision(Action.WAIT, "waits for " + ", ".join(r.task for r, a in zip(requirements, answers, strict=True) if a is None))
+        return Decision(
+            Action.WAIT, "waits for " + ", ".join(r.task for r, a in zip(requirements, answers, strict=True) if a is None)
+        )
     if any(answers):
         return Decision(Action.RUN)
     if all(a is False for a in answers):

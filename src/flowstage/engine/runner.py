@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 
 
-class RunInterrupted(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+class RunInterrupted(BaseException):
     """Raised by a signal handler to cancel the run in progress."""
 
 
@@ -166,7 +166,14 @@ class Runner:
         tr = self.runs[name]
         self.batch.tasks.append(tr)
         self.batch.events.append(
-            Event(self.info.id, self.clock.time(), "task_status", name, str(tr.status), {k: v for k, v in data.items() if v is not None})
+            Event(
+                self.info.id,
+                self.clock.time(),
+                "task_status",
+                name,
+                str(tr.status),
+                {k: v for k, v in data.items() if v is not None},
+            )
         )
 
     def _flush(self) -> None:
@@ -417,7 +424,11 @@ class Runner:
                 timeout = running.deadline - running.started
                 error = f"timed out after {timeout:g}s"
                 self._attempt_end(name, TaskStatus.TIMED_OUT, error, {"runtime_seconds": round(mono - running.started, 6)})
-                self.runs[name].metrics = {**self.runs[name].metrics, "runtime_seconds": round(mono - running.started, 6), "attempts": len(self.runs[name].attempts)}
+                self.runs[name].metrics = {
+                    **self.runs[name].metrics,
+                    "runtime_seconds": round(mono - running.started, 6),
+                    "attempts": len(self.runs[name].attempts),
+                }
                 self._failed(name, TaskStatus.TIMED_OUT, error)
         while self.retry_heap and self.retry_heap[0].at <= mono:
             due = heapq.heappop(self.retry_heap)
@@ -518,15 +529,15 @@ class Runner:
         for name, status in list(self.status.items()):
             if status not in TASK_FINAL:
                 self._final(name, TaskStatus.CANCELLED, reason="never became ready")
-        status = run_status(self.status, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
+        final = run_status(self.status, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
         now = self.clock.time()
-        self.batch.run_status = str(status)
+        self.batch.run_status = str(final)
         self.batch.run_ended_at = now
-        self.batch.events.append(Event(self.info.id, now, "run_finished", None, str(status)))
-        self._log(NOTICE if status is RunStatus.SUCCEEDED else ERROR, f"run {status}")
+        self.batch.events.append(Event(self.info.id, now, "run_finished", None, str(final)))
+        self._log(NOTICE if final is RunStatus.SUCCEEDED else ERROR, f"run {final}")
         self._flush()
-        self._final_status = status
-        return status
+        self._final_status = final
+        return final
 
 
 def utc(ts: float | None) -> str | None:

@@ -35,7 +35,7 @@ class LocalExecutor:
                 outcome = runner_for(job.spec.kind)(job, log, handle)
             except FlowstageError as exc:
                 outcome = Outcome(TaskStatus.FAILED, error=str(exc))
-            except BaseException as exc:  # noqa: BLE001 - report every failure as the task's
+            except BaseException as exc:
                 log(ERROR, traceback.format_exc().rstrip())
                 outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             done(outcome)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flowstage.errors import DefinitionError, Problem
 from flowstage.model import templates
@@ -65,10 +65,10 @@ def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
             message = message[len("Assertion failed, ") :]
         if etype not in ("extra_forbidden", "missing") and "key" not in ctx and loc:
             message = f"{_dotted(loc)}: {message}"
-        key = (tuple(loc), message)
-        if key in seen:
+        marker = (tuple(loc), message)
+        if marker in seen:
             continue
-        seen.add(key)
+        seen.add(marker)
         problems.append(source.problem(tuple(loc), message))
     return problems
 
@@ -86,7 +86,7 @@ def _choices_at(parent: tuple[Any, ...]) -> list[str]:
     if not parent:
         return list(_TOP_KEYS)
     last = next((p for p in reversed(parent) if isinstance(p, str)), "")
-    by_key = {
+    by_key: dict[str, type[BaseModel]] = {
         "preferences": Preferences,
         "trigger": Trigger,
         "alerts": Alert,
@@ -95,7 +95,8 @@ def _choices_at(parent: tuple[Any, ...]) -> list[str]:
     model = by_key.get(str(last))
     if model is None:
         return []
-    return [f.alias or name for name, f in model.model_fields.items()]
+    fields: dict[str, Any] = model.model_fields
+    return [f.alias or name for name, f in fields.items()]
 
 
 def from_source(source: Source) -> Workflow:
@@ -156,9 +157,7 @@ def check_graph(workflow: Workflow, source: Source | None = None) -> list[Proble
             elif workflow.stages is not None and where[pred][0] >= si:
                 ps = where[pred][0]
                 rel = "the same stage" if ps == si else f"a later stage ('{stage_names[ps]}')"
-                problems.append(
-                    problem(at, f"'{pred}' is in {rel}; after: may only name tasks of earlier stages")
-                )
+                problems.append(problem(at, f"'{pred}' is in {rel}; after: may only name tasks of earlier stages"))
         problems.extend(_template_problems(task, path, problem))
     if workflow.tasks is not None and not problems:
         cycle = find_cycle({t.name: list(t.after or {}) for t in workflow.tasks})
@@ -217,7 +216,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
                     continue
                 if color[nxt] == grey:
                     start = path.index(nxt)
-                    cyc = path[start:] + [nxt]
+                    cyc = [*path[start:], nxt]
                     return list(reversed(cyc))
                 if color[nxt] == white:
                     color[nxt] = grey

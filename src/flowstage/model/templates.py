@@ -87,7 +87,7 @@ def evaluate(expr: str, context: dict[str, Any]) -> Any:
     """The value of a Jinja expression (an `if:`)."""
     try:
         return environment().compile_expression(expr, undefined_to_none=False)(**context)
-    except Exception as exc:  # noqa: BLE001 - any failure of user text becomes a VariableError
+    except Exception as exc:
         raise _fail(exc, expr) from None
 
 
@@ -107,7 +107,7 @@ def render(value: Any, context: dict[str, Any], *, shell: bool = False) -> Any:
                         str(result)  # raises for StrictUndefined
                     return result
             return environment(shell).from_string(value).render(**context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _fail(exc, value) from None
     if isinstance(value, list):
         return [render(v, context, shell=shell) for v in value]

@@ -23,7 +23,6 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-
 from pydantic_core import PydanticCustomError
 
 from flowstage.model.conditions import Condition, When

@@ -78,10 +78,11 @@ def run_process(
         stderr=subprocess.PIPE,
         start_new_session=True,
         pass_fds=tuple(pass_fds),
-        preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - only prctl, no locks
+        preexec_fn=_die_with_parent if die_with_parent else None,
     )
     handle.attach(proc)
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     err_thread = threading.Thread(target=_pump, args=(proc.stderr, WARNING, log), daemon=True)
     err_thread.start()
     if stdin_data is not None:

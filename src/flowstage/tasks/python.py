@@ -64,8 +64,8 @@ def load_callable(target: str, root: str) -> Callable[..., Any]:
             if root not in sys.path:
                 sys.path.insert(0, root)
             module = importlib.import_module(where)
-        fn = getattr(module, func, None)
-        if not callable(fn):
+        fn: Callable[..., Any] | None = getattr(module, func, None)
+        if fn is None or not callable(fn):
             raise DefinitionError(f"python: {where} has no function {func!r}")
         _cache[key] = fn
         return fn
@@ -123,7 +123,7 @@ def _in_process(job: AttemptJob, spec: PythonSpec, log: Callable[[int, str], Non
         value = fn(**job.kwargs)
     except DefinitionError as exc:
         return Outcome(TaskStatus.FAILED, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - the error boundary around user code
+    except Exception as exc:
         log(ERROR, traceback.format_exc().rstrip())
         return Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     return Outcome(TaskStatus.SUCCEEDED, value=value)

@@ -123,8 +123,12 @@ def render(plan: Plan, fmt: str = "text", statuses: Mapping[str, str] | None = N
     if fmt == "svg":
         dot = shutil.which("dot")
         if dot is None:
-            raise UsageError("--format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); try --format dot or mermaid")
-        proc = subprocess.run([dot, "-Tsvg"], input=_dot(plan, statuses, plan.workflow.name), capture_output=True, text=True, check=False)
+            raise UsageError(
+                "--format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); try --format dot or mermaid"
+            )
+        proc = subprocess.run(
+            [dot, "-Tsvg"], input=_dot(plan, statuses, plan.workflow.name), capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             raise UsageError(f"graphviz failed: {proc.stderr.strip()}")
         return proc.stdout

@@ -1,5 +1,12 @@
 """The SQL run store: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or PostgreSQL.
 
+One implementation, portable SQL with ``:name`` parameters, on two drivers:
+- SQLite goes through the standard library's `sqlite3` (the embedded default must start fast:
+  importing SQLAlchemy costs more than a whole one-task run);
+- every other URL goes through SQLAlchemy (``postgresql+psycopg://...``).
+The schema belongs to Alembic (`migrations/`); a store checks the schema revision on open and
+migrates, under a lock, only when it is behind.
+
 Every batch from the runner is one transaction. On SQLite, write transactions start with
 ``BEGIN IMMEDIATE`` so that twenty processes sharing one file queue on the busy timeout instead
 of failing with "database is locked" when a reader upgrades to a writer.
@@ -9,25 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Connection, Engine
+from typing import Any, Protocol
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError
 from flowstage.model.statuses import TaskStatus
 from flowstage.stores.base import NewRun, StoredLog, StoredRun
-from flowstage.stores.sql import schema
-from flowstage.stores.sql.schema import events, logs, runs, task_runs
 
 HEAD_REVISION = "0001"
 _BUSY_TIMEOUT_MS = 120_000
+
+Row = Mapping[str, Any]
 
 
 def mask_url(url: str) -> str:
@@ -45,209 +48,356 @@ def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text)
 
 
+class _Tx(Protocol):
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
+    def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None: ...
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+
+
+class _Driver(Protocol):
+    def write(self) -> contextlib.AbstractContextManager[_Tx]: ...
+    def read(self) -> contextlib.AbstractContextManager[_Tx]: ...
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- SQLite
+class _SqliteTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        return int(self.conn.execute(sql, params or {}).rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.executemany(sql, params)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return list(self.conn.execute(sql, params or {}).fetchall())
+
+
+class _SqliteDriver:
+    """stdlib sqlite3, one connection per thread, WAL, explicit BEGIN IMMEDIATE for writes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            import sqlite3
+
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[_Tx]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_Tx]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield _SqliteTx(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+# --------------------------------------------------------------------------- SQLAlchemy
+class _AlchemyTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        from sqlalchemy import text
+
+        return int(self.conn.execute(text(sql), dict(params or {})).rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        self.conn.execute(text(sql), [dict(p) for p in params])
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        from sqlalchemy import text
+
+        return list(self.conn.execute(text(sql), dict(params or {})).mappings().all())
+
+
+class _AlchemyDriver:
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[_Tx]:
+        with self.engine.begin() as conn:
+            yield _AlchemyTx(conn)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_Tx]:
+        with self.engine.connect() as conn:
+            yield _AlchemyTx(conn)
+            conn.rollback()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    import sys
+
+    sa = sys.modules.get("sqlalchemy")
+    if sa is not None:
+        errors.append(sa.exc.SQLAlchemyError)
+    return tuple(errors)
+
+
+# --------------------------------------------------------------------------- the store
+_RUN_COLUMNS = (
+    "id, workflow, version, status, started_at, ended_at, variables, overrides, definition, root, logical_time, "
+    "runner_pid, runner_host, runner_started, heartbeat_at, cancel_requested_at, resumes, parent_run_id, source"
+)
+_TASK_COLUMNS = "name, stage, status, reason, started_at, ended_at, error, metrics, saved, variables, attempts"
+
+
 class SqlRunStore:
-    """A run store on a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
+    """A run store on a URL: ``sqlite:///path`` or any SQLAlchemy URL (``postgresql+psycopg://...``)."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite")
         try:
-            self.engine, self.read_engine = self._engines(url)
+            if self.is_sqlite:
+                self.sqlite_path = _sqlite_file(url)
+                self.driver: _Driver = _SqliteDriver(self.sqlite_path)
+            else:
+                self.driver = _AlchemyDriver(url)
             if migrate:
                 self._migrate()
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"run store {self.masked_url} is unreachable: {_clean(exc, url)}") from None
         except ModuleNotFoundError as exc:
-            raise StoreError(f"run store {self.masked_url}: driver not installed ({exc.name}); install flowstage[postgres]") from None
+            raise StoreError(
+                f"run store {self.masked_url}: driver not installed ({exc.name}); install flowstage[postgres]"
+            ) from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, _driver_errors()) or type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+                raise StoreError(f"run store {self.masked_url} is unreachable: {_clean(exc, url)}") from None
+            raise
 
-    # ------------------------------------------------------------------ engines
-    def _engines(self, url: str) -> tuple[Engine, Engine]:
-        if not self.is_sqlite:
-            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            return engine, engine
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-        def make(immediate: bool) -> Engine:
-            engine = sa.create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
-
-            @sa_event.listens_for(engine, "connect")
-            def _connect(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-                cur = dbapi_conn.cursor()
-                cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
-
-            @sa_event.listens_for(engine, "begin")
-            def _begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-            return engine
-
-        return make(True), make(False)
-
+    # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> Iterator[_Tx]:
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
+            with self.driver.write() as tx:
+                yield tx
+        except _driver_errors() as exc:
             raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self) -> Iterator[_Tx]:
         try:
-            with self.read_engine.connect() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
+            with self.driver.read() as tx:
+                yield tx
+        except _driver_errors() as exc:
             raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        try:
+            with self.driver.read() as tx:
+                rows = tx.query("SELECT version_num FROM alembic_version")
+        except _driver_errors():
+            return None
+        return str(rows[0]["version_num"]) if rows else None
 
     def _migrate(self) -> None:
-        with self.read_engine.connect() as conn:
-            try:
-                current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-            except sa.exc.SQLAlchemyError:
-                current = None
-            conn.rollback()
-        if current == HEAD_REVISION:
+        if self.revision() == HEAD_REVISION:
             return
+        import sqlalchemy as sa
+
         with self._migration_lock():
             from alembic import command
             from alembic.config import Config
 
             cfg = Config()
             cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-            with self.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            engine = sa.create_engine(self.url if not self.is_sqlite else f"sqlite:///{self.sqlite_path}")
+            try:
+                with engine.begin() as conn:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                engine.dispose()
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         if self.is_sqlite:
             import fcntl
 
-            path = sa.engine.make_url(self.url).database or ""
-            if not path or path == ":memory:":
+            if self.sqlite_path == ":memory:":
                 yield
                 return
-            with open(path + ".migrate.lock", "a") as fh:
+            with open(self.sqlite_path + ".migrate.lock", "a") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:
                     yield
                 finally:
                     fcntl.flock(fh, fcntl.LOCK_UN)
             return
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(7150451)"))
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(7150451)"))
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(7150451)"))
                 conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(7150451)"))
+                    conn.commit()
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
-        self.engine.dispose()
-        if self.read_engine is not self.engine:
-            self.read_engine.dispose()
+        self.driver.close()
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
-        with self._write() as conn:
-            conn.execute(
-                runs.insert().values(
-                    id=run.id,
-                    workflow=run.workflow,
-                    version=run.version,
-                    status="running",
-                    started_at=run.started_at,
-                    ended_at=None,
-                    variables=_dumps(run.variables),
-                    overrides=_dumps(run.overrides),
-                    definition=_dumps(run.definition),
-                    root=run.root,
-                    logical_time=run.logical_time,
-                    runner_pid=run.runner_pid,
-                    runner_host=run.runner_host,
-                    runner_started=run.runner_started,
-                    heartbeat_at=run.started_at,
-                    cancel_requested_at=None,
-                    resumes="[]",
-                    parent_run_id=run.parent_run_id,
-                    source=run.source,
-                )
+        with self._write() as tx:
+            tx.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:id, :workflow, :version, 'running', :started_at, NULL, "
+                ":variables, :overrides, :definition, :root, :logical_time, :runner_pid, :runner_host, :runner_started, "
+                ":started_at, NULL, '[]', :parent_run_id, :source)",
+                {
+                    "id": run.id,
+                    "workflow": run.workflow,
+                    "version": run.version,
+                    "started_at": run.started_at,
+                    "variables": _dumps(run.variables),
+                    "overrides": _dumps(run.overrides),
+                    "definition": _dumps(run.definition),
+                    "root": run.root,
+                    "logical_time": run.logical_time,
+                    "runner_pid": run.runner_pid,
+                    "runner_host": run.runner_host,
+                    "runner_started": run.runner_started,
+                    "parent_run_id": run.parent_run_id,
+                    "source": run.source,
+                },
             )
             if run.tasks:
-                conn.execute(
-                    task_runs.insert(),
-                    [dict(_task_row(t), run_id=run.id, name=t.name, position=i) for i, t in enumerate(run.tasks)],
+                tx.executemany(
+                    f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) VALUES (:run_id, :position, :name, :stage, "
+                    ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
+                    [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)],
                 )
-            conn.execute(
-                events.insert().values(run_id=run.id, at=run.started_at, kind="run_started", task=None, status="running", data="{}")
+            tx.execute(
+                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, 'run_started', NULL, 'running', '{}')",
+                {"run_id": run.id, "at": run.started_at},
             )
 
     def record(self, batch: Batch) -> None:
-        with self._write() as conn:
+        with self._write() as tx:
             if batch.tasks:
-                stmt = (
-                    task_runs.update()
-                    .where(task_runs.c.run_id == sa.bindparam("_run_id"), task_runs.c.name == sa.bindparam("_name"))
-                    .values(
-                        status=sa.bindparam("status"),
-                        reason=sa.bindparam("reason"),
-                        started_at=sa.bindparam("started_at"),
-                        ended_at=sa.bindparam("ended_at"),
-                        error=sa.bindparam("error"),
-                        metrics=sa.bindparam("metrics"),
-                        saved=sa.bindparam("saved"),
-                        variables=sa.bindparam("variables"),
-                        attempts=sa.bindparam("attempts"),
-                    )
+                tx.executemany(
+                    "UPDATE task_runs SET status = :status, reason = :reason, started_at = :started_at, ended_at = :ended_at, "
+                    "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
+                    "WHERE run_id = :run_id AND name = :name",
+                    [dict(_task_row(t), run_id=batch.run_id) for t in batch.tasks],
                 )
-                conn.execute(stmt, [dict(_task_row(t), _run_id=batch.run_id, _name=t.name) for t in batch.tasks])
             if batch.events:
-                conn.execute(
-                    events.insert(),
+                tx.executemany(
+                    "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)",
                     [
-                        {"run_id": e.run_id, "at": e.at, "kind": e.kind, "task": e.task, "status": e.status, "data": _dumps(e.data)}
+                        {
+                            "run_id": e.run_id,
+                            "at": e.at,
+                            "kind": e.kind,
+                            "task": e.task,
+                            "status": e.status,
+                            "data": _dumps(e.data),
+                        }
                         for e in batch.events
                     ],
                 )
             if batch.logs:
-                conn.execute(
-                    logs.insert(),
+                tx.executemany(
+                    "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)",
                     [
-                        {"run_id": ln.run_id, "task": ln.task, "attempt": ln.attempt, "at": ln.at, "level": ln.level, "message": ln.message}
+                        {
+                            "run_id": ln.run_id,
+                            "task": ln.task,
+                            "attempt": ln.attempt,
+                            "at": ln.at,
+                            "level": ln.level,
+                            "message": ln.message,
+                        }
                         for ln in batch.logs
                     ],
                 )
-            values: dict[str, Any] = {}
             if batch.run_status is not None:
-                values["status"] = batch.run_status
-                values["ended_at"] = batch.run_ended_at
+                tx.execute(
+                    "UPDATE runs SET status = :status, ended_at = :ended_at WHERE id = :id",
+                    {"status": batch.run_status, "ended_at": batch.run_ended_at, "id": batch.run_id},
+                )
             if batch.run_variables is not None:
-                values["variables"] = _dumps(batch.run_variables)
-            if values:
-                conn.execute(runs.update().where(runs.c.id == batch.run_id).values(**values))
+                tx.execute(
+                    "UPDATE runs SET variables = :v WHERE id = :id", {"v": _dumps(batch.run_variables), "id": batch.run_id}
+                )
 
     def heartbeat(self, run_id: str, at: float) -> bool:
-        with self._write() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(heartbeat_at=at))
-            requested = conn.execute(sa.select(runs.c.cancel_requested_at).where(runs.c.id == run_id)).scalar()
-        return requested is not None
+        with self._write() as tx:
+            tx.execute("UPDATE runs SET heartbeat_at = :at WHERE id = :id", {"at": at, "id": run_id})
+            rows = tx.query("SELECT cancel_requested_at FROM runs WHERE id = :id", {"id": run_id})
+        return bool(rows) and rows[0]["cancel_requested_at"] is not None
 
     def request_cancel(self, run_id: str, at: float) -> bool:
-        with self._write() as conn:
-            result = conn.execute(
-                runs.update().where(runs.c.id == run_id, runs.c.status == "running").values(cancel_requested_at=at)
+        with self._write() as tx:
+            count = tx.execute(
+                "UPDATE runs SET cancel_requested_at = :at WHERE id = :id AND status = 'running'", {"at": at, "id": run_id}
             )
-            conn.execute(events.insert().values(run_id=run_id, at=at, kind="cancel_requested", task=None, status=None, data="{}"))
-        return bool(result.rowcount)
+            if count:
+                tx.execute(
+                    "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'cancel_requested', NULL, NULL, '{}')",
+                    {"id": run_id, "at": at},
+                )
+        return bool(count)
 
     def claim(
         self,
@@ -261,67 +411,82 @@ class SqlRunStore:
         at: float,
         by: str,
     ) -> bool:
-        with self._write() as conn:
-            row = conn.execute(sa.select(runs.c.resumes).where(runs.c.id == run_id)).first()
-            if row is None:
+        with self._write() as tx:
+            rows = tx.query("SELECT resumes FROM runs WHERE id = :id", {"id": run_id})
+            if not rows:
                 return False
-            resumes = _loads(row.resumes, [])
+            resumes = _loads(rows[0]["resumes"], [])
             resumes.append({"by": by, "at": at})
-            cond = [runs.c.id == run_id, runs.c.status == expect_status]
-            cond.append(runs.c.heartbeat_at.is_(None) if expect_heartbeat is None else runs.c.heartbeat_at == expect_heartbeat)
-            result = conn.execute(
-                runs.update()
-                .where(*cond)
-                .values(
-                    status="running",
-                    ended_at=None,
-                    runner_pid=pid,
-                    runner_host=host,
-                    runner_started=started,
-                    heartbeat_at=at,
-                    cancel_requested_at=None,
-                    resumes=_dumps(resumes),
-                )
+            beat = "heartbeat_at IS NULL" if expect_heartbeat is None else "heartbeat_at = :beat"
+            count = tx.execute(
+                "UPDATE runs SET status = 'running', ended_at = NULL, runner_pid = :pid, runner_host = :host, "
+                "runner_started = :started, heartbeat_at = :at, cancel_requested_at = NULL, resumes = :resumes "
+                f"WHERE id = :id AND status = :expect AND {beat}",
+                {
+                    "pid": pid,
+                    "host": host,
+                    "started": started,
+                    "at": at,
+                    "resumes": _dumps(resumes),
+                    "id": run_id,
+                    "expect": expect_status,
+                    "beat": expect_heartbeat,
+                },
             )
-            if result.rowcount != 1:
+            if count != 1:
                 return False
-            conn.execute(
-                events.insert().values(run_id=run_id, at=at, kind="run_resumed", task=None, status="running", data=_dumps({"by": by}))
+            tx.execute(
+                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'run_resumed', NULL, 'running', :data)",
+                {"id": run_id, "at": at, "data": _dumps({"by": by})},
             )
         return True
 
     def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                task_runs.update()
-                .where(task_runs.c.run_id == run_id, task_runs.c.status.in_(["pending", "running", "retrying"]))
-                .values(status=status if status != "failed" else "cancelled", reason=reason, ended_at=at)
+        task_status = "cancelled"
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE task_runs SET status = :status, reason = :reason, ended_at = :at "
+                "WHERE run_id = :id AND status IN ('pending', 'running', 'retrying')",
+                {"status": task_status, "reason": reason, "at": at, "id": run_id},
             )
-            conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, ended_at=at))
-            conn.execute(events.insert().values(run_id=run_id, at=at, kind="run_finished", task=None, status=status, data=_dumps({"reason": reason})))
+            tx.execute(
+                "UPDATE runs SET status = :status, ended_at = :at WHERE id = :id", {"status": status, "at": at, "id": run_id}
+            )
+            tx.execute(
+                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'run_finished', NULL, :status, :data)",
+                {"id": run_id, "at": at, "status": status, "data": _dumps({"reason": reason})},
+            )
 
     # ------------------------------------------------------------------ reads
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
-        with self._read() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-            if row is None:
+        with self._read() as tx:
+            rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = :id", {"id": run_id})
+            if not rows:
                 return None
-            run = _run_from_row(row)
+            run = _run_from_row(rows[0])
             if with_tasks:
-                rows = conn.execute(sa.select(task_runs).where(task_runs.c.run_id == run_id).order_by(task_runs.c.position))
-                run.tasks = [_task_from_row(r) for r in rows]
+                tasks = tx.query(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
+                run.tasks = [_task_from_row(r) for r in tasks]
         return run
 
     def list_runs(
         self, *, workflow: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50
     ) -> list[StoredRun]:
-        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        where = []
+        params: dict[str, Any] = {"limit": int(limit)}
         if workflow is not None:
-            query = query.where(runs.c.workflow == workflow)
+            where.append("workflow = :workflow")
+            params["workflow"] = workflow
         if statuses:
-            query = query.where(runs.c.status.in_(list(statuses)))
-        with self._read() as conn:
-            return [_run_from_row(r) for r in conn.execute(query)]
+            names = []
+            for i, s in enumerate(statuses):
+                params[f"s{i}"] = s
+                names.append(f":s{i}")
+            where.append(f"status IN ({', '.join(names)})")
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        with self._read() as tx:
+            rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY started_at DESC, id DESC LIMIT :limit", params)
+        return [_run_from_row(r) for r in rows]
 
     def logs(
         self,
@@ -332,24 +497,33 @@ class SqlRunStore:
         after: int = 0,
         limit: int = 10_000,
     ) -> list[StoredLog]:
-        query = sa.select(logs).where(logs.c.run_id == run_id, logs.c.id > after).order_by(logs.c.id).limit(limit)
+        sql = "SELECT id, run_id, task, attempt, at, level, message FROM logs WHERE run_id = :id AND id > :after"
+        params: dict[str, Any] = {"id": run_id, "after": after, "limit": int(limit)}
         if task is not None:
-            query = query.where(logs.c.task == task)
+            sql += " AND task = :task"
+            params["task"] = task
         if min_level:
-            query = query.where(logs.c.level >= min_level)
-        with self._read() as conn:
-            return [
-                StoredLog(r.id, LogLine(r.run_id, r.task, r.attempt, r.at, r.level, r.message)) for r in conn.execute(query)
-            ]
+            sql += " AND level >= :level"
+            params["level"] = min_level
+        sql += " ORDER BY id LIMIT :limit"
+        with self._read() as tx:
+            rows = tx.query(sql, params)
+        return [
+            StoredLog(r["id"], LogLine(r["run_id"], r["task"], r["attempt"], r["at"], r["level"], r["message"])) for r in rows
+        ]
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]:
-        query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after).order_by(events.c.id).limit(limit)
-        with self._read() as conn:
-            return [(r.id, Event(r.run_id, r.at, r.kind, r.task, r.status, _loads(r.data, {}))) for r in conn.execute(query)]
+        with self._read() as tx:
+            rows = tx.query(
+                "SELECT id, run_id, at, kind, task, status, data FROM events WHERE run_id = :id AND id > :after ORDER BY id LIMIT :limit",
+                {"id": run_id, "after": after, "limit": int(limit)},
+            )
+        return [(r["id"], Event(r["run_id"], r["at"], r["kind"], r["task"], r["status"], _loads(r["data"], {}))) for r in rows]
 
 
 def _task_row(t: TaskRun) -> dict[str, Any]:
     return {
+        "name": t.name,
         "stage": t.stage,
         "status": str(t.status),
         "reason": t.reason,
@@ -363,61 +537,65 @@ def _task_row(t: TaskRun) -> dict[str, Any]:
     }
 
 
-def _task_from_row(r: Any) -> TaskRun:
+def _task_from_row(r: Row) -> TaskRun:
     return TaskRun(
-        name=r.name,
-        stage=r.stage,
-        status=TaskStatus(r.status),
-        reason=r.reason,
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        error=r.error,
-        metrics=_loads(r.metrics, {}),
-        saved=_loads(r.saved, {}),
-        variables=_loads(r.variables, {}),
-        attempts=_loads(r.attempts, []),
+        name=r["name"],
+        stage=r["stage"],
+        status=TaskStatus(r["status"]),
+        reason=r["reason"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        error=r["error"],
+        metrics=_loads(r["metrics"], {}),
+        saved=_loads(r["saved"], {}),
+        variables=_loads(r["variables"], {}),
+        attempts=_loads(r["attempts"], []),
     )
 
 
-def _run_from_row(r: Any) -> StoredRun:
+def _run_from_row(r: Row) -> StoredRun:
     return StoredRun(
-        id=r.id,
-        workflow=r.workflow,
-        version=r.version,
-        status=r.status,
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        variables=_loads(r.variables, {}),
-        overrides=_loads(r.overrides, {}),
-        definition=_loads(r.definition, {}),
-        root=r.root,
-        logical_time=r.logical_time,
-        runner_pid=r.runner_pid,
-        runner_host=r.runner_host,
-        runner_started=r.runner_started,
-        heartbeat_at=r.heartbeat_at,
-        cancel_requested_at=r.cancel_requested_at,
-        resumes=_loads(r.resumes, []),
-        parent_run_id=r.parent_run_id,
-        source=r.source,
+        id=r["id"],
+        workflow=r["workflow"],
+        version=r["version"],
+        status=r["status"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        variables=_loads(r["variables"], {}),
+        overrides=_loads(r["overrides"], {}),
+        definition=_loads(r["definition"], {}),
+        root=r["root"],
+        logical_time=r["logical_time"],
+        runner_pid=r["runner_pid"],
+        runner_host=r["runner_host"],
+        runner_started=r["runner_started"],
+        heartbeat_at=r["heartbeat_at"],
+        cancel_requested_at=r["cancel_requested_at"],
+        resumes=_loads(r["resumes"], []),
+        parent_run_id=r["parent_run_id"],
+        source=r["source"],
     )
+
+
+def _sqlite_file(url: str) -> str:
+    """The file of a ``sqlite:///path`` URL (``sqlite://`` alone is an in-memory database)."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    if not rest or rest in ("/", "/:memory:"):
+        return ":memory:"
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    return path or ":memory:"
 
 
 def _clean(exc: BaseException, url: str) -> str:
     """A driver error's first line, with the URL and password masked."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raw = str(getattr(exc, "orig", None) or exc).strip()
+    text = raw.splitlines()[0] if raw else type(exc).__name__
     text = text.replace(url, mask_url(url))
-    password = sa.engine.make_url(url).password if "://" in url else None
-    if password:
-        text = text.replace(str(password), "***")
+    m = re.search(r"://[^:/@]*:([^@]*)@", url)
+    if m and m.group(1):
+        text = text.replace(m.group(1), "***")
     return text
 
 
-def sqlite_path(url: str) -> str | None:
-    if not url.startswith("sqlite"):
-        return None
-    db = sa.engine.make_url(url).database
-    return os.path.abspath(db) if db and db != ":memory:" else None
-
-
-__all__ = ["HEAD_REVISION", "SqlRunStore", "mask_url", "schema"]
+__all__ = ["HEAD_REVISION", "SqlRunStore", "mask_url"]

@@ -1,0 +1,125 @@
+"""Shared fixtures: real services by URL, a project in tmp_path, the CLI as a subprocess.
+
+Service-backed tests read their URL from FLOWSTAGE_TEST_POSTGRES_URL / FLOWSTAGE_TEST_MYSQL_URL.
+Without it they skip with the reason; with CI=true a missing service is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FLOWSTAGE = [sys.executable, "-m", "flowstage"]
+
+
+def service_url(var: str) -> str:
+    url = os.environ.get(var)
+    if not url:
+        if CI:
+            pytest.fail(f"{var} is not set, and CI=true: service tests must run in CI")
+        pytest.skip(f"{var} is not set (no database for this test)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A SQLAlchemy URL of a real PostgreSQL database (FLOWSTAGE_TEST_POSTGRES_URL)."""
+    url = service_url("FLOWSTAGE_TEST_POSTGRES_URL")
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        if CI:
+            pytest.fail(f"PostgreSQL at FLOWSTAGE_TEST_POSTGRES_URL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    return url
+
+
+@pytest.fixture
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test (its URL sets the search_path), dropped afterwards."""
+    import sqlalchemy as sa
+
+    schema = "t_" + secrets.token_hex(6)
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """A SQLAlchemy URL of a real MariaDB/MySQL database (FLOWSTAGE_TEST_MYSQL_URL)."""
+    return service_url("FLOWSTAGE_TEST_MYSQL_URL")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    """A flowstage project in a temporary folder, driven through the real CLI."""
+
+    root: Path
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTAGE_") or k.startswith("FLOWSTAGE_TEST_")}
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run(
+            [*FLOWSTAGE, *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env(),
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*FLOWSTAGE, *args],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or self.env(),
+        )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "flowstage.yaml").write_text("{}\n")
+    return Project(root)

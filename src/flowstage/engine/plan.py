@@ -29,8 +29,8 @@ class Plan:
     stages: list[list[str]]
     stage_names: list[str]
     staged: bool
-    #: explicit successors of each task
-    successors: dict[str, list[str]] = field(default_factory=dict)
+    #: explicit successors of each task, with the condition of the edge
+    successors: dict[str, list[tuple[str, Condition]]] = field(default_factory=dict)
     #: tasks that depend on a task with a `failure` condition (they can catch it)
     catchers: dict[str, list[str]] = field(default_factory=dict)
 
@@ -52,7 +52,7 @@ def compile_plan(workflow: Workflow) -> Plan:
     staged = workflow.stages is not None
     stage_names = workflow.stage_names()
     stages: list[list[str]] = [[] for _ in stage_names]
-    successors: dict[str, list[str]] = {}
+    successors: dict[str, list[tuple[str, Condition]]] = {}
     catchers: dict[str, list[str]] = {}
     for stage, task in workflow.all_tasks():
         if task.after is not None:
@@ -66,7 +66,7 @@ def compile_plan(workflow: Workflow) -> Plan:
         nodes[task.name] = Node(task.name, stage, task, requires, task.when)
         stages[stage].append(task.name)
         for pred, cond in requires or ():
-            successors.setdefault(pred, []).append(task.name)
+            successors.setdefault(pred, []).append((task.name, cond))
             if cond is Condition.FAILURE:
                 catchers.setdefault(pred, []).append(task.name)
     return Plan(workflow, nodes, stages, stage_names, staged, successors, catchers)

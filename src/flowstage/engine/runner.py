@@ -36,6 +36,7 @@ from flowstage.engine.ports import (
 from flowstage.errors import FlowstageError, RunError
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
+from flowstage.model.conditions import SATISFIED_BY, When
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,12 @@ class Runner:
                     tr.saved = {}
                 self.runs[name] = tr
             self.status[name] = self.runs[name].status
+        # explicit predecessors not final yet: a task is re-decided only when its answer may change
+        self.unresolved: dict[str, int] = {
+            name: sum(1 for p, _ in node.requires if self.status[p] not in TASK_FINAL)
+            for name, node in plan.nodes.items()
+            if node.requires
+        }
         self.remaining = [sum(1 for n in names if self.status[n] not in TASK_FINAL) for names in plan.stages]
         self.stage_open = [False] * len(plan.stages)
         self.stage_default: dict[int, Decision] = {}
@@ -252,7 +259,11 @@ class Runner:
         if error:
             text += f": {error}"
         self._log(level, text, name, len(tr.attempts) or None)
-        self.to_evaluate.extend(self.plan.successors.get(name, ()))
+        for succ, cond in self.plan.successors.get(name, ()):
+            left = self.unresolved[succ] = self.unresolved[succ] - 1
+            satisfied = status in SATISFIED_BY[cond]
+            if left == 0 or satisfied is (self.plan.nodes[succ].when is When.ANY):
+                self.to_evaluate.append(succ)
         if self.remaining[stage] == 0:
             self._open_stages()
 

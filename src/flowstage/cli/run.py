@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -140,7 +142,13 @@ def _finish(run: StoredRun, as_json: bool) -> None:
         failed = [t for t in run.tasks if str(t.status) in ("failed", "timed_out") and t.error]
         for t in failed[:10] if run.status != "succeeded" else []:
             click.echo(f"  {t.name}: {t.error}", err=True)
-    raise SystemExit(int(ExitCode.OK if run.status == "succeeded" else ExitCode.RUN_FAILED))
+    code = int(ExitCode.OK if run.status == "succeeded" else ExitCode.RUN_FAILED)
+    if threading.active_count() > 1:
+        # an in-process task that timed out or was cancelled may still hold a thread: do not wait for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 @click.command("run")

@@ -493,6 +493,8 @@ class Runner:
         started = self.clock.monotonic()
         run_deadline = started + run_timeout if run_timeout else None
         next_beat = started + HEARTBEAT_SECONDS
+        resumed = any(tr.attempts for tr in self.runs.values())
+        self._log(NOTICE, f"run {'resumed' if resumed else 'started'}: workflow {self.info.workflow}, {len(self.plan.nodes)} tasks")
         self._open_stages()
         self._evaluate_all()
         while True:

@@ -1,0 +1,31 @@
+"""Docs are checked artifacts: every CLI command and every task kind is documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowstage.cli.main import cli
+from flowstage.model.kinds import BUILTIN_KINDS
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_cli_command_is_documented(command: str) -> None:
+    assert f"`flowstage {command}" in README
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTIN_KINDS))
+def test_every_task_kind_is_documented(kind: str) -> None:
+    assert f"| `{kind}:` |" in README
+
+
+def test_readme_quickstart_starts_with_make_run_and_make_test() -> None:
+    quickstart = README.split("## Quickstart", 1)[1]
+    assert quickstart.index("make run") < quickstart.index("make test") < quickstart.index("### A short tour")
+
+
+def test_readme_has_no_unfilled_benchmark_figures() -> None:
+    assert "BENCH_" not in README

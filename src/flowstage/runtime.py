@@ -53,9 +53,12 @@ def _executor(project: Project, workflow: Workflow, override: str | None) -> Any
     url = override or project.executor or "local"
     if url != "local":
         raise DefinitionError(f"executor {url!r} is not available; use 'local'")
+    from flowstage.connections import Connections
     from flowstage.executors.local import LocalExecutor
+    from flowstage.tasks import RunResources
 
-    return LocalExecutor(max_workers=workflow.preferences.max_parallel)
+    resources = RunResources(root=project.root, connections=Connections(project.connections), store_url=project.store_url)
+    return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
 
 
 @contextmanager

@@ -102,6 +102,8 @@ class Outcome:
     value: Any = None
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: variables the task saves itself beyond `save:` (e.g. `save_rows:`)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 class Handle(Protocol):

@@ -380,7 +380,7 @@ class Runner:
         tr.metrics = {**tr.metrics, **metrics, "attempts": len(tr.attempts)}
         if outcome.status is TaskStatus.SUCCEEDED:
             try:
-                saved = self._saved(name, outcome.value)
+                saved = {**self._saved(name, outcome.value), **_jsonable(outcome.variables)}
             except FlowstageError as exc:
                 self._failed(name, TaskStatus.FAILED, str(exc))
                 return
@@ -494,7 +494,9 @@ class Runner:
         run_deadline = started + run_timeout if run_timeout else None
         next_beat = started + HEARTBEAT_SECONDS
         resumed = any(tr.attempts for tr in self.runs.values())
-        self._log(NOTICE, f"run {'resumed' if resumed else 'started'}: workflow {self.info.workflow}, {len(self.plan.nodes)} tasks")
+        self._log(
+            NOTICE, f"run {'resumed' if resumed else 'started'}: workflow {self.info.workflow}, {len(self.plan.nodes)} tasks"
+        )
         self._open_stages()
         self._evaluate_all()
         while True:

@@ -14,13 +14,14 @@ from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.errors import FlowstageError
 from flowstage.logging import ERROR
 from flowstage.model.statuses import TaskStatus
-from flowstage.tasks import runner_for
+from flowstage.tasks import RunResources, TaskContext, runner_for
 from flowstage.tasks._process import ProcessHandle
 
 
 class LocalExecutor:
-    def __init__(self, max_workers: int = 8) -> None:
+    def __init__(self, resources: RunResources, max_workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
+        self.resources = resources
 
     def submit(
         self,
@@ -32,7 +33,7 @@ class LocalExecutor:
 
         def work() -> None:
             try:
-                outcome = runner_for(job.spec.kind)(job, log, handle)
+                outcome = runner_for(job.spec.kind)(job, TaskContext(log, handle, self.resources))
             except FlowstageError as exc:
                 outcome = Outcome(TaskStatus.FAILED, error=str(exc))
             except BaseException as exc:
@@ -45,3 +46,4 @@ class LocalExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.resources.close()

@@ -57,20 +57,22 @@ class MemoryRunStore:
         self._events.append((len(self._events) + 1, copy.deepcopy(ev)))
 
     def record(self, batch: Batch) -> None:
+        # copy the whole batch before touching the record: one that cannot be copied lands not at all
+        batch = copy.deepcopy(batch)
         with self._lock:
             tasks = self._tasks[batch.run_id]
             for t in batch.tasks:
-                tasks[t.name] = copy.deepcopy(t)
+                tasks[t.name] = t
             for ev in batch.events:
                 self._event(ev)
             for ln in batch.logs:
-                self._logs.append(StoredLog(len(self._logs) + 1, copy.copy(ln)))
+                self._logs.append(StoredLog(len(self._logs) + 1, ln))
             run = self._runs[batch.run_id]
             if batch.run_status is not None:
                 run.status = batch.run_status
                 run.ended_at = batch.run_ended_at
             if batch.run_variables is not None:
-                run.variables = copy.deepcopy(batch.run_variables)
+                run.variables = batch.run_variables
 
     def heartbeat(self, run_id: str, at: float) -> bool:
         with self._lock:
@@ -81,10 +83,10 @@ class MemoryRunStore:
     def request_cancel(self, run_id: str, at: float) -> bool:
         with self._lock:
             run = self._runs.get(run_id)
-            self._event(Event(run_id, at, "cancel_requested"))
             if run is None or run.status != "running":
                 return False
             run.cancel_requested_at = at
+            self._event(Event(run_id, at, "cancel_requested"))
             return True
 
     def claim(

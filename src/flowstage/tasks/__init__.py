@@ -1,21 +1,47 @@
-"""Task kinds, one module each: ``run(job, log, handle) -> Outcome``.
+"""Task kinds, one module each: ``run(job, ctx) -> Outcome``.
 
 Built-in kinds are imported on first use; third-party kinds come from the `flowstage.task_kinds`
-entry-point group (a class with `spec` and a `run(job, log, handle)` method).
+entry-point group (a class with `spec` and a `run(job, ctx)` method).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = {"python": "flowstage.tasks.python", "shell": "flowstage.tasks.shell"}
+_BUILTIN = {"python": "flowstage.tasks.python", "shell": "flowstage.tasks.shell", "sql": "flowstage.tasks.sql"}
 
-Runner = Callable[[AttemptJob, Callable[[int, str], None], ProcessHandle], Outcome]
+
+@dataclass
+class RunResources:
+    """What tasks of one run share: the project root, its connections, the store's URL."""
+
+    root: Path
+    connections: Connections
+    store_url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.connections.close()
+
+
+@dataclass
+class TaskContext:
+    """What a task kind gets besides its job: where to log, its kill handle, the run's resources."""
+
+    log: Callable[[int, str], None]
+    handle: ProcessHandle
+    resources: RunResources
+
+
+Runner = Callable[[AttemptJob, TaskContext], Outcome]
 
 
 def runner_for(kind: str) -> Runner:

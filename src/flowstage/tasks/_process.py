@@ -28,7 +28,16 @@ class ProcessHandle:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._callbacks: list[Callable[[], None]] = []
         self.killed = False
+
+    def on_kill(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the attempt is killed (at once if it already was)."""
+        with self._lock:
+            self._callbacks.append(callback)
+            killed = self.killed
+        if killed:
+            callback()
 
     def attach(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -40,6 +49,10 @@ class ProcessHandle:
         with self._lock:
             self.killed = True
             self._signal()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            with contextlib.suppress(Exception):
+                callback()
 
     def _signal(self) -> None:
         if self._proc is not None and self._proc.returncode is None:

@@ -19,7 +19,8 @@ from flowstage.errors import DefinitionError
 from flowstage.logging import ERROR
 from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
-from flowstage.tasks._process import ProcessHandle, run_process
+from flowstage.tasks import TaskContext
+from flowstage.tasks._process import run_process
 
 _CHILD = str(Path(__file__).with_name("_python_child.py"))
 _cache_lock = threading.Lock()
@@ -71,7 +72,8 @@ def load_callable(target: str, root: str) -> Callable[..., Any]:
         return fn
 
 
-def run(job: AttemptJob, log: Callable[[int, str], None], handle: ProcessHandle) -> Outcome:
+def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+    log, handle = ctx.log, ctx.handle
     spec = job.spec
     assert isinstance(spec, PythonSpec)
     if spec.in_process:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.model.kinds import ShellSpec
 from flowstage.model.statuses import TaskStatus
-from flowstage.tasks._process import ProcessHandle, run_process
+from flowstage.tasks import TaskContext
+from flowstage.tasks._process import run_process
 
 
-def run(job: AttemptJob, log: Callable[[int, str], None], handle: ProcessHandle) -> Outcome:
+def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+    log, handle = ctx.log, ctx.handle
     spec = job.spec
     assert isinstance(spec, ShellSpec)
     env = dict(os.environ)

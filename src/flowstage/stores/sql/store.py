@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,17 +24,13 @@ from typing import Any, Protocol
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError
 from flowstage.model.statuses import TaskStatus
+from flowstage.redact import mask_url, scrub
 from flowstage.stores.base import NewRun, StoredLog, StoredRun
 
 HEAD_REVISION = "0001"
 _BUSY_TIMEOUT_MS = 120_000
 
 Row = Mapping[str, Any]
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _dumps(value: Any) -> str:
@@ -591,11 +586,7 @@ def _clean(exc: BaseException, url: str) -> str:
     """A driver error's first line, with the URL and password masked."""
     raw = str(getattr(exc, "orig", None) or exc).strip()
     text = raw.splitlines()[0] if raw else type(exc).__name__
-    text = text.replace(url, mask_url(url))
-    m = re.search(r"://[^:/@]*:([^@]*)@", url)
-    if m and m.group(1):
-        text = text.replace(m.group(1), "***")
-    return text
+    return scrub(text, [url])
 
 
 __all__ = ["HEAD_REVISION", "SqlRunStore", "mask_url"]

@@ -1,0 +1,368 @@
+"""Named connections: opened on first use in a run, pooled for the run, closed at its end.
+
+URLs are SQLAlchemy URLs (``sqlite:///``, ``postgresql+psycopg://``, ``mysql+pymysql://``) or
+``duckdb:///path`` (the default `warehouse`). A `Session` is one connection for one task attempt:
+one transaction, ``:name`` parameters always bound by the driver, and `cancel()` that stops the
+running statement on the server (PostgreSQL cancel request, MySQL ``KILL QUERY``, DuckDB and
+SQLite interrupt). Every error leaves here with the URL and password masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowstage.errors import ConnectionError, DefinitionError, RunError
+from flowstage.redact import mask_url, scrub
+
+
+class QueryError(RunError):
+    """A statement failed on the database (the message is masked)."""
+
+
+@dataclass
+class StatementResult:
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] | None = None  # None when the statement returns no rows
+    rowcount: int = -1
+    truncated: bool = False
+
+
+def to_json_value(value: Any) -> Any:
+    """A database value as plain JSON data: decimals become numbers, times ISO text."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**63 else float(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a SQL text (a file may hold many)."""
+    if ";" not in text:
+        return [text.strip()] if text.strip() else []
+    import sqlparse
+
+    out = []
+    for stmt in sqlparse.split(text):
+        body = stmt.strip()
+        if not body:
+            continue
+        # a statement of only comments is nothing to run
+        stripped = sqlparse.format(body, strip_comments=True).strip().rstrip(";").strip()
+        if stripped:
+            out.append(body.rstrip(";").strip() if body.endswith(";") else body)
+    return out
+
+
+def to_dollar_params(sql: str) -> str:
+    """``:name`` -> ``$name`` outside quotes and comments, leaving ``::type`` casts alone (DuckDB)."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            j = i + 1
+            while j < n:
+                if sql[j] == ch:
+                    if j + 1 < n and sql[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out.append(sql[i:j])
+            i = j
+            continue
+        if sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(sql[i:j])
+            i = j
+            continue
+        if ch == ":":
+            if i + 1 < n and sql[i + 1] == ":":
+                out.append("::")
+                i += 2
+                continue
+            if (i == 0 or sql[i - 1] != ":") and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+                j = i + 1
+                while j < n and (sql[j].isalnum() or sql[j] == "_"):
+                    j += 1
+                out.append("$" + sql[i + 1 : j])
+                i = j
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def param_names(sql: str) -> set[str]:
+    """The ``:name`` parameters a statement uses."""
+    import re
+
+    return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", to_dollar_params(sql)))
+
+
+class Session:
+    """One connection for one task attempt."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+
+    def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop the running statement on the server (called from another thread)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def error(self, exc: BaseException) -> QueryError:
+        raw = str(getattr(exc, "orig", None) or exc).strip()
+        first = raw.splitlines()[0] if raw else type(exc).__name__
+        return QueryError(f"connection {self.name!r}: {scrub(first, [self.url])}")
+
+
+def _fetch(cursor_rows: Any, max_rows: int | None) -> tuple[list[tuple[Any, ...]], bool]:
+    if max_rows is None:
+        return [tuple(r) for r in cursor_rows.fetchall()], False
+    rows = [tuple(r) for r in cursor_rows.fetchmany(max_rows + 1)]
+    return rows[:max_rows], len(rows) > max_rows
+
+
+class DuckSession(Session):
+    def __init__(self, name: str, url: str, conn: Any) -> None:
+        super().__init__(name, url)
+        self.conn = conn
+        self.conn.execute("BEGIN TRANSACTION")
+
+    def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult:
+        text = to_dollar_params(sql)
+        used = param_names(sql)
+        missing = used - set(params)
+        if missing:
+            raise QueryError(f"connection {self.name!r}: no value for parameter :{sorted(missing)[0]} (set it in params:)")
+        bound = {k: v for k, v in params.items() if k in used}
+        try:
+            cur = self.conn.execute(text, bound) if bound else self.conn.execute(text)
+            if cur.description is None:
+                return StatementResult(rowcount=-1)
+            columns = [d[0] for d in cur.description]
+            rows, truncated = _fetch(cur, max_rows)
+        except Exception as exc:
+            raise self.error(exc) from None
+        if columns == ["Count"] and len(rows) == 1 and sql.lstrip().split(None, 1)[0].lower() in ("insert", "update", "delete"):
+            return StatementResult(rowcount=int(rows[0][0]))
+        return StatementResult(columns, rows, len(rows), truncated)
+
+    def commit(self) -> None:
+        try:
+            self.conn.execute("COMMIT")
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.execute("ROLLBACK")
+
+    def cancel(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.interrupt()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class AlchemySession(Session):
+    def __init__(self, name: str, url: str, engine: Any, timeout: float | None) -> None:
+        super().__init__(name, url)
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        try:
+            self.conn = engine.connect()
+            self.tx = self.conn.begin()
+            self.dbapi = self.conn.connection.dbapi_connection
+            self.backend_id: Any = None
+            if self.dialect == "postgresql" and timeout:
+                from sqlalchemy import text
+
+                self.conn.execute(text(f"SET LOCAL statement_timeout = {int(timeout * 1000) + 500}"))
+            if self.dialect in ("mysql", "mariadb"):
+                self.backend_id = self.dbapi.thread_id()
+        except Exception as exc:
+            raise ConnectionError(f"connection {name!r} ({mask_url(url)}) cannot be opened: {self._first(exc)}") from None
+
+    def _first(self, exc: BaseException) -> str:
+        raw = str(getattr(exc, "orig", None) or exc).strip()
+        return scrub(raw.splitlines()[0] if raw else type(exc).__name__, [self.url])
+
+    def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult:
+        from sqlalchemy import text
+        from sqlalchemy.exc import ArgumentError, InvalidRequestError, StatementError
+
+        stmt = text(sql)
+        used = set(stmt._bindparams)
+        missing = used - set(params)
+        if missing:
+            raise QueryError(f"connection {self.name!r}: no value for parameter :{sorted(missing)[0]} (set it in params:)")
+        bound = {k: v for k, v in params.items() if k in used}
+        try:
+            result = self.conn.execute(stmt, bound)
+            if not result.returns_rows:
+                return StatementResult(rowcount=result.rowcount)
+            columns = list(result.keys())
+            rows, truncated = _fetch(result, max_rows)
+            result.close()
+        except (ArgumentError, InvalidRequestError) as exc:
+            raise QueryError(f"connection {self.name!r}: {exc}") from None
+        except (StatementError, Exception) as exc:
+            raise self.error(exc) from None
+        return StatementResult(columns, rows, len(rows), truncated)
+
+    def commit(self) -> None:
+        try:
+            self.tx.commit()
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self.tx.rollback()
+
+    def cancel(self) -> None:
+        try:
+            if self.dialect == "postgresql":
+                cancel = getattr(self.dbapi, "cancel_safe", None) or self.dbapi.cancel
+                cancel()
+            elif self.dialect in ("mysql", "mariadb") and self.backend_id is not None:
+                from sqlalchemy import text
+
+                with self.engine.connect() as other:
+                    other.execute(text(f"KILL QUERY {int(self.backend_id)}"))
+            elif self.dialect == "sqlite":
+                self.dbapi.interrupt()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class Connections:
+    """The connections of one run: engines created on first use, disposed at the end."""
+
+    def __init__(self, urls: Mapping[str, str]) -> None:
+        self.urls = dict(urls)
+        self._lock = threading.Lock()
+        self._engines: dict[str, Any] = {}
+        self._duck: dict[str, Any] = {}
+
+    def url(self, name: str) -> str:
+        try:
+            return self.urls[name]
+        except KeyError:
+            known = ", ".join(sorted(self.urls)) or "none"
+            raise DefinitionError(f"unknown connection {name!r} (known: {known})") from None
+
+    def secrets(self) -> list[str]:
+        return list(self.urls.values())
+
+    def session(self, name: str, *, timeout: float | None = None) -> Session:
+        url = self.url(name)
+        if url.startswith("duckdb:"):
+            return DuckSession(name, url, self._duck_cursor(name, url))
+        return AlchemySession(name, url, self._engine(name, url), timeout)
+
+    def _duck_cursor(self, name: str, url: str) -> Any:
+        with self._lock:
+            conn = self._duck.get(name)
+            if conn is None:
+                import duckdb
+
+                path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
+                path = path or ":memory:"
+                if path != ":memory:":
+                    from pathlib import Path
+
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    conn = duckdb.connect(path)
+                except Exception as exc:
+                    raise ConnectionError(
+                        f"connection {name!r} ({mask_url(url)}) cannot be opened: {scrub(str(exc), [url])}"
+                    ) from None
+                self._duck[name] = conn
+            return conn.cursor()
+
+    def _engine(self, name: str, url: str) -> Any:
+        with self._lock:
+            engine = self._engines.get(name)
+            if engine is None:
+                import sqlalchemy as sa
+
+                try:
+                    engine = sa.create_engine(url, pool_pre_ping=True)
+                except ModuleNotFoundError as exc:
+                    raise ConnectionError(f"connection {name!r}: driver {exc.name} not installed") from None
+                except Exception as exc:
+                    raise ConnectionError(f"connection {name!r}: invalid URL {mask_url(url)}: {scrub(str(exc), [url])}") from None
+                self._engines[name] = engine
+            return engine
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                with contextlib.suppress(Exception):
+                    engine.dispose()
+            for conn in self._duck.values():
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._engines.clear()
+            self._duck.clear()
+
+
+def run_statements(
+    session: Session,
+    statements: Sequence[str],
+    params: Mapping[str, Any],
+    *,
+    max_rows: int | None = None,
+) -> tuple[StatementResult | None, int]:
+    """Run `statements` in order; returns (the last result with rows, rows written)."""
+    last: StatementResult | None = None
+    written = 0
+    for stmt in statements:
+        result = session.execute(stmt, params, max_rows=max_rows)
+        if result.rows is not None:
+            last = result
+        elif result.rowcount > 0:
+            written += result.rowcount
+    return last, written

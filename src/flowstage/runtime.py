@@ -22,6 +22,7 @@ from flowstage.engine.plan import compile_plan
 from flowstage.engine.ports import Event, TaskRun
 from flowstage.engine.runner import RunInfo, RunInterrupted, Runner
 from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError
+from flowstage.logging import NOTICE
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.model.workflow import Workflow
 from flowstage.settings import Project
@@ -49,7 +50,10 @@ def _process_started() -> float:
     return float(psutil.Process().create_time())
 
 
-def _executor(project: Project, workflow: Workflow, override: str | None) -> Any:
+MAX_SUBRUN_DEPTH = 8
+
+
+def _executor(project: Project, workflow: Workflow, override: str | None, depth: int = 0) -> Any:
     url = override or project.executor or "local"
     if url != "local":
         raise DefinitionError(f"executor {url!r} is not available; use 'local'")
@@ -57,8 +61,51 @@ def _executor(project: Project, workflow: Workflow, override: str | None) -> Any
     from flowstage.executors.local import LocalExecutor
     from flowstage.tasks import RunResources
 
-    resources = RunResources(root=project.root, connections=Connections(project.connections), store_url=project.store_url)
+    resources = RunResources(
+        root=project.root,
+        connections=Connections(project.connections),
+        store_url=project.store_url,
+        subrun=_subrun_starter(project, override, depth),
+    )
     return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
+
+
+def _subrun_starter(project: Project, executor: str | None, depth: int) -> Callable[..., StoredRun]:
+    """How a `workflow:` task starts its sub-run (or resumes the one its previous attempt left)."""
+
+    def start(ref: str, job: Any, ctx: Any) -> StoredRun:
+        if depth >= MAX_SUBRUN_DEPTH:
+            raise RunError(f"sub-workflows nest deeper than {MAX_SUBRUN_DEPTH} levels (a workflow calling itself?)")
+        store = open_store(project)
+        try:
+            earlier = [a.get("metrics", {}).get("sub_run_id") for a in job.previous]
+            earlier_id = next((i for i in reversed(earlier) if i), None)
+            if earlier_id is not None:
+                previous = store.get_run(earlier_id)
+                if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
+                    ctx.handle.on_kill(lambda: store.request_cancel(earlier_id, time.time()))
+                    return resume_run(project, earlier_id, store=store, executor=executor, depth=depth + 1)
+            workflow, source = find_workflow(project, ref)
+
+            def created(run_id: str) -> None:
+                ctx.handle.on_kill(lambda: store.request_cancel(run_id, time.time()))
+                ctx.log(NOTICE, f"sub-run {run_id} of {workflow.name} started")
+
+            return start_run(
+                project,
+                workflow,
+                store=store,
+                variables=job.task_variables,
+                source=source,
+                executor=executor,
+                parent_run_id=job.run_id,
+                on_created=created,
+                depth=depth + 1,
+            )
+        finally:
+            store.close()
+
+    return start
 
 
 @contextmanager
@@ -95,6 +142,8 @@ def start_run(
     executor: str | None = None,
     observer: Observer | None = None,
     on_created: Callable[[str], None] | None = None,
+    parent_run_id: str | None = None,
+    depth: int = 0,
 ) -> StoredRun:
     """Run `workflow` to its end and return the stored run."""
     overrides = dict(variables or {})
@@ -104,7 +153,7 @@ def start_run(
     logical = datetime.fromtimestamp(now, UTC)
     scope = run_scope(workflow, overrides)
     tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
-    exe = _executor(project, workflow, executor)
+    exe = _executor(project, workflow, executor, depth)
     store.create_run(
         NewRun(
             id=run_id,
@@ -121,6 +170,7 @@ def start_run(
             runner_started=_process_started(),
             tasks=tasks,
             source=source,
+            parent_run_id=parent_run_id,
         )
     )
     if on_created is not None:
@@ -181,6 +231,7 @@ def resume_run(
     store: RunStore,
     executor: str | None = None,
     observer: Observer | None = None,
+    depth: int = 0,
 ) -> StoredRun:
     """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
     run = get_run(store, run_id)
@@ -206,7 +257,7 @@ def resume_run(
     plan = compile_plan(workflow)
     prior = {t.name: t for t in run.tasks}
     info = RunInfo(run.id, run.workflow, run.version, datetime.fromtimestamp(run.logical_time, UTC), run.root)
-    exe = _executor(project, workflow, executor)
+    exe = _executor(project, workflow, executor, depth)
     runner = Runner(plan=plan, info=info, store=store, executor=exe, variables=run.variables, prior=prior, observer=observer)
     with _signals_cancel():
         runner.run()

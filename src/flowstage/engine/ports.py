@@ -94,6 +94,10 @@ class AttemptJob:
     log_level: int
     context: dict[str, Any] = field(default_factory=dict)
     interpreter: str | None = None
+    #: the task's own `variables:`, rendered (a sub-workflow's overrides)
+    task_variables: dict[str, Any] = field(default_factory=dict)
+    #: the task's earlier attempts (of this run, before a resume too)
+    previous: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

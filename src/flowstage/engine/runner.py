@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from flowstage.engine.decisions import Action, Decision, Requirement, decide, decide_stage_default, run_status
 from flowstage.engine.plan import Plan
 from flowstage.engine.ports import (
@@ -33,10 +35,11 @@ from flowstage.engine.ports import (
     SystemClock,
     TaskRun,
 )
-from flowstage.errors import FlowstageError, RunError
+from flowstage.errors import FlowstageError, RunError, VariableError
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.conditions import SATISFIED_BY, When
+from flowstage.model.kinds import KindSpec
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,21 @@ class _Running:
 class _Due:
     at: float
     name: str = field(compare=False)
+
+
+def _field(spec: KindSpec, name: str) -> Any:
+    value = getattr(spec, name)
+    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+
+
+def _revalidate(spec: KindSpec, data: dict[str, Any]) -> KindSpec:
+    """The spec with rendered values, validated again (a rendered URL must still be a URL)."""
+    try:
+        return type(spec).model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise VariableError(f"after rendering templates, {where}: {first['msg']}") from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -156,7 +174,7 @@ class Runner:
                 node.task.if_ is not None
                 or templates.contains_template(node.task.with_)
                 or templates.contains_template(node.task.variables)
-                or any(templates.contains_template(getattr(node.task.spec, f)) for f in node.task.spec.template_fields)
+                or any(templates.contains_template(_field(node.task.spec, f)) for f in node.task.spec.template_fields)
                 or bool(node.task.variables)
             )
             for name, node in plan.nodes.items()
@@ -268,14 +286,16 @@ class Runner:
             self._open_stages()
 
     # ------------------------------------------------------------------ starting
-    def _context(self, name: str, attempt: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _context(self, name: str, attempt: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         node = self.plan.nodes[name]
         task_ctx = {"name": name, "attempt": attempt, "stage": self.plan.stage_names[node.stage]}
         scope = dict(self.variables)
         ctx = {"var": scope, "run": self.info.context(), "task": task_ctx}
+        own: dict[str, Any] = {}
         if node.task.variables:
-            scope.update(templates.render(node.task.variables, ctx))
-        return ctx, scope
+            own = templates.render(node.task.variables, ctx)
+            scope.update(own)
+        return ctx, scope, own
 
     def _start(self, name: str) -> None:
         node = self.plan.nodes[name]
@@ -285,20 +305,20 @@ class Runner:
         now = self.clock.time()
         try:
             if self.needs_render[name]:
-                ctx, scope = self._context(name, attempt)
+                ctx, scope, own = self._context(name, attempt)
                 if task.if_ is not None and not templates.evaluate(task.if_, ctx):
                     self._final(name, TaskStatus.SKIPPED, reason=f"if: {task.if_} is false")
                     return
                 kwargs = templates.render(task.with_, ctx)
                 spec = task.spec
-                updates: dict[str, Any] = {}
-                for fname in spec.template_fields:
-                    updates[fname] = templates.render(getattr(spec, fname), ctx, shell=(fname == spec.kind == "shell"))
-                if updates:
-                    spec = spec.model_copy(update=updates)
+                if spec.template_fields:
+                    data = spec.model_dump(by_alias=True)
+                    for fname in spec.template_fields:
+                        data[fname] = templates.render(data[fname], ctx, shell=(fname == spec.kind == "shell"))
+                    spec = _revalidate(spec, data)
             else:
                 ctx = {"var": self.variables, "run": self.info.context(), "task": {"name": name, "attempt": attempt}}
-                scope, kwargs, spec = self.variables, dict(task.with_), task.spec
+                scope, kwargs, spec, own = self.variables, dict(task.with_), task.spec, {}
         except FlowstageError as exc:
             tr.attempts.append({"number": attempt, "status": "failed", "started_at": now, "ended_at": now, "error": str(exc)})
             tr.started_at = tr.started_at or now
@@ -331,6 +351,8 @@ class Runner:
             log_level=self.level_of[name],
             context=ctx,
             interpreter=self.prefs.python,
+            task_variables=own,
+            previous=[dict(a) for a in tr.attempts[:-1]],
         )
         self.to_submit.append((name, job))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.errors import FlowstageError
@@ -17,11 +17,14 @@ from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import RunResources, TaskContext, runner_for
 from flowstage.tasks._process import ProcessHandle
 
+SHUTDOWN_GRACE_SECONDS = 3.0
+
 
 class LocalExecutor:
     def __init__(self, resources: RunResources, max_workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
         self.resources = resources
+        self._futures: set[Future[None]] = set()
 
     def submit(
         self,
@@ -41,9 +44,16 @@ class LocalExecutor:
                 outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             done(outcome)
 
-        self._pool.submit(work)
+        future = self._pool.submit(work)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
         return handle
 
     def shutdown(self) -> None:
+        # Killed attempts need a moment to unwind (a sub-run cancels itself within a heartbeat);
+        # an in-process task that ignores its kill is left behind after the grace period.
+        pending = [f for f in self._futures if not f.done()]
+        if pending:
+            wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.resources.close()

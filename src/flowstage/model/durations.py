@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -15,7 +17,13 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"a duration cannot be negative: {value!r}")
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
+        return seconds
     if not isinstance(value, str):
         raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
     text = value.strip().replace(" ", "")
@@ -26,7 +34,7 @@ def parse_duration(value: object) -> float:
             break
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    if not text or pos != len(text):
+    if not text or pos != len(text) or not math.isfinite(total):
         raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
     return total
 
@@ -37,7 +45,7 @@ def format_duration(seconds: float) -> str:
         ms = round(seconds * 1000)
         if abs(ms / 1000 - seconds) < 1e-9:
             return f"{ms}ms"
-        return repr(seconds) + "s"
+        return format(Decimal(repr(seconds)), "f") + "s"  # never an exponent, which parse_duration cannot read
     rest = int(seconds)
     if rest == 0:
         return "0s"

@@ -10,9 +10,11 @@ shows up.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from flowstage.model.durations import format_duration, parse_duration
 
 
 class KindSpec(BaseModel):
@@ -94,8 +96,68 @@ class SqlSpec(KindSpec):
         return v
 
 
+class HttpRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    url: str = Field(description="http:// or https:// URL")
+    method: str = Field(default="GET", pattern=r"^(?i:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="query string parameters")
+    json_body: Any = Field(default=None, alias="json", description="a JSON body")
+    body: str | None = Field(default=None, description="a text body")
+    expect: int | list[int] = Field(default=200, description="the expected status code(s)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith(("http://", "https://")) or "{{" in v):
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        return v
+
+
+class HttpSpec(KindSpec):
+    """``http: {url, method, json, headers, expect}``: call an API; `save:` keeps the JSON (or text) answer."""
+
+    kind: ClassVar[str] = "http"
+    template_fields: ClassVar[tuple[str, ...]] = ("http",)
+    http: HttpRequest
+
+
+class WaitTarget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    file: str | None = Field(default=None, description="a glob (relative to the project root)")
+    sql: str | None = Field(default=None, description="a query whose first value is true-ish")
+    connection: str = "warehouse"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> WaitTarget:
+        if (self.file is None) == (self.sql is None):
+            raise ValueError("wait_for needs exactly one of `file:` or `sql:`")
+        return self
+
+
+class WaitForSpec(KindSpec):
+    """``wait_for: {file: glob}`` or ``{sql: query, connection}``, checked every `poke` until `timeout`."""
+
+    kind: ClassVar[str] = "wait_for"
+    template_fields: ClassVar[tuple[str, ...]] = ("wait_for",)
+    wait_for: WaitTarget
+    poke: Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)] = Field(
+        default=10.0, description="how often to check (a duration)"
+    )
+
+
+class WorkflowSpec(KindSpec):
+    """``workflow: name_or_file``: another workflow as a sub-run; the task's `variables:` are its overrides."""
+
+    kind: ClassVar[str] = "workflow"
+    workflow: str = Field(description="a workflow name (deployed or in workflows/) or a file")
+
+
 BUILTIN_KINDS: dict[str, type[KindSpec]] = {
-    key: spec for spec in (PythonSpec, ShellSpec, SqlSpec) for key in getattr(spec, "keys", (spec.kind,))
+    key: spec
+    for spec in (PythonSpec, ShellSpec, SqlSpec, HttpSpec, WaitForSpec, WorkflowSpec)
+    for key in getattr(spec, "keys", (spec.kind,))
 }
 _plugins: dict[str, type[KindSpec]] | None = None
 

@@ -83,10 +83,25 @@ def _fail(exc: Exception, source: str) -> VariableError:
     return VariableError(f"cannot render {source!r}: {type(exc).__name__}: {exc}")
 
 
+def _defined(value: Any) -> Any:
+    """`value`, once checked for undefined names, also inside lists and mappings (`[var.missing]`)."""
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined):
+        str(value)  # raises for StrictUndefined
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _defined(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _defined(item)
+    return value
+
+
 def evaluate(expr: str, context: dict[str, Any]) -> Any:
     """The value of a Jinja expression (an `if:`)."""
     try:
-        return environment().compile_expression(expr, undefined_to_none=False)(**context)
+        return _defined(environment().compile_expression(expr, undefined_to_none=False)(**context))
     except Exception as exc:
         raise _fail(exc, expr) from None
 
@@ -100,12 +115,7 @@ def render(value: Any, context: dict[str, Any], *, shell: bool = False) -> Any:
             if not shell:
                 m = _SINGLE.match(value)
                 if m:
-                    result = environment().compile_expression(m.group("expr"), undefined_to_none=False)(**context)
-                    from jinja2 import Undefined
-
-                    if isinstance(result, Undefined):
-                        str(result)  # raises for StrictUndefined
-                    return result
+                    return _defined(environment().compile_expression(m.group("expr"), undefined_to_none=False)(**context))
             return environment(shell).from_string(value).render(**context)
         except Exception as exc:
             raise _fail(exc, value) from None

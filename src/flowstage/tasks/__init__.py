@@ -16,7 +16,9 @@ from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = {"python": "flowstage.tasks.python", "shell": "flowstage.tasks.shell", "sql": "flowstage.tasks.sql"}
+_BUILTIN = {
+    kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow")
+}
 
 
 @dataclass
@@ -26,6 +28,8 @@ class RunResources:
     root: Path
     connections: Connections
     store_url: str = ""
+    #: starts (or resumes) a sub-run: (workflow ref, job, ctx) -> the ended child run
+    subrun: Callable[[str, AttemptJob, TaskContext], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:

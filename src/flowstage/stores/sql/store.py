@@ -43,6 +43,11 @@ def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text)
 
 
+def _text(value: str | None) -> str | None:
+    """Free text for a TEXT column: PostgreSQL refuses NUL, which a task's output or error may carry."""
+    return value.replace("\x00", "\ufffd") if value else value
+
+
 class _Tx(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None: ...
@@ -361,7 +366,7 @@ class SqlRunStore:
                             "attempt": ln.attempt,
                             "at": ln.at,
                             "level": ln.level,
-                            "message": ln.message,
+                            "message": _text(ln.message),
                         }
                         for ln in batch.logs
                     ],
@@ -521,10 +526,10 @@ def _task_row(t: TaskRun) -> dict[str, Any]:
         "name": t.name,
         "stage": t.stage,
         "status": str(t.status),
-        "reason": t.reason,
+        "reason": _text(t.reason),
         "started_at": t.started_at,
         "ended_at": t.ended_at,
-        "error": t.error,
+        "error": _text(t.error),
         "metrics": _dumps(t.metrics),
         "saved": _dumps(t.saved),
         "variables": _dumps(t.variables),

@@ -1,0 +1,51 @@
+"""``http:`` tasks: one request with httpx; an unexpected status is failure.
+
+`save:` keeps the JSON answer (or its text when it is not JSON). A kill closes the client, which
+aborts the request in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.errors import RunError
+from flowstage.logging import INFO
+from flowstage.model.kinds import HttpSpec
+from flowstage.model.statuses import TaskStatus
+from flowstage.tasks import TaskContext
+
+
+def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+    import httpx
+
+    spec = job.spec
+    assert isinstance(spec, HttpSpec)
+    req = spec.http
+    expected = [req.expect] if isinstance(req.expect, int) else list(req.expect)
+    timeout = job.task.timeout or 300.0
+    kwargs: dict[str, Any] = {"headers": req.headers, "params": req.params or None}
+    if req.json_body is not None:
+        kwargs["json"] = req.json_body
+    elif req.body is not None:
+        kwargs["content"] = req.body
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        ctx.handle.on_kill(client.close)
+        try:
+            response = client.request(req.method.upper(), req.url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RunError(f"{req.method.upper()} {req.url}: {type(exc).__name__}: {exc}") from None
+    ctx.log(INFO, f"{req.method.upper()} {req.url} -> {response.status_code} ({len(response.content)} bytes)")
+    metrics = {"status_code": response.status_code, "bytes_read": len(response.content)}
+    try:
+        value: Any = response.json()
+    except ValueError:
+        value = response.text
+    if response.status_code not in expected:
+        snippet = response.text[:200].replace("\n", " ")
+        return Outcome(
+            TaskStatus.FAILED,
+            error=f"{req.method.upper()} {req.url} answered {response.status_code}, expected {', '.join(map(str, expected))}: {snippet}",
+            metrics=metrics,
+        )
+    return Outcome(TaskStatus.SUCCEEDED, value=value, metrics=metrics)

@@ -77,12 +77,44 @@ class _Running:
     handle: Handle | None
     deadline: float | None
     started: float
+    copy: int = 0
+
+
+@dataclass
+class _Launch:
+    """A started task: its copies (one for a plain task; N for `instances` / `for_each`)."""
+
+    items: list[Any]
+    fan: bool
+    todo: deque[int]
+    first: int  # attempts recorded before this start
+    tries: dict[int, int] = field(default_factory=dict)
+    running: set[int] = field(default_factory=set)
+    values: dict[int, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(order=True)
 class _Due:
     at: float
     name: str = field(compare=False)
+    copy: int = field(compare=False, default=0)
+
+
+_SUMMED = ("rows_read", "rows_written", "bytes_read", "bytes_written")
+
+
+def _aggregate(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of a task's copies: counts summed, memory the peak."""
+    out: dict[str, Any] = {}
+    for m in metrics:
+        for key in _SUMMED:
+            if isinstance(m.get(key), int | float):
+                out[key] = out.get(key, 0) + m[key]
+        if isinstance(m.get("memory_mb"), int | float):
+            out["memory_mb"] = max(out.get("memory_mb", 0), m["memory_mb"])
+    return out
 
 
 def _field(spec: KindSpec, name: str) -> Any:
@@ -156,9 +188,11 @@ class Runner:
         self.stage_default: dict[int, Decision] = {}
         self.ready: deque[str] = deque()
         self.queued: set[str] = set()
-        self.running: dict[str, _Running] = {}
+        self.running: dict[tuple[str, int], _Running] = {}  # (task, attempt) -> the attempt in flight
+        self.launch: dict[str, _Launch] = {}
+        self.launch_started: dict[str, float] = {}
+        self.waiting_copies: deque[str] = deque()  # started tasks with copies waiting for a slot
         self.retry_heap: list[_Due] = []
-        self.tries: dict[str, int] = {}
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.batch = Batch(run_id=info.id)
         self.to_submit: list[tuple[str, AttemptJob]] = []
@@ -286,9 +320,15 @@ class Runner:
             self._open_stages()
 
     # ------------------------------------------------------------------ starting
-    def _context(self, name: str, attempt: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def _template_context(
+        self, name: str, attempt: int, copy: int | None, item: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(template context, resolved variables, the task's own rendered variables)."""
         node = self.plan.nodes[name]
-        task_ctx = {"name": name, "attempt": attempt, "stage": self.plan.stage_names[node.stage]}
+        launch = self.launch.get(name)
+        task_ctx: dict[str, Any] = {"name": name, "attempt": attempt, "stage": self.plan.stage_names[node.stage]}
+        if launch is not None and launch.fan:
+            task_ctx.update({"instance": copy, "instances": len(launch.items), "item": item})
         scope = dict(self.variables)
         ctx = {"var": scope, "run": self.info.context(), "task": task_ctx}
         own: dict[str, Any] = {}
@@ -297,18 +337,65 @@ class Runner:
             scope.update(own)
         return ctx, scope, own
 
-    def _start(self, name: str) -> None:
+    def _begin(self, name: str) -> None:
+        """A task's condition holds: check `if:`, work out its copies, queue them for slots."""
+        task = self.plan.nodes[name].task
+        tr = self.runs[name]
+        now = self.clock.time()
+        fan = task.instances is not None or task.for_each is not None
+        try:
+            ctx: dict[str, Any] | None = None
+            if task.if_ is not None or (task.for_each is not None and templates.contains_template(task.for_each)):
+                ctx, _, _ = self._template_context(name, len(tr.attempts) + 1, None, None)
+            if task.if_ is not None and not templates.evaluate(task.if_, ctx or {}):
+                self._final(name, TaskStatus.SKIPPED, reason=f"if: {task.if_} is false")
+                return
+            items: list[Any]
+            if task.for_each is not None:
+                rendered = templates.render(task.for_each, ctx or {})
+                if not isinstance(rendered, list | tuple):
+                    raise RunError(f"for_each: expected a list, got {type(rendered).__name__} {rendered!r}"[:300])
+                items = list(rendered)
+            elif task.instances is not None:
+                items = list(range(task.instances))
+            else:
+                items = [None]
+        except FlowstageError as exc:
+            tr.attempts.append(
+                {"number": len(tr.attempts) + 1, "status": "failed", "started_at": now, "ended_at": now, "error": str(exc)}
+            )
+            tr.started_at = tr.started_at or now
+            self._final(name, TaskStatus.FAILED, error=str(exc))
+            return
+        self.launch[name] = _Launch(items=items, fan=fan, todo=deque(range(len(items))), first=len(tr.attempts))
+        tr.status = TaskStatus.RUNNING
+        tr.started_at = now
+        tr.ended_at = None
+        tr.error = None
+        tr.reason = None
+        self.status[name] = TaskStatus.RUNNING
+        self.launch_started[name] = self.clock.monotonic()
+        if not items:
+            self._log(INFO, f"task {name}: for_each gave no items", name)
+            self._succeed(name)
+            return
+        self.waiting_copies.append(name)
+
+    def _launch_copy(self, name: str, copy: int) -> None:
+        """Start one attempt of one copy of `name` (a plain task has one copy)."""
         node = self.plan.nodes[name]
         task = node.task
         tr = self.runs[name]
+        launch = self.launch[name]
         attempt = len(tr.attempts) + 1
+        item = launch.items[copy] if launch.fan else None
         now = self.clock.time()
+        entry: dict[str, Any] = {"number": attempt, "status": "running", "started_at": now, "ended_at": None, "error": None}
+        if launch.fan:
+            entry.update({"instance": copy, "item": _jsonable(item)})
         try:
-            if self.needs_render[name]:
-                ctx, scope, own = self._context(name, attempt)
-                if task.if_ is not None and not templates.evaluate(task.if_, ctx):
-                    self._final(name, TaskStatus.SKIPPED, reason=f"if: {task.if_} is false")
-                    return
+            if self.needs_render[name] or launch.fan:
+                ctx, scope, own = self._template_context(name, attempt, copy, item)
                 kwargs = templates.render(task.with_, ctx)
                 spec = task.spec
                 if spec.template_fields:
@@ -320,25 +407,24 @@ class Runner:
                 ctx = {"var": self.variables, "run": self.info.context(), "task": {"name": name, "attempt": attempt}}
                 scope, kwargs, spec, own = self.variables, dict(task.with_), task.spec, {}
         except FlowstageError as exc:
-            tr.attempts.append({"number": attempt, "status": "failed", "started_at": now, "ended_at": now, "error": str(exc)})
-            tr.started_at = tr.started_at or now
-            self._final(name, TaskStatus.FAILED, error=str(exc))
+            # a template that cannot render fails the same way on every try: no retry
+            entry.update({"status": "failed", "ended_at": now, "error": str(exc)})
+            tr.attempts.append(entry)
+            self._task_failed(name, TaskStatus.FAILED, str(exc) if not launch.fan else f"copy {copy}: {exc}")
             return
-        tr.status = TaskStatus.RUNNING
-        if tr.started_at is None:
-            tr.started_at = now
-        tr.ended_at = None
-        tr.error = None
-        tr.reason = None
         tr.variables = _jsonable(scope) if scope else {}
-        tr.attempts.append({"number": attempt, "status": "running", "started_at": now, "ended_at": None, "error": None})
-        self.status[name] = TaskStatus.RUNNING
-        self.tries[name] = self.tries.get(name, 0) + 1
-        self._change(name, attempt=attempt)
-        self._log(INFO, f"task {name} started (attempt {attempt})", name, attempt)
+        tr.attempts.append(entry)
+        launch.tries[copy] = launch.tries.get(copy, 0) + 1
+        launch.running.add(copy)
+        if tr.status is not TaskStatus.RUNNING:
+            tr.status = TaskStatus.RUNNING
+            self.status[name] = TaskStatus.RUNNING
+        self._change(name, attempt=attempt, instance=copy if launch.fan else None)
+        where = f", copy {copy}" if launch.fan else ""
+        self._log(INFO, f"task {name} started (attempt {attempt}{where})", name, attempt)
         timeout = task.timeout if task.timeout is not None else self.prefs.timeout
         mono = self.clock.monotonic()
-        self.running[name] = _Running(attempt, None, mono + timeout if timeout else None, mono)
+        self.running[(name, attempt)] = _Running(attempt, None, mono + timeout if timeout else None, mono, copy)
         job = AttemptJob(
             run_id=self.info.id,
             workflow=self.info.workflow,
@@ -356,20 +442,37 @@ class Runner:
         )
         self.to_submit.append((name, job))
 
+    def _stopped(self) -> bool:
+        return self.cancelled or self.timed_out
+
     def _start_ready(self) -> None:
         limit = self.prefs.max_parallel
-        while self.ready and len(self.running) < limit and not (self.cancelled or self.timed_out):
+        while len(self.running) < limit and not self._stopped():
+            if self.waiting_copies:
+                name = self.waiting_copies[0]
+                launch = self.launch.get(name)
+                if launch is None or not launch.todo or self.status[name] in TASK_FINAL:
+                    self.waiting_copies.popleft()
+                    continue
+                copy = launch.todo.popleft()
+                if not launch.todo:
+                    self.waiting_copies.popleft()
+                self._launch_copy(name, copy)
+                self._evaluate_all()
+                continue
+            if not self.ready:
+                break
             name = self.ready.popleft()
             self.queued.discard(name)
-            if self.status[name] is TaskStatus.PENDING or self.status[name] is TaskStatus.RETRYING:
-                self._start(name)
+            if self.status[name] is TaskStatus.PENDING:
+                self._begin(name)
             self._evaluate_all()
 
     def _submit_all(self) -> None:
         jobs, self.to_submit = self.to_submit, []
         for name, job in jobs:
-            running = self.running.get(name)
-            if running is None or running.attempt != job.attempt:
+            running = self.running.get((name, job.attempt))
+            if running is None:
                 continue
             attempt = job.attempt
 
@@ -382,37 +485,52 @@ class Runner:
             running.handle = self.executor.submit(job, done, log)
 
     # ------------------------------------------------------------------ outcomes
-    def _attempt_end(self, name: str, status: TaskStatus, error: str | None, metrics: dict[str, Any]) -> None:
-        tr = self.runs[name]
-        now = self.clock.time()
-        entry = tr.attempts[-1]
-        entry.update({"status": str(status), "ended_at": now, "error": error})
+    def _attempt_end(self, name: str, attempt: int, status: TaskStatus, error: str | None, metrics: dict[str, Any]) -> None:
+        entry = self.runs[name].attempts[attempt - 1]
+        entry.update({"status": str(status), "ended_at": self.clock.time(), "error": error})
         if metrics:
             entry["metrics"] = metrics
 
     def _on_outcome(self, name: str, attempt: int, outcome: Outcome) -> None:
-        running = self.running.get(name)
-        if running is None or running.attempt != attempt:
+        running = self.running.pop((name, attempt), None)
+        if running is None:
             return  # a late answer from an attempt already timed out or cancelled
-        del self.running[name]
+        launch = self.launch[name]
+        launch.running.discard(running.copy)
         tr = self.runs[name]
-        runtime = round(self.clock.monotonic() - running.started, 6)
-        metrics = {"runtime_seconds": runtime, **outcome.metrics}
-        self._attempt_end(name, outcome.status, outcome.error, metrics)
-        tr.metrics = {**tr.metrics, **metrics, "attempts": len(tr.attempts)}
+        metrics = {"runtime_seconds": round(self.clock.monotonic() - running.started, 6), **outcome.metrics}
+        self._attempt_end(name, attempt, outcome.status, outcome.error, metrics)
+        if not launch.fan:
+            tr.metrics = {**tr.metrics, **metrics, "attempts": len(tr.attempts)}
         if outcome.status is TaskStatus.SUCCEEDED:
-            try:
-                saved = {**self._saved(name, outcome.value), **_jsonable(outcome.variables)}
-            except FlowstageError as exc:
-                self._failed(name, TaskStatus.FAILED, str(exc))
-                return
-            if saved:
-                tr.saved = saved
-                self.variables.update(saved)
-                self.batch.run_variables = _jsonable(self.variables)
-            self._final(name, TaskStatus.SUCCEEDED)
+            launch.values[running.copy] = outcome.value
+            launch.variables.update(outcome.variables)
+            launch.metrics.append(outcome.metrics)
+            if len(launch.values) == len(launch.items):
+                self._succeed(name)
+            return
+        error = outcome.error or str(outcome.status)
+        self._copy_failed(name, running.copy, outcome.status, error)
+
+    def _succeed(self, name: str) -> None:
+        launch = self.launch[name]
+        tr = self.runs[name]
+        if launch.fan:
+            value: Any = [launch.values[i] for i in range(len(launch.items))]
+            tr.metrics = {**_aggregate(launch.metrics), "copies": len(launch.items), "attempts": len(tr.attempts)}
+            tr.metrics["runtime_seconds"] = round(self.clock.monotonic() - self.launch_started[name], 6)
         else:
-            self._failed(name, outcome.status, outcome.error or str(outcome.status))
+            value = launch.values.get(0)
+        try:
+            saved = {**self._saved(name, value), **_jsonable(launch.variables)}
+        except FlowstageError as exc:
+            self._task_failed(name, TaskStatus.FAILED, str(exc))
+            return
+        if saved:
+            tr.saved = saved
+            self.variables.update(saved)
+            self.batch.run_variables = _jsonable(self.variables)
+        self._final(name, TaskStatus.SUCCEEDED)
 
     def _saved(self, name: str, value: Any) -> dict[str, Any]:
         save = self.plan.nodes[name].task.save
@@ -421,6 +539,8 @@ class Runner:
         value = _jsonable(value)
         if isinstance(save, str):
             return {save: value}
+        if self.launch[name].fan:
+            raise RunError("save: of a fanned-out task keeps the list of results: use `save: name`")
         if not isinstance(value, dict):
             raise RunError(f"save: needs a mapping result to pick {sorted(save.values())}, got {type(value).__name__}")
         missing = [k for k in save.values() if k not in value]
@@ -428,19 +548,38 @@ class Runner:
             raise RunError(f"save: the result has no key {missing[0]!r} (keys: {', '.join(map(str, value))})")
         return {var: value[key] for var, key in save.items()}
 
-    def _failed(self, name: str, status: TaskStatus, error: str) -> None:
+    def _copy_failed(self, name: str, copy: int, status: TaskStatus, error: str) -> None:
+        """One copy's attempt failed: retry that copy, or fail the task."""
         task = self.plan.nodes[name].task
+        launch = self.launch[name]
         retries = task.retries if task.retries is not None else self.prefs.retries
-        if self.tries.get(name, 0) <= retries and not (self.cancelled or self.timed_out):
-            tr = self.runs[name]
-            tr.status = TaskStatus.RETRYING
-            tr.error = error
-            self.status[name] = TaskStatus.RETRYING
+        tr = self.runs[name]
+        label = f"copy {copy} ({_jsonable(launch.items[copy])!r}): " if launch.fan else ""
+        if launch.tries.get(copy, 0) <= retries and not self._stopped():
             delay = task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
-            heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name))
-            self._change(name, error=error, retry_in=delay)
-            self._log(WARNING, f"task {name} {status} ({error}); retrying in {delay:g}s", name, len(tr.attempts))
+            heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name, copy))
+            if not launch.fan:
+                tr.status = TaskStatus.RETRYING
+                tr.error = error
+                self.status[name] = TaskStatus.RETRYING
+                self._change(name, error=error, retry_in=delay)
+            self._log(WARNING, f"task {name} {label}{status} ({error}); retrying in {delay:g}s", name, len(tr.attempts))
             return
+        self._task_failed(name, status, label + error)
+
+    def _task_failed(self, name: str, status: TaskStatus, error: str) -> None:
+        """The task failed for good: stop its other copies."""
+        for key, running in list(self.running.items()):
+            if key[0] == name:
+                if running.handle is not None:
+                    running.handle.kill()
+                del self.running[key]
+                self._attempt_end(name, key[1], TaskStatus.CANCELLED, "another copy failed", {})
+        launch = self.launch.get(name)
+        if launch is not None:
+            launch.todo.clear()
+            launch.running.clear()
+        self.runs[name].metrics["attempts"] = len(self.runs[name].attempts)
         self._final(name, status, error=error)
 
     def _on_log(self, name: str, attempt: int, level: int, message: str) -> None:
@@ -449,25 +588,26 @@ class Runner:
     # ------------------------------------------------------------------ timers
     def _check_timers(self) -> None:
         mono = self.clock.monotonic()
-        for name, running in list(self.running.items()):
-            if running.deadline is not None and mono >= running.deadline:
+        for key, running in list(self.running.items()):
+            if running.deadline is not None and mono >= running.deadline and key in self.running:
+                name, attempt = key
                 if running.handle is not None:
                     running.handle.kill()
-                del self.running[name]
-                timeout = running.deadline - running.started
-                error = f"timed out after {timeout:g}s"
-                self._attempt_end(name, TaskStatus.TIMED_OUT, error, {"runtime_seconds": round(mono - running.started, 6)})
-                self.runs[name].metrics = {
-                    **self.runs[name].metrics,
-                    "runtime_seconds": round(mono - running.started, 6),
-                    "attempts": len(self.runs[name].attempts),
-                }
-                self._failed(name, TaskStatus.TIMED_OUT, error)
+                del self.running[key]
+                self.launch[name].running.discard(running.copy)
+                error = f"timed out after {running.deadline - running.started:g}s"
+                elapsed = round(mono - running.started, 6)
+                self._attempt_end(name, attempt, TaskStatus.TIMED_OUT, error, {"runtime_seconds": elapsed})
+                if not self.launch[name].fan:
+                    tr = self.runs[name]
+                    tr.metrics = {**tr.metrics, "runtime_seconds": elapsed, "attempts": len(tr.attempts)}
+                self._copy_failed(name, running.copy, TaskStatus.TIMED_OUT, error)
         while self.retry_heap and self.retry_heap[0].at <= mono:
             due = heapq.heappop(self.retry_heap)
-            if self.status[due.name] is TaskStatus.RETRYING:
-                self.ready.append(due.name)
-                self.queued.add(due.name)
+            launch = self.launch.get(due.name)
+            if launch is not None and self.status[due.name] not in TASK_FINAL:
+                launch.todo.append(due.copy)
+                self.waiting_copies.append(due.name)
 
     def _next_wakeup(self, run_deadline: float | None, next_beat: float) -> float:
         times = [next_beat]
@@ -487,18 +627,25 @@ class Runner:
             self.cancelled = True
             why = "run cancelled"
         self._log(WARNING, why)
-        for name, running in list(self.running.items()):
+        status = TaskStatus.TIMED_OUT if timed_out else TaskStatus.CANCELLED
+        hit: list[str] = []
+        for (name, attempt), running in list(self.running.items()):
             if running.handle is not None:
                 running.handle.kill()
-            del self.running[name]
-            status = TaskStatus.TIMED_OUT if timed_out else TaskStatus.CANCELLED
-            self._attempt_end(name, status, why, {"runtime_seconds": round(self.clock.monotonic() - running.started, 6)})
-            self._final(name, status, reason=why, error=why if timed_out else None)
+            elapsed = round(self.clock.monotonic() - running.started, 6)
+            self._attempt_end(name, attempt, status, why, {"runtime_seconds": elapsed})
+            if name not in hit:
+                hit.append(name)
+        self.running.clear()
+        for name in hit:
+            if self.status[name] not in TASK_FINAL:
+                self._final(name, status, reason=why, error=why if timed_out else None)
         self.ready.clear()
         self.queued.clear()
         self.retry_heap.clear()
-        for name, status in list(self.status.items()):
-            if status not in TASK_FINAL:
+        self.waiting_copies.clear()
+        for name, current in list(self.status.items()):
+            if current not in TASK_FINAL:
                 self._final(name, TaskStatus.CANCELLED, reason=why)
         self.to_evaluate.clear()
 
@@ -526,7 +673,7 @@ class Runner:
                 self._start_ready()
                 self._flush()  # recorded before it is acted on
                 self._submit_all()
-                if not self.running and not self.ready and not self.retry_heap:
+                if not self.running and not self.ready and not self.retry_heap and not self.waiting_copies:
                     break
                 try:
                     message = self.inbox.get(timeout=self._next_wakeup(run_deadline, next_beat))

@@ -32,7 +32,8 @@ def parse_duration(value: object) -> float:
     for m in _PART.finditer(text):
         if m.start() != pos:
             break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
+        number, unit = float(m.group(1)), m.group(2)
+        total += number / 1000 if unit == "ms" else number * _UNITS[unit]  # 59 / 1000 == 0.059, 59 * 0.001 is not
         pos = m.end()
     if not text or pos != len(text) or not math.isfinite(total):
         raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m)")
@@ -43,7 +44,7 @@ def format_duration(seconds: float) -> str:
     """The shortest text `parse_duration` reads back to `seconds`."""
     if seconds != int(seconds):
         ms = round(seconds * 1000)
-        if abs(ms / 1000 - seconds) < 1e-9:
+        if ms / 1000 == seconds:
             return f"{ms}ms"
         return format(Decimal(repr(seconds)), "f") + "s"  # never an exponent, which parse_duration cannot read
     rest = int(seconds)

@@ -16,9 +16,7 @@ from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = {
-    kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow")
-}
+_BUILTIN = {kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow")}
 
 
 @dataclass

@@ -20,6 +20,8 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $@
 
 run: $(STAMP)
+	cd examples/demo && ../../$(BIN)/flowstage run shop_setup -q
+	cd examples/demo && ../../$(BIN)/flowstage run campaign_launch -q
 	cd examples/demo && ../../$(BIN)/flowstage run daily_sales
 
 lint: $(DEVSTAMP)

@@ -50,20 +50,20 @@ def to_json_value(value: Any) -> Any:
 
 
 def split_statements(text: str) -> list[str]:
-    """The statements of a SQL text (a file may hold many)."""
-    if ";" not in text:
+    """The statements of a SQL text (a file may hold many), comments removed.
+
+    Comments go because a ``:name`` inside one would otherwise be taken for a parameter.
+    """
+    if ";" not in text and "--" not in text and "/*" not in text:
         return [text.strip()] if text.strip() else []
     import sqlparse
 
     out = []
     for stmt in sqlparse.split(text):
-        body = stmt.strip()
-        if not body:
-            continue
-        # a statement of only comments is nothing to run
-        stripped = sqlparse.format(body, strip_comments=True).strip().rstrip(";").strip()
-        if stripped:
-            out.append(body.rstrip(";").strip() if body.endswith(";") else body)
+        body = sqlparse.format(stmt, strip_comments=True).strip()
+        body = body[:-1].rstrip() if body.endswith(";") else body
+        if body:
+            out.append(body)
     return out
 
 

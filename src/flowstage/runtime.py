@@ -21,7 +21,7 @@ from typing import Any
 from flowstage.engine.plan import compile_plan
 from flowstage.engine.ports import Event, TaskRun
 from flowstage.engine.runner import RunInfo, RunInterrupted, Runner
-from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError
+from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError, UsageError
 from flowstage.logging import NOTICE
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.model.workflow import Workflow
@@ -289,11 +289,11 @@ def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun
 def parse_var(text: str) -> tuple[str, Any]:
     """``k=v`` from ``--var``: v is read as a YAML 1.2 scalar (numbers, booleans, null), else text."""
     if "=" not in text:
-        raise DefinitionError(f"--var {text!r}: expected NAME=VALUE")
+        raise UsageError(f"--var {text!r}: expected NAME=VALUE")
     key, _, value = text.partition("=")
     key = key.strip()
     if not key.isidentifier():
-        raise DefinitionError(f"--var {text!r}: {key!r} is not a variable name")
+        raise UsageError(f"--var {text!r}: {key!r} is not a variable name")
     from flowstage.model.yamlsource import resolve_scalar
 
     return key, resolve_scalar(value)

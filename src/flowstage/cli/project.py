@@ -23,7 +23,7 @@ def init_cmd(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for item in sorted(template.rglob("*")):
         rel = item.relative_to(template)
-        if "__pycache__" in rel.parts or ".flowstage" in rel.parts:
+        if {"__pycache__", ".flowstage", "out"} & set(rel.parts) or rel.name.endswith(".db"):
             continue
         target = directory / rel
         if item.is_dir():
@@ -33,6 +33,7 @@ def init_cmd(directory: Path) -> None:
             shutil.copy2(item, target)
     click.echo(f"created a flowstage project in {directory}")
     click.echo(f"  cd {directory} && flowstage run daily_sales")
+    click.echo("  flowstage run shop_setup && flowstage run campaign_launch")
 
 
 def _validate_path(path: Path) -> list[Problem]:

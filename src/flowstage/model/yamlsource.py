@@ -128,6 +128,7 @@ class _Builder:
             if node.tag not in ("tag:yaml.org,2002:map",):
                 raise self.fail(node, f"unsupported tag {node.tag}")
             out: dict[str, Any] = {}
+            merged_keys: set[Any] = set()  # keys that came from a merge (<<): an explicit key overrides them
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge" or (
                     isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style
@@ -137,15 +138,18 @@ class _Builder:
                         if not isinstance(part, dict):
                             raise self.fail(value_node, "a merge key (<<) needs a mapping")
                         for k, v in part.items():
-                            out.setdefault(k, v)
+                            if k not in out:
+                                out[k] = v
+                                merged_keys.add(k)
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise self.fail(key_node, "a mapping key must be a plain value")
                 key = self.build(key_node, (*path, "\0key"))
                 if isinstance(key, bool | int | float) or key is None:
                     key = key_node.value  # keys are names: `on:` and `1:` stay strings
-                if key in out:
+                if key in out and key not in merged_keys:
                     raise self.fail(key_node, f"duplicate key {key!r}")
+                merged_keys.discard(key)
                 self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = self.build(value_node, (*path, key))
             return out

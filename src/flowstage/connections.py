@@ -276,6 +276,19 @@ class AlchemySession(Session):
             self.conn.close()
 
 
+def _sqlite_transactions(engine: Any) -> None:
+    """BEGIN at the start of every transaction, so DDL is rolled back too (pysqlite begins only before DML)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
 class Connections:
     """The connections of one run: engines created on first use, disposed at the end."""
 
@@ -300,6 +313,13 @@ class Connections:
         if url.startswith("duckdb:"):
             return DuckSession(name, url, self._duck_cursor(name, url))
         return AlchemySession(name, url, self._engine(name, url), timeout)
+
+    def duck_cursor(self, name: str) -> Any:
+        """A new cursor on the DuckDB database of connection `name` (autocommit)."""
+        url = self.url(name)
+        if not url.startswith("duckdb:"):
+            raise DefinitionError(f"connection {name!r} is not a DuckDB database")
+        return self._duck_cursor(name, url)
 
     def _duck_cursor(self, name: str, url: str) -> Any:
         with self._lock:
@@ -334,6 +354,8 @@ class Connections:
                     raise ConnectionError(f"connection {name!r}: driver {exc.name} not installed") from None
                 except Exception as exc:
                     raise ConnectionError(f"connection {name!r}: invalid URL {mask_url(url)}: {scrub(str(exc), [url])}") from None
+                if engine.dialect.name == "sqlite":
+                    _sqlite_transactions(engine)
                 self._engines[name] = engine
             return engine
 

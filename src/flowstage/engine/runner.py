@@ -132,6 +132,13 @@ def _revalidate(spec: KindSpec, data: dict[str, Any]) -> KindSpec:
         raise VariableError(f"after rendering templates, {where}: {first['msg']}") from None
 
 
+def _interrupted(attempt: dict[str, Any]) -> dict[str, Any]:
+    """A prior attempt as a resume keeps it: one its runner died during ends as `interrupted`."""
+    if attempt.get("status") not in ("running", "pending", "retrying"):
+        return attempt
+    return {**attempt, "status": "interrupted", "error": attempt.get("error") or "the runner stopped during this attempt"}
+
+
 def _jsonable(value: Any) -> Any:
     """`value` as plain JSON data (unknown objects become their text)."""
     try:
@@ -173,7 +180,7 @@ class Runner:
             else:
                 tr = TaskRun(name=name, stage=stage_names[node.stage])
                 if before is not None:
-                    tr.attempts = list(before.attempts)
+                    tr.attempts = [_interrupted(a) for a in before.attempts]
                     tr.saved = {}
                 self.runs[name] = tr
             self.status[name] = self.runs[name].status

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
+from flowstage.model.dataflow import Package
 from flowstage.model.durations import format_duration, parse_duration
 
 
@@ -154,9 +155,42 @@ class WorkflowSpec(KindSpec):
     workflow: str = Field(description="a workflow name (deployed or in workflows/) or a file")
 
 
+class DataflowSpec(KindSpec):
+    """``dataflow: packages/x.yaml`` or an inline package; the task's `variables:` override the package's."""
+
+    kind: ClassVar[str] = "dataflow"
+    dataflow: str | Package = Field(description="a package file (relative to the project root) or an inline package")
+
+
+class CrawlTarget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str | None = Field(default=None, description="a glob of files (csv, parquet, json); hive partitions are found")
+    format: str | None = Field(default=None, pattern=r"^(csv|parquet|json)$")
+    options: dict[str, Any] = Field(default_factory=dict)
+    connection: str | None = Field(default=None, description="crawl tables of this connection instead of files")
+    tables: list[str] = Field(default_factory=lambda: ["*"], description="table patterns, e.g. public.*")
+    table: str | None = Field(default=None, description="the catalog name (files), or the name prefix (tables)")
+    sample_size: int = Field(default=20_000, ge=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> CrawlTarget:
+        if (self.path is None) == (self.connection is None):
+            raise ValueError("a crawler reads `path:` (files) or `connection:` (tables), not both")
+        if self.path is not None and not self.table:
+            raise ValueError("a file crawler needs `table:` (the catalog name)")
+        return self
+
+
+class CrawlSpec(KindSpec):
+    """``crawl: {path, table}`` or ``{connection, tables}``: infer schemas into the catalog."""
+
+    kind: ClassVar[str] = "crawl"
+    crawl: CrawlTarget
+
+
 BUILTIN_KINDS: dict[str, type[KindSpec]] = {
     key: spec
-    for spec in (PythonSpec, ShellSpec, SqlSpec, HttpSpec, WaitForSpec, WorkflowSpec)
+    for spec in (PythonSpec, ShellSpec, SqlSpec, HttpSpec, WaitForSpec, WorkflowSpec, DataflowSpec, CrawlSpec)
     for key in getattr(spec, "keys", (spec.kind,))
 }
 _plugins: dict[str, type[KindSpec]] | None = None

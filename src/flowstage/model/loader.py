@@ -42,10 +42,14 @@ def load_text(text: str, file: str = "<input>") -> Workflow:
 def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
-    for err in exc.errors(include_url=False):
-        loc = [part for part in err["loc"] if part != "spec"]
-        # drop pydantic's union / function branch labels from the location
-        loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    errors: list[dict[str, Any]] = [dict(err, loc=_data_path(source.data, err["loc"])) for err in exc.errors(include_url=False)]
+    # a union reports a type mismatch for each branch that does not fit: keep the branch that does
+    real = [tuple(e["loc"]) for e in errors if not str(e["type"]).endswith("_type")]
+    errors = [
+        e for e in errors if not (str(e["type"]).endswith("_type") and any(r[: len(e["loc"])] == tuple(e["loc"]) for r in real))
+    ]
+    for err in errors:
+        loc = list(err["loc"])
         message = err["msg"]
         etype = err["type"]
         ctx = err.get("ctx") or {}
@@ -71,6 +75,36 @@ def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
         seen.add(marker)
         problems.append(source.problem(tuple(loc), message))
     return problems
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """`loc` without pydantic's union-branch and validator labels: only keys that exist in the data."""
+    out: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            out.append(part)
+            node = node[part]
+        elif (
+            i == len(loc) - 1
+            and isinstance(node, dict)
+            and isinstance(part, str)
+            and part not in ("spec",)
+            and not _is_label(part)
+        ):
+            out.append(part)  # a missing or unknown key: keep its name
+    return out
+
+
+def _is_label(part: str) -> bool:
+    return (
+        part in ("str", "int", "float", "bool", "none", "list", "dict")
+        or "[" in part
+        or part.startswith("function-")
+        or part[:1].isupper()
+    )
 
 
 def _dotted(loc: list[Any]) -> str:
@@ -192,6 +226,12 @@ def _template_problems(task: Task, path: tuple[Any, ...], problem: Any) -> list[
         walk(task.for_each, (*path, "for_each"))
     for field in task.spec.template_fields:
         walk(getattr(task.spec, field), (*path, field))
+    package = getattr(task.spec, "dataflow", None)
+    if package is not None and not isinstance(package, str):
+        from flowstage.model.dataflow import check_references
+
+        for where, message in check_references(package):
+            out.append(problem((*path, "dataflow", *where), message))
     return out
 
 

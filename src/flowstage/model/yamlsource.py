@@ -189,7 +189,9 @@ def dump(data: Any) -> str:
     def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
         # Quote anything the 1.2 or 1.1 resolvers would read as non-string.
         style = None
-        if resolve_scalar(value) != value or value.lower() in {"on", "off", "yes", "no", "y", "n"} or "\n" in value:
+        if "\x85" in value:  # NEL: folded to a space when read back, unless escaped
+            style = '"'
+        elif resolve_scalar(value) != value or value.lower() in {"on", "off", "yes", "no", "y", "n"} or "\n" in value:
             style = "|" if "\n" in value and not value.endswith(" ") else '"'
         return dumper.represent_scalar(_STR_TAG, value, style=style)
 

@@ -31,6 +31,9 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     woken = threading.Event()
     ctx.handle.on_kill(woken.set)
     root = Path(job.root)
+    # the query text as written: values reach it only through `params:`, bound, never pasted
+    written = job.task.spec
+    query = written.wait_for.sql if isinstance(written, WaitForSpec) and written.wait_for.sql else target.sql
     checks = 0
     while not ctx.handle.killed:
         checks += 1
@@ -41,11 +44,11 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
                 return Outcome(TaskStatus.SUCCEEDED, value=found, metrics={"checks": checks})
             ctx.log(DEBUG, f"no file yet for {target.file}")
         else:
-            assert target.sql is not None
+            assert query is not None
             session = ctx.resources.connections.session(target.connection)
             ctx.handle.on_kill(session.cancel)
             try:
-                last, _ = run_statements(session, split_statements(target.sql), target.params, max_rows=1)
+                last, _ = run_statements(session, split_statements(query), target.params, max_rows=1)
                 session.rollback()
             finally:
                 session.close()

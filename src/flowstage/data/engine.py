@@ -1,0 +1,416 @@
+"""The dataflow engine interface, and the DuckDB engine.
+
+A package compiles to one query that DuckDB plans and runs whole: files are read by DuckDB's own
+readers and written by ``COPY ... TO`` (no row passes through Python on the file-to-file path);
+tables of the warehouse are read and written in place; tables of other databases move as Arrow
+record batches (`data/arrow_io.py`). Variables are bound as ``$name`` parameters; the compiled
+query must be exactly one SELECT, so no expression can become another statement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from flowstage.connections import Connections, to_dollar_params
+from flowstage.data.compile import Compiled, compile_package, ident, literal, qualified
+from flowstage.errors import DefinitionError, RunError
+from flowstage.model.dataflow import Package, Sink, Source, format_of
+from flowstage.redact import scrub
+
+NULL_MARKERS = ["", "NA", "N/A", "NULL", "null"]
+_OPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CatalogLookup(Protocol):
+    def get(self, name: str) -> Any: ...
+
+
+@dataclass
+class DataflowResult:
+    rows_written: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataflowRequest:
+    package: Package
+    variables: Mapping[str, Any]
+    root: Path
+    connections: Connections
+    catalog: CatalogLookup | None = None
+    log: Callable[[str], None] = lambda _m: None
+    package_file: str | None = None
+
+
+class DataflowEngine(Protocol):
+    def run(self, request: DataflowRequest, cancel: Callable[[Callable[[], None]], None]) -> DataflowResult: ...
+
+
+def engine_for(name: str) -> DataflowEngine:
+    if name == "duckdb":
+        return DuckDBEngine()
+    raise DefinitionError(f"dataflow engine {name!r} is not available here (duckdb is)")
+
+
+def _resolve(path: str, root: Path) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else root / p)
+
+
+def reader_sql(path: str, fmt: str, options: Mapping[str, Any]) -> str:
+    """DuckDB's reader for files at `path` (a glob), hive partitions and mixed schemas merged."""
+    opts: dict[str, Any] = {"union_by_name": True, "hive_partitioning": _has_hive(path)}
+    if fmt == "csv":
+        opts["nullstr"] = NULL_MARKERS
+        func = "read_csv"
+    elif fmt == "parquet":
+        func = "read_parquet"
+    else:
+        func = "read_json_auto"
+        opts.pop("union_by_name")
+    for key, value in options.items():
+        if not _OPTION.match(key):
+            raise DefinitionError(f"reader option {key!r} is not a name")
+        opts[key] = value
+    args = "".join(f", {k} = {literal(v)}" for k, v in opts.items())
+    return f"SELECT * FROM {func}({literal(path)}{args})"
+
+
+def _has_hive(path: str) -> bool:
+    """Whether files under `path` sit in key=value folders."""
+    import glob
+
+    if re.search(r"[^/]+=[^/]+/", path):
+        return True
+    for found in glob.iglob(path, recursive=True):
+        return bool(re.search(r"/[^/=]+=[^/]+/", found))
+    return False
+
+
+def _duck_path(url: str) -> str:
+    return url.split(":///", 1)[1] if ":///" in url else ":memory:"
+
+
+class DuckDBEngine:
+    """Runs a package inside the warehouse DuckDB database."""
+
+    def run(self, request: DataflowRequest, cancel: Callable[[Callable[[], None]], None]) -> DataflowResult:
+        started = time.perf_counter()
+        conns = request.connections
+        warehouse_url = conns.url("warehouse")
+        con = conns.duck_cursor("warehouse")
+        cancel(con.interrupt)
+        attached: dict[str, str] = {}
+        registered: list[str] = []
+        try:
+            sources = {
+                name: self._source_sql(name, src, request, con, warehouse_url, attached, registered)
+                for name, src in request.package.sources.items()
+            }
+            params_all = dict(request.variables)
+
+            def columns_of(query: str) -> list[str]:
+                text, bound = _bind(query, params_all)
+                try:
+                    cur = con.execute(f"DESCRIBE {text}", bound) if bound else con.execute(f"DESCRIBE {text}")
+                    return [r[0] for r in cur.fetchall()]
+                except Exception as exc:
+                    raise self._locate(request, compiled_holder, exc, params_all, con) from None
+
+            compiled_holder: list[Compiled] = []
+            compiled = compile_package(request.package, sources, columns_of)
+            compiled_holder.append(compiled)
+            query = compiled.query()
+            text, bound = _bind(query, params_all)
+            _one_select(text)
+            result = self._sink(request, con, text, bound, warehouse_url, attached, compiled, params_all)
+            scans = result.metrics.get("rows_read")
+            if isinstance(scans, dict):
+                per_source = _per_source(scans, request, registered)
+                result.metrics["rows_read"] = sum(scans.values())
+                result.metrics["rows_read_by_source"] = per_source
+        except RunError:
+            raise
+        except DefinitionError:
+            raise
+        except Exception as exc:
+            raise RunError(scrub(f"dataflow {request.package.name}: {_first_line(exc)}", conns.secrets())) from None
+        finally:
+            for view in registered:
+                try:
+                    con.unregister(view)
+                except Exception:
+                    pass
+            try:
+                con.close()
+            except Exception:
+                pass
+        result.metrics["seconds"] = round(time.perf_counter() - started, 6)
+        return result
+
+    # ------------------------------------------------------------------ sources
+    def _source_sql(
+        self,
+        name: str,
+        src: Source,
+        request: DataflowRequest,
+        con: Any,
+        warehouse_url: str,
+        attached: dict[str, str],
+        registered: list[str],
+    ) -> str:
+        if src.catalog is not None:
+            if request.catalog is None:
+                raise RunError(f"source {name}: no catalog available")
+            entry = request.catalog.get(src.catalog)
+            if entry is None:
+                raise RunError(f"source {name}: no catalog table {src.catalog!r} (run its crawler first)")
+            if entry.connection:
+                src = Source(table=entry.location, connection=entry.connection)
+            else:
+                src = Source(file=entry.location, format=entry.format, options=src.options)
+        if src.file is not None:
+            return reader_sql(_resolve(src.file, request.root), format_of(src.file, src.format), src.options)
+        url = request.connections.url(src.connection)
+        if url.startswith("duckdb:"):
+            if src.query is not None:
+                return src.query
+            assert src.table is not None
+            if url == warehouse_url:
+                return f"SELECT * FROM {qualified(src.table)}"
+            alias = self._attach(con, src.connection, url, attached)
+            return f"SELECT * FROM {ident(alias)}.{qualified(src.table)}"
+        from flowstage.data.arrow_io import read_arrow
+
+        table = read_arrow(request.connections, src.connection, table=src.table, query=src.query, params=request.variables)
+        view = f"__src_{name}"
+        con.register(view, table)
+        registered.append(view)
+        request.log(f"source {name}: {table.num_rows} rows from connection {src.connection!r} (Arrow)")
+        return f"SELECT * FROM {ident(view)}"
+
+    def _attach(self, con: Any, name: str, url: str, attached: dict[str, str]) -> str:
+        alias = f"conn_{name}"
+        if name not in attached:
+            path = _duck_path(url)
+            known = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+            if alias not in known:
+                con.execute(f"ATTACH {literal(path)} AS {ident(alias)}")
+            attached[name] = alias
+        return attached[name]
+
+    # ------------------------------------------------------------------ sinks
+    def _sink(
+        self,
+        request: DataflowRequest,
+        con: Any,
+        text: str,
+        bound: dict[str, Any],
+        warehouse_url: str,
+        attached: dict[str, str],
+        compiled: Compiled,
+        params: dict[str, Any],
+    ) -> DataflowResult:
+        sink = request.package.sink
+        if sink is None:
+            rows = _run_profiled(con, f"SELECT count(*) FROM ({text})", bound)
+            return DataflowResult(0, {"rows_read": rows[1], "rows_out": rows[0][0][0], **rows[2]})
+        if sink.file is not None:
+            return self._to_file(request, con, text, bound, sink)
+        url = request.connections.url(sink.connection)
+        if url.startswith("duckdb:"):
+            target = (
+                qualified(sink.table or "")
+                if url == warehouse_url
+                else f"{ident(self._attach(con, sink.connection, url, attached))}.{qualified(sink.table or '')}"
+            )
+            return self._to_duck_table(con, text, bound, target, sink)
+        from flowstage.data.arrow_io import write_arrow
+
+        if bound:
+            reader = con.execute(text, bound).fetch_record_batch(100_000)
+        else:
+            reader = con.execute(text).fetch_record_batch(100_000)
+        written = write_arrow(request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
+        return DataflowResult(written, {"rows_written": written})
+
+    def _to_file(self, request: DataflowRequest, con: Any, text: str, bound: dict[str, Any], sink: Sink) -> DataflowResult:
+        assert sink.file is not None
+        path = Path(_resolve(sink.file, request.root))
+        fmt = format_of(sink.file, sink.format)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {"FORMAT": fmt.upper()}
+        if sink.partition_by:
+            options["PARTITION_BY"] = "(" + ", ".join(ident(c) for c in sink.partition_by) + ")"
+            if sink.mode == "append":
+                options["APPEND"] = True
+            else:
+                options["OVERWRITE_OR_IGNORE"] = True
+        if sink.mode == "overwrite":
+            _remove(path)
+        for key, value in sink.options.items():
+            if not _OPTION.match(key):
+                raise DefinitionError(f"sink option {key!r} is not a name")
+            options[key.upper()] = value
+        opts = ", ".join(f"{k} {v if k == 'PARTITION_BY' else literal(v)}" for k, v in options.items())
+        written, per_source, extra = _run_profiled(con, f"COPY ({text}) TO {literal(str(path))} ({opts})", bound)
+        rows = int(written[0][0]) if written and written[0] else 0
+        metrics = {"rows_written": rows, "bytes_written": _size(path), "rows_read": per_source, **extra}
+        return DataflowResult(rows, metrics)
+
+    def _to_duck_table(self, con: Any, text: str, bound: dict[str, Any], target: str, sink: Sink) -> DataflowResult:
+        exists = _duck_table_exists(con, target)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if sink.mode == "overwrite" or not exists:
+                _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TABLE {target} AS {text}", bound)
+                rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+            elif sink.mode == "append":
+                result, per_source, extra = _run_profiled(con, f"INSERT INTO {target} BY NAME {text}", bound)
+                rows = int(result[0][0]) if result else 0
+            else:
+                _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TEMP TABLE __flowstage_stage AS {text}", bound)
+                rows = con.execute("SELECT count(*) FROM __flowstage_stage").fetchone()[0]
+                on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in sink.keys)
+                con.execute(
+                    f"MERGE INTO {target} AS t USING __flowstage_stage AS s ON ({on}) "
+                    "WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT"
+                )
+                con.execute("DROP TABLE __flowstage_stage")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return DataflowResult(int(rows), {"rows_written": int(rows), "rows_read": per_source, **extra})
+
+    # ------------------------------------------------------------------ errors
+    def _locate(
+        self, request: DataflowRequest, holder: list[Compiled], exc: Exception, params: dict[str, Any], con: Any
+    ) -> RunError:
+        return RunError(scrub(f"dataflow {request.package.name}: {_first_line(exc)}", request.connections.secrets()))
+
+
+def _bind(query: str, variables: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``:name`` -> ``$name``; only the variables the query uses are passed."""
+    text = to_dollar_params(query)
+    used = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", text))
+    missing = used - set(variables)
+    if missing:
+        raise DefinitionError(f"expression uses :{sorted(missing)[0]}, which is not a variable of the package or run")
+    return text, {k: variables[k] for k in used}
+
+
+def _one_select(text: str) -> None:
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(text)
+    except Exception as exc:
+        raise RunError(f"the dataflow does not compile: {_first_line(exc)}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise RunError("an expression of the dataflow would run another statement: refused")
+
+
+def _run_profiled(con: Any, sql: str, bound: dict[str, Any]) -> tuple[list[Any], dict[str, int], dict[str, Any]]:
+    """Run `sql` with DuckDB's profiler on; returns (rows, rows read per file/table, io metrics)."""
+    fd, prof = tempfile.mkstemp(suffix=".json", prefix="flowstage-profile-")
+    os.close(fd)
+    try:
+        con.execute("PRAGMA enable_profiling = 'json'")
+        con.execute(f"PRAGMA profiling_output = {literal(prof)}")
+        try:
+            rows = (con.execute(sql, bound) if bound else con.execute(sql)).fetchall()
+        finally:
+            con.execute("PRAGMA disable_profiling")
+        per_source, extra = _read_profile(prof)
+    finally:
+        try:
+            os.unlink(prof)
+        except OSError:
+            pass
+    return rows, per_source, extra
+
+
+def _read_profile(path: str) -> tuple[dict[str, int], dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}, {}
+    scans: dict[str, int] = {}
+
+    def walk(node: Mapping[str, Any]) -> None:
+        if node.get("type") == "TABLE_SCAN":
+            info = node.get("extra_info") or {}
+            where = info.get("Filename(s)") or info.get("Table") or info.get("Function") or "scan"
+            if isinstance(where, list):
+                where = ", ".join(map(str, where))
+            count = node.get("rows_scanned") or node.get("operator_cardinality") or node.get("intermediate_rows") or 0
+            scans[str(where)] = scans.get(str(where), 0) + int(count)
+        for child in node.get("children", []) or []:
+            walk(child)
+
+    for op in data.get("operator", []) or []:
+        walk(op)
+    io = data.get("io") or {}
+    extra = {"bytes_read": int(io.get("total_bytes_read", 0))} if io else {}
+    return scans, extra
+
+
+def _per_source(scans: Mapping[str, int], request: DataflowRequest, registered: list[str]) -> dict[str, int]:
+    """Rows read per source name, from the profiler's scans (files by glob, views and tables by name)."""
+    import fnmatch
+
+    out: dict[str, int] = {}
+    for where, count in scans.items():
+        files = [w.strip() for w in where.split(",")]
+        owner = None
+        for name, src in request.package.sources.items():
+            if src.file is not None:
+                pattern = _resolve(src.file, request.root)
+                if any(fnmatch.fnmatch(f, pattern) or f == pattern for f in files):
+                    owner = name
+            elif f"__src_{name}" in where or (src.table is not None and src.table.split(".")[-1] in where):
+                owner = name
+            if owner:
+                break
+        key = owner or where
+        out[key] = out.get(key, 0) + count
+    return out
+
+
+def _duck_table_exists(con: Any, target: str) -> bool:
+    try:
+        con.execute(f"SELECT * FROM {target} LIMIT 0")
+        return True
+    except Exception:
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -66,8 +66,25 @@ def _executor(project: Project, workflow: Workflow, override: str | None, depth:
         connections=Connections(project.connections),
         store_url=project.store_url,
         subrun=_subrun_starter(project, override, depth),
+        catalog=_catalog(project),
     )
     return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
+
+
+def _catalog(project: Project) -> Any:
+    """The catalog in the project's run store (its own connections: crawls run in task threads)."""
+    from flowstage.stores.sql.catalog import SqlCatalog
+    from flowstage.stores.sql.store import SqlRunStore
+
+    class _Lazy:
+        _catalog: SqlCatalog | None = None
+
+        def __getattr__(self, name: str) -> Any:
+            if self._catalog is None:
+                self._catalog = SqlCatalog(SqlRunStore(project.store_url))
+            return getattr(self._catalog, name)
+
+    return _Lazy()
 
 
 def _subrun_starter(project: Project, executor: str | None, depth: int) -> Callable[..., StoredRun]:

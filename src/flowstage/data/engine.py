@@ -103,6 +103,9 @@ def _duck_path(url: str) -> str:
 class DuckDBEngine:
     """Runs a package inside the warehouse DuckDB database."""
 
+    def __init__(self) -> None:
+        self.where: dict[str, str] = {}  # source name -> the files, table or view it reads
+
     def run(self, request: DataflowRequest, cancel: Callable[[Callable[[], None]], None]) -> DataflowResult:
         started = time.perf_counter()
         conns = request.connections
@@ -135,7 +138,7 @@ class DuckDBEngine:
             result = self._sink(request, con, text, bound, warehouse_url, attached, compiled, params_all)
             scans = result.metrics.get("rows_read")
             if isinstance(scans, dict):
-                per_source = _per_source(scans, request, registered)
+                per_source = _per_source(scans, self.where)
                 result.metrics["rows_read"] = sum(scans.values())
                 result.metrics["rows_read_by_source"] = per_source
         except RunError:
@@ -179,12 +182,14 @@ class DuckDBEngine:
             else:
                 src = Source(file=entry.location, format=entry.format, options=src.options)
         if src.file is not None:
-            return reader_sql(_resolve(src.file, request.root), format_of(src.file, src.format), src.options)
+            self.where[name] = _resolve(src.file, request.root)
+            return reader_sql(self.where[name], format_of(src.file, src.format), src.options)
         url = request.connections.url(src.connection)
         if url.startswith("duckdb:"):
             if src.query is not None:
                 return src.query
             assert src.table is not None
+            self.where[name] = src.table.split(".")[-1]
             if url == warehouse_url:
                 return f"SELECT * FROM {qualified(src.table)}"
             alias = self._attach(con, src.connection, url, attached)
@@ -193,6 +198,7 @@ class DuckDBEngine:
 
         table = read_arrow(request.connections, src.connection, table=src.table, query=src.query, params=request.variables)
         view = f"__src_{name}"
+        self.where[name] = view
         con.register(view, table)
         registered.append(view)
         request.log(f"source {name}: {table.num_rows} rows from connection {src.connection!r} (Arrow)")
@@ -366,25 +372,22 @@ def _read_profile(path: str) -> tuple[dict[str, int], dict[str, Any]]:
     return scans, extra
 
 
-def _per_source(scans: Mapping[str, int], request: DataflowRequest, registered: list[str]) -> dict[str, int]:
+def _per_source(scans: Mapping[str, int], where: Mapping[str, str]) -> dict[str, int]:
     """Rows read per source name, from the profiler's scans (files by glob, views and tables by name)."""
     import fnmatch
 
     out: dict[str, int] = {}
-    for where, count in scans.items():
-        files = [w.strip() for w in where.split(",")]
-        owner = None
-        for name, src in request.package.sources.items():
-            if src.file is not None:
-                pattern = _resolve(src.file, request.root)
-                if any(fnmatch.fnmatch(f, pattern) or f == pattern for f in files):
-                    owner = name
-            elif f"__src_{name}" in where or (src.table is not None and src.table.split(".")[-1] in where):
-                owner = name
-            if owner:
-                break
-        key = owner or where
-        out[key] = out.get(key, 0) + count
+    for scanned, count in scans.items():
+        files = [w.strip() for w in scanned.split(",")]
+        owner = next(
+            (
+                name
+                for name, what in where.items()
+                if any(fnmatch.fnmatch(f, what) or f == what for f in files) or (not what.startswith("/") and what in scanned)
+            ),
+            scanned,
+        )
+        out[owner] = out.get(owner, 0) + count
     return out
 
 

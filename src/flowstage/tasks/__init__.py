@@ -16,7 +16,9 @@ from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = {kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow")}
+_BUILTIN = {
+    kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow", "dataflow", "crawl")
+}
 
 
 @dataclass
@@ -28,6 +30,8 @@ class RunResources:
     store_url: str = ""
     #: starts (or resumes) a sub-run: (workflow ref, job, ctx) -> the ended child run
     subrun: Callable[[str, AttemptJob, TaskContext], Any] | None = None
+    #: the data catalog (crawlers write it, dataflows read `{catalog: name}` sources from it)
+    catalog: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:

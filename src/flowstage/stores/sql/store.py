@@ -27,7 +27,7 @@ from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
 from flowstage.stores.base import NewRun, StoredLog, StoredRun
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0003"
 _BUSY_TIMEOUT_MS = 120_000
 
 Row = Mapping[str, Any]

@@ -71,6 +71,20 @@ def _executor(project: Project, workflow: Workflow, override: str | None, depth:
     return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
 
 
+def _flusher(project: Project, workflow: Workflow, executor: Any) -> Callable[[Callable[[int, str], None]], str | None] | None:
+    """Auto flush after a successful run, on the run's own connections."""
+    items = workflow.preferences.flush
+    if not items:
+        return None
+
+    def flush(log: Callable[[int, str], None]) -> str | None:
+        from flowstage.data.flush import refresh
+
+        return refresh(items, executor.resources.connections, project.root, log)
+
+    return flush
+
+
 def _catalog(project: Project) -> Any:
     """The catalog in the project's run store (its own connections: crawls run in task threads)."""
     from flowstage.stores.sql.catalog import SqlCatalog
@@ -193,7 +207,15 @@ def start_run(
     if on_created is not None:
         on_created(run_id)
     info = RunInfo(run_id, workflow.name, version, logical, str(project.root))
-    runner = Runner(plan=plan, info=info, store=store, executor=exe, variables=scope, observer=observer)
+    runner = Runner(
+        plan=plan,
+        info=info,
+        store=store,
+        executor=exe,
+        variables=scope,
+        observer=observer,
+        on_success=_flusher(project, workflow, exe),
+    )
     with _signals_cancel():
         runner.run()
     result = store.get_run(run_id)
@@ -275,7 +297,16 @@ def resume_run(
     prior = {t.name: t for t in run.tasks}
     info = RunInfo(run.id, run.workflow, run.version, datetime.fromtimestamp(run.logical_time, UTC), run.root)
     exe = _executor(project, workflow, executor, depth)
-    runner = Runner(plan=plan, info=info, store=store, executor=exe, variables=run.variables, prior=prior, observer=observer)
+    runner = Runner(
+        plan=plan,
+        info=info,
+        store=store,
+        executor=exe,
+        variables=run.variables,
+        prior=prior,
+        observer=observer,
+        on_success=_flusher(project, workflow, exe),
+    )
     with _signals_cancel():
         runner.run()
     return get_run(store, run_id)

@@ -36,6 +36,17 @@ def init_cmd(directory: Path) -> None:
     click.echo("  flowstage run shop_setup && flowstage run campaign_launch")
 
 
+def _is_package(path: Path) -> bool:
+    """A dataflow package: under packages/, or a document with `sources:` and `steps:` at the top."""
+    if "packages" in path.parts:
+        return True
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "\nsources:" in "\n" + text and "\nsteps:" in "\n" + text
+
+
 def _validate_path(path: Path) -> list[Problem]:
     from flowstage.model.loader import load
 
@@ -48,7 +59,12 @@ def _validate_path(path: Path) -> list[Problem]:
             return exc.problems
         return []
     try:
-        load(path)
+        if _is_package(path):
+            from flowstage.model.dataflow import load_package
+
+            load_package(path)
+        else:
+            load(path)
     except DefinitionError as exc:
         return exc.problems
     return []

@@ -163,6 +163,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_
 
     project = project_for(workflow)
     wf, source = find_workflow(project, workflow)
+    os.chdir(project.root)  # tasks and DuckDB read relative paths from the project root
     overrides = dict(parse_var(v) for v in variables)
     store = store_for(project)
     progress = _progress(as_json, quiet)
@@ -193,6 +194,7 @@ def resume_cmd(run_id: str, executor: str | None, as_json: bool, quiet: bool) ->
     from flowstage.runtime import resume_run
 
     project = project_for()
+    os.chdir(project.root)
     store = store_for(project)
     progress = _progress(as_json, quiet)
     if progress:

@@ -161,6 +161,7 @@ class Runner:
         prior: Mapping[str, TaskRun] | None = None,
         clock: Clock | None = None,
         observer: Callable[[Event, TaskRun | None], None] | None = None,
+        on_success: Callable[[Callable[[int, str], None]], str | None] | None = None,
     ) -> None:
         self.plan = plan
         self.info = info
@@ -168,6 +169,8 @@ class Runner:
         self.executor = executor
         self.clock = clock or SystemClock()
         self.observer = observer
+        #: runs after every task ended well (auto flush); an answer is an error that fails the run
+        self.on_success = on_success
         self.prefs = plan.workflow.preferences
         self.variables: dict[str, Any] = dict(variables)
         self.runs: dict[str, TaskRun] = {}
@@ -721,6 +724,12 @@ class Runner:
             if status not in TASK_FINAL:
                 self._final(name, TaskStatus.CANCELLED, reason="never became ready")
         final = run_status(self.status, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
+        if final is RunStatus.SUCCEEDED and self.on_success is not None:
+            self._flush()
+            problem = self.on_success(lambda level, message: self._log(level, message))
+            if problem:
+                self._log(ERROR, problem)
+                final = RunStatus.FAILED
         now = self.clock.time()
         self.batch.run_status = str(final)
         self.batch.run_ended_at = now

@@ -178,6 +178,21 @@ class Stage(_Frozen):
     tasks: list[Task] = Field(min_length=1)
 
 
+class FlushItem(_Frozen):
+    """What auto flush refreshes: a table rebuilt from a SQL file, or a materialized view."""
+
+    table: str | None = None
+    sql_file: str | None = None
+    materialized_view: str | None = None
+    connection: str = "warehouse"
+
+    @model_validator(mode="after")
+    def _one(self) -> FlushItem:
+        if (self.table is None) == (self.materialized_view is None):
+            raise ValueError("a flush item names a `table:` (with `sql_file:`) or a `materialized_view:`")
+        return self
+
+
 class Preferences(_Frozen):
     log_level: LogLevel = "info"
     max_parallel: int = Field(default=8, ge=1, le=10000)
@@ -186,7 +201,10 @@ class Preferences(_Frozen):
     timeout: Duration | None = None
     run_timeout: Duration | None = None
     python: str | None = None
-    flush: list[str] = Field(default_factory=list)
+    flush: list[str | FlushItem] = Field(
+        default_factory=list,
+        description="refreshed after a successful run: DuckDB tables from sql/NAME.sql, or materialized views",
+    )
 
     @field_validator("python", mode="before")
     @classmethod

@@ -1,0 +1,72 @@
+"""Auto flush: after a successful run, refresh the tables and materialized views it feeds.
+
+`preferences.flush` items: a name (a DuckDB table of the warehouse rebuilt from ``sql/NAME.sql``),
+``{table, sql_file, connection}`` (a table rebuilt from a SQL file on a DuckDB or SQL connection),
+or ``{materialized_view, connection}`` (``REFRESH MATERIALIZED VIEW`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flowstage.connections import Connections, split_statements
+from flowstage.data.compile import qualified
+from flowstage.errors import FlowstageError
+from flowstage.logging import INFO
+from flowstage.model.workflow import FlushItem
+
+
+def _item(entry: str | FlushItem) -> FlushItem:
+    if isinstance(entry, FlushItem):
+        return entry
+    return FlushItem(table=entry, sql_file=f"sql/{entry}.sql")
+
+
+def refresh(
+    items: Sequence[str | FlushItem], connections: Connections, root: Path, log: Callable[[int, str], None]
+) -> str | None:
+    """Refresh every item; the first error as text, or None."""
+    for entry in items:
+        item = _item(entry)
+        try:
+            if item.materialized_view is not None:
+                session = connections.session(item.connection)
+                try:
+                    session.execute(f"REFRESH MATERIALIZED VIEW {qualified(item.materialized_view)}", {})
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+                finally:
+                    session.close()
+                log(INFO, f"flush: refreshed materialized view {item.materialized_view}")
+                continue
+            assert item.table is not None
+            file = Path(item.sql_file or f"sql/{item.table}.sql")
+            path = file if file.is_absolute() else root / file
+            try:
+                statements = split_statements(path.read_text(encoding="utf-8"))
+            except OSError:
+                return f"flush {item.table}: cannot read {file} (the SQL that defines the table)"
+            if len(statements) != 1:
+                return f"flush {item.table}: {file} must hold one SELECT"
+            session = connections.session(item.connection)
+            try:
+                url: Any = connections.url(item.connection)
+                if str(url).startswith("duckdb:"):
+                    session.execute(f"CREATE OR REPLACE TABLE {qualified(item.table)} AS {statements[0]}", {})
+                else:
+                    session.execute(f"DROP TABLE IF EXISTS {qualified(item.table)}", {})
+                    session.execute(f"CREATE TABLE {qualified(item.table)} AS {statements[0]}", {})
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+            log(INFO, f"flush: rebuilt table {item.table} from {file}")
+        except FlowstageError as exc:
+            return f"flush: {exc}"
+    return None

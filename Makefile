@@ -22,6 +22,7 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	cd examples/demo && ../../$(BIN)/flowstage run shop_setup -q
 	cd examples/demo && ../../$(BIN)/flowstage run campaign_launch -q
+	cd examples/demo && ../../$(BIN)/flowstage run orders_pipeline -q
 	cd examples/demo && ../../$(BIN)/flowstage run daily_sales
 
 lint: $(DEVSTAMP)
@@ -37,6 +38,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/dataflow.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,16 @@ def workflow_schema() -> dict[str, Any]:
     for name, sub in task.pop("$defs", {}).items():
         defs.setdefault(name, sub)
     common = {k: v for k, v in task["properties"].items() if k != "spec"}
+    conditions = {"type": "string", "enum": ["success", "failure", "completion", "skipped"]}
+    common["after"] = {
+        "description": "predecessors: a name, a list of names (each must succeed), or {name: condition}",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "object", "additionalProperties": conditions},
+            {"type": "null"},
+        ],
+    }
     variants = []
     for kind, spec in sorted(all_kinds().items()):
         spec_schema = spec.model_json_schema(by_alias=True, mode="validation", ref_template="#/$defs/{model}")
@@ -36,7 +46,21 @@ def workflow_schema() -> dict[str, Any]:
             }
         )
     defs["Task"] = {"title": "Task", "oneOf": variants}
+    _durations_accept_numbers(schema)
     for model in list(defs):
         if model.endswith("Spec") or model == "KindSpec":
             del defs[model]
     return schema
+
+
+def _durations_accept_numbers(node: Any) -> None:
+    """Durations are text (`30s`, `1h30m`) or a number of seconds."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("examples") == ["30s", "5m", "1h30m"]:
+            node.pop("type")
+            node["anyOf"] = [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}, {"type": "number", "minimum": 0}]
+        for value in node.values():
+            _durations_accept_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _durations_accept_numbers(value)

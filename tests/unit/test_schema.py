@@ -1,0 +1,49 @@
+"""`flowstage schema` describes the files flowstage accepts: every example validates against it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from flowstage.model.loader import load
+from flowstage.model.schema import workflow_schema
+from flowstage.model.yamlsource import parse
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "demo" / "workflows").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return workflow_schema()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_workflow_validates_against_the_schema(path: Path, schema: dict) -> None:
+    load(path)  # and flowstage itself accepts it
+    jsonschema.validate(parse(path.read_text()).data, schema)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"name": "x", "tasks": [{"name": "a", "shell": "true", "bogus": 1}]},
+        {"name": "x", "tasks": [{"name": "a"}]},
+        {"name": "x", "tasks": [{"name": "a", "shell": "true", "after": {"b": "sometimes"}}]},
+        {"name": "x", "tasks": [{"name": "a", "shell": "true", "timeout": "soon"}]},
+        {"name": "x", "tasks": [{"name": "a", "shell": "true"}], "color": "red"},
+    ],
+)
+def test_the_schema_refuses_what_the_loader_refuses(document: dict, schema: dict) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
+
+
+def test_the_schema_accepts_every_form_of_after_and_durations(schema: dict) -> None:
+    for after in ("a", ["a"], {"a": "failure"}):
+        doc = {
+            "name": "x",
+            "tasks": [{"name": "a", "shell": "true"}, {"name": "b", "shell": "true", "after": after, "timeout": 30}],
+        }
+        jsonschema.validate(doc, schema)

@@ -64,10 +64,33 @@ def _validate_path(path: Path) -> list[Problem]:
 
             load_package(path)
         else:
-            load(path)
+            workflow = load(path)
+            return _package_problems(workflow, path)
     except DefinitionError as exc:
         return exc.problems
     return []
+
+
+def _package_problems(workflow: object, path: Path) -> list[Problem]:
+    """Problems of the package files a workflow's dataflow tasks name (found from the project root)."""
+    from flowstage.model.dataflow import load_package
+    from flowstage.model.kinds import DataflowSpec
+    from flowstage.model.workflow import Workflow
+    from flowstage.settings import find_root
+
+    assert isinstance(workflow, Workflow)
+    root, _ = find_root(path.resolve().parent)
+    problems: list[Problem] = []
+    for _, task in workflow.all_tasks():
+        spec = task.spec
+        if isinstance(spec, DataflowSpec) and isinstance(spec.dataflow, str):
+            package = Path(spec.dataflow)
+            package = package if package.is_absolute() else root / package
+            try:
+                load_package(package)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+    return problems
 
 
 @click.command("validate")

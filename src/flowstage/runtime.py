@@ -13,10 +13,11 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from flowstage.engine.plan import compile_plan
 from flowstage.engine.ports import Event, TaskRun
@@ -41,7 +42,8 @@ def open_store(project: Project) -> RunStore:
 
 def new_run_id() -> str:
     """A short, unique, roughly time-ordered id."""
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(3)
+    # 8 random hex digits: a scheduler may start a thousand runs within one second
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(4)
 
 
 def _process_started() -> float:
@@ -116,7 +118,8 @@ def _subrun_starter(project: Project, executor: str | None, depth: int) -> Calla
                 if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
                     ctx.handle.on_kill(lambda: store.request_cancel(earlier_id, time.time()))
                     return resume_run(project, earlier_id, store=store, executor=executor, depth=depth + 1)
-            workflow, source = find_workflow(project, ref)
+            found = resolve_workflow(project, ref, store=store)
+            workflow = found.workflow
 
             def created(run_id: str) -> None:
                 ctx.handle.on_kill(lambda: store.request_cancel(run_id, time.time()))
@@ -127,7 +130,8 @@ def _subrun_starter(project: Project, executor: str | None, depth: int) -> Calla
                 workflow,
                 store=store,
                 variables=job.task_variables,
-                source=source,
+                version=found.version,
+                source=found.source,
                 executor=executor,
                 parent_run_id=job.run_id,
                 on_created=created,
@@ -162,6 +166,93 @@ def run_scope(workflow: Workflow, overrides: Mapping[str, Any]) -> dict[str, Any
     return {**workflow.variables, **dict(overrides)}
 
 
+def logical_datetime(workflow: Workflow, at: float) -> datetime:
+    """A run's logical time as templates see it: in the trigger's time zone (so `run.date` is its local date)."""
+    if workflow.trigger is not None and workflow.trigger.timezone.upper() != "UTC":
+        from flowstage.engine.scheduling import zone
+
+        return datetime.fromtimestamp(at, zone(workflow.trigger.timezone))
+    return datetime.fromtimestamp(at, UTC)
+
+
+@dataclass
+class BegunRun:
+    """A run recorded in the store (status running, tasks pending), ready to be driven to its end."""
+
+    id: str
+    runner: Runner
+    store: RunStore
+
+
+def begin_run(
+    project: Project,
+    workflow: Workflow,
+    *,
+    store: RunStore,
+    variables: Mapping[str, Any] | None = None,
+    version: int | None = None,
+    source: str | None = None,
+    executor: str | None = None,
+    observer: Observer | None = None,
+    parent_run_id: str | None = None,
+    depth: int = 0,
+    logical_time: datetime | float | None = None,
+    run_id: str | None = None,
+) -> BegunRun:
+    """Record a new run of `workflow`; `drive` then runs it. `logical_time` defaults to now."""
+    overrides = dict(variables or {})
+    plan = compile_plan(workflow)
+    run_id = run_id or new_run_id()
+    now = time.time()
+    if logical_time is None:
+        logical_at = now
+    elif isinstance(logical_time, datetime):
+        logical_at = logical_time.timestamp()
+    else:
+        logical_at = float(logical_time)
+    logical = logical_datetime(workflow, logical_at)
+    scope = run_scope(workflow, overrides)
+    tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
+    exe = _executor(project, workflow, executor, depth)
+    store.create_run(
+        NewRun(
+            id=run_id,
+            workflow=workflow.name,
+            version=version,
+            definition=workflow.to_dict(),
+            variables=scope,
+            overrides=overrides,
+            root=str(project.root),
+            logical_time=logical_at,
+            started_at=now,
+            runner_pid=os.getpid(),
+            runner_host=socket.gethostname(),
+            runner_started=_process_started(),
+            tasks=tasks,
+            source=source,
+            parent_run_id=parent_run_id,
+        )
+    )
+    info = RunInfo(run_id, workflow.name, version, logical, str(project.root), socket.gethostname())
+    runner = Runner(
+        plan=plan,
+        info=info,
+        store=store,
+        executor=exe,
+        variables=scope,
+        observer=observer,
+        on_success=_flusher(project, workflow, exe),
+    )
+    return BegunRun(run_id, runner, store)
+
+
+def drive(run: BegunRun) -> StoredRun:
+    """Run a begun run to its end and return the stored run."""
+    with _signals_cancel():
+        run.runner.run()
+    return get_run(run.store, run.id)
+
+
 def start_run(
     project: Project,
     workflow: Workflow,
@@ -175,55 +266,52 @@ def start_run(
     on_created: Callable[[str], None] | None = None,
     parent_run_id: str | None = None,
     depth: int = 0,
+    logical_time: datetime | float | None = None,
+    run_id: str | None = None,
 ) -> StoredRun:
     """Run `workflow` to its end and return the stored run."""
-    overrides = dict(variables or {})
-    plan = compile_plan(workflow)
-    run_id = new_run_id()
-    now = time.time()
-    logical = datetime.fromtimestamp(now, UTC)
-    scope = run_scope(workflow, overrides)
-    tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
-    exe = _executor(project, workflow, executor, depth)
-    store.create_run(
-        NewRun(
-            id=run_id,
-            workflow=workflow.name,
-            version=version,
-            definition=workflow.to_dict(),
-            variables=scope,
-            overrides=overrides,
-            root=str(project.root),
-            logical_time=now,
-            started_at=now,
-            runner_pid=os.getpid(),
-            runner_host=socket.gethostname(),
-            runner_started=_process_started(),
-            tasks=tasks,
-            source=source,
-            parent_run_id=parent_run_id,
-        )
+    begun = begin_run(
+        project,
+        workflow,
+        store=store,
+        variables=variables,
+        version=version,
+        source=source,
+        executor=executor,
+        observer=observer,
+        parent_run_id=parent_run_id,
+        depth=depth,
+        logical_time=logical_time,
+        run_id=run_id,
     )
     if on_created is not None:
-        on_created(run_id)
-    info = RunInfo(run_id, workflow.name, version, logical, str(project.root))
-    runner = Runner(
-        plan=plan,
-        info=info,
-        store=store,
-        executor=exe,
-        variables=scope,
-        observer=observer,
-        on_success=_flusher(project, workflow, exe),
-    )
-    with _signals_cancel():
-        runner.run()
-    result = store.get_run(run_id)
-    assert result is not None
-    return result
+        on_created(begun.id)
+    return drive(begun)
 
 
-def runner_alive(run: StoredRun, now: float | None = None) -> bool:
+class _RunnerRecord(Protocol):
+    runner_pid: int | None
+    runner_host: str | None
+    runner_started: float | None
+    heartbeat_at: float | None
+
+
+def kill_orphans(run: StoredRun) -> list[str]:
+    """Kill what attempts of a dead runner left running on this host (their process groups)."""
+    from flowstage.tasks._process import kill_group
+
+    host = socket.gethostname()
+    killed = []
+    for task in run.tasks:
+        for attempt in task.attempts:
+            pid = attempt.get("pid")
+            mine = attempt.get("status") == "running" and pid and attempt.get("host") == host
+            if mine and kill_group(int(pid), float(attempt.get("started_at") or 0)):
+                killed.append(f"{task.name}#{attempt.get('number')}")
+    return killed
+
+
+def runner_alive(run: _RunnerRecord, now: float | None = None) -> bool:
     """Whether the process that runs `run` still exists (or, elsewhere, still beats)."""
     now = time.time() if now is None else now
     if run.runner_host == socket.gethostname() and run.runner_pid:
@@ -271,14 +359,15 @@ def resume_run(
     executor: str | None = None,
     observer: Observer | None = None,
     depth: int = 0,
+    on_claimed: Callable[[str], None] | None = None,
 ) -> StoredRun:
     """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
     run = get_run(store, run_id)
     shown = effective_status(run)
     if shown not in {s.value for s in RUN_RESUMABLE}:
         if shown == RunStatus.RUNNING.value:
-            raise RunError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
-        raise RunError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
+            raise UsageError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
+        raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
     workflow = Workflow.model_validate(run.definition)
     now = time.time()
     claimed = store.claim(
@@ -295,7 +384,12 @@ def resume_run(
         raise RunError(f"run {run_id} was taken over by another process")
     plan = compile_plan(workflow)
     prior = {t.name: t for t in run.tasks}
-    info = RunInfo(run.id, run.workflow, run.version, datetime.fromtimestamp(run.logical_time, UTC), run.root)
+    kill_orphans(run)
+    if on_claimed is not None:
+        on_claimed(run.id)
+    info = RunInfo(
+        run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, socket.gethostname()
+    )
     exe = _executor(project, workflow, executor, depth)
     runner = Runner(
         plan=plan,
@@ -317,10 +411,11 @@ def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun
     run = get_run(store, run_id)
     shown = effective_status(run)
     if shown == RunStatus.INTERRUPTED.value:
+        kill_orphans(run)
         store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=f"run cancelled by {who()}")
         return get_run(store, run_id)
     if shown != RunStatus.RUNNING.value:
-        raise RunError(f"run {run_id} already {shown}; nothing to cancel")
+        raise UsageError(f"run {run_id} already {shown}; nothing to cancel")
     store.request_cancel(run_id, time.time())
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -347,12 +442,71 @@ def parse_var(text: str) -> tuple[str, Any]:
     return key, resolve_scalar(value)
 
 
+@dataclass(frozen=True)
+class FoundWorkflow:
+    """A workflow looked up by name or file, and the deployed version it is (None for a file)."""
+
+    workflow: Workflow
+    source: str
+    version: int | None = None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return Path(ref).suffix in (".yaml", ".yml", ".json") or os.sep in ref or Path(ref).is_file()
+
+
+def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkflow | None:
+    """The current deployed version of `name`, if it was ever deployed."""
+    from flowstage.stores.sql.deployments import deployments_for
+
+    if store is None:
+        url = project.store_url
+        if url.startswith("sqlite"):
+            from flowstage.stores.sql.store import _sqlite_file
+
+            path = _sqlite_file(url)
+            if path == ":memory:" or not Path(path).exists():
+                return None  # no store yet, so nothing was deployed
+        opened = open_store(project)
+        try:
+            return _deployed(project, name, opened)
+        finally:
+            opened.close()
+    deployments = deployments_for(store)
+    if deployments is None:
+        return None
+    found = deployments.workflow(name)
+    if found is None:
+        return None
+    workflow = Workflow.model_validate(found.definition)
+    return FoundWorkflow(workflow, f"{name} v{found.current_version} (deployed)", found.current_version)
+
+
+def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = None) -> FoundWorkflow:
+    """A workflow by file path; by name, its current deployed version, else the file in `workflows/`.
+
+    `store` is the run store to look deployments up in (opened from the project when omitted).
+    """
+    if not _looks_like_path(ref):
+        deployed = _deployed(project, ref, store)
+        if deployed is not None:
+            return deployed
+    workflow, source = _find_file(project, ref)
+    return FoundWorkflow(workflow, source, None)
+
+
 def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
+    """A workflow by file path, or by name: the current deployed version, else from `workflows/`."""
+    found = resolve_workflow(project, ref)
+    return found.workflow, found.source
+
+
+def _find_file(project: Project, ref: str) -> tuple[Workflow, str]:
     """A workflow by file path, or by name from the project's `workflows/` folder."""
     from flowstage.model.loader import load
 
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml", ".json") or os.sep in ref or path.is_file():
+    if _looks_like_path(ref):
         if not path.is_absolute() and not path.exists():
             alt = project.root / path
             path = alt if alt.exists() else path
@@ -377,13 +531,18 @@ def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
 
 
 __all__ = [
+    "BegunRun",
+    "FoundWorkflow",
     "StoreError",
     "TaskStatus",
+    "begin_run",
     "cancel_run",
+    "drive",
     "effective_status",
     "find_workflow",
     "open_store",
     "parse_var",
+    "resolve_workflow",
     "resume_run",
     "start_run",
 ]

@@ -65,7 +65,9 @@ def test_holds_table_covers_every_condition_and_every_state() -> None:
 
 
 @pytest.mark.parametrize(("condition", "status", "expected"), HOLDS_TABLE, ids=lambda v: str(v))
-def test_condition_holds_only_once_the_predecessor_is_final(condition: Condition, status: TaskStatus, expected: bool | None) -> None:
+def test_condition_holds_only_once_the_predecessor_is_final(
+    condition: Condition, status: TaskStatus, expected: bool | None
+) -> None:
     assert holds(condition, status) is expected
 
 
@@ -164,7 +166,9 @@ DECIDE_TABLE: list[tuple[str, list[Requirement], When, Action, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("requirements", "when", "action", "reason"), [r[1:] for r in DECIDE_TABLE], ids=[r[0] for r in DECIDE_TABLE])
+@pytest.mark.parametrize(
+    ("requirements", "when", "action", "reason"), [r[1:] for r in DECIDE_TABLE], ids=[r[0] for r in DECIDE_TABLE]
+)
 def test_decide_runs_when_certain_skips_when_impossible_and_waits_otherwise(
     requirements: list[Requirement], when: When, action: Action, reason: str
 ) -> None:
@@ -217,7 +221,12 @@ SATISFYING = {
 NOT_FINAL = [S.PENDING, S.RUNNING, S.RETRYING]
 
 requirement_lists = st.lists(
-    st.builds(Requirement, st.sampled_from(["a", "b", "c", "d", "e"]), st.sampled_from(list(Condition)), st.sampled_from(list(TaskStatus))),
+    st.builds(
+        Requirement,
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.sampled_from(list(Condition)),
+        st.sampled_from(list(TaskStatus)),
+    ),
     min_size=1,
     max_size=6,
 )
@@ -242,7 +251,9 @@ def test_a_run_or_skip_decision_never_changes_as_predecessors_end(
 ) -> None:
     first = decide(requirements, when)
     later = [
-        Requirement(r.task, r.condition, data.draw(st.sampled_from(sorted(TASK_FINAL))) if r.status not in TASK_FINAL else r.status)
+        Requirement(
+            r.task, r.condition, data.draw(st.sampled_from(sorted(TASK_FINAL))) if r.status not in TASK_FINAL else r.status
+        )
         for r in requirements
     ]
     final = decide(later, when)
@@ -257,7 +268,9 @@ def test_decide_waits_only_while_both_outcomes_are_still_possible(requirements: 
     if decide(requirements, when).action is not Action.WAIT:
         return
     assert any(r.status in NOT_FINAL for r in requirements)
-    to_run = [Requirement(r.task, r.condition, SATISFYING[r.condition] if r.status in NOT_FINAL else r.status) for r in requirements]
+    to_run = [
+        Requirement(r.task, r.condition, SATISFYING[r.condition] if r.status in NOT_FINAL else r.status) for r in requirements
+    ]
     to_skip = [Requirement(r.task, r.condition, S.CANCELLED if r.status in NOT_FINAL else r.status) for r in requirements]
     assert decide(to_run, when).action is Action.RUN
     assert decide(to_skip, when).action is Action.SKIP

@@ -45,11 +45,11 @@ def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_jso
     if not found:
         click.echo("no runs")
         return
-    click.echo(f"{'ID':<20} {'WORKFLOW':<24} {'STATUS':<12} {'STARTED':<20} DURATION")
+    click.echo(f"{'ID':<22} {'WORKFLOW':<24} {'STATUS':<12} {'STARTED':<20} DURATION")
     for r in found:
         started = r["started_at"][:19].replace("T", " ")
         duration = f"{r['duration_seconds']:.2f}s" if r["duration_seconds"] is not None else ""
-        click.echo(f"{r['id']:<20} {r['workflow']:<24} {r['status']:<12} {started:<20} {duration}")
+        click.echo(f"{r['id']:<22} {r['workflow']:<24} {r['status']:<12} {started:<20} {duration}")
 
 
 @click.command("show")

@@ -56,9 +56,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from flowstage.cli import catalog, inspect, project, run
+    from flowstage.cli import catalog, deploy, inspect, project, run
 
-    for module in (project, run, inspect, catalog):
+    for module in (project, run, inspect, catalog, deploy):
         for command in module.COMMANDS:
             cli.add_command(command)
 

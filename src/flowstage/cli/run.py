@@ -159,13 +159,14 @@ def _finish(run: StoredRun, as_json: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
 def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_json: bool, quiet: bool) -> None:
     """Run WORKFLOW (a name or a file) to its end."""
-    from flowstage.runtime import find_workflow, parse_var, start_run
+    from flowstage.runtime import parse_var, resolve_workflow, start_run
 
     project = project_for(workflow)
-    wf, source = find_workflow(project, workflow)
+    store = store_for(project)
+    found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
+    wf, source = found.workflow, found.source
     os.chdir(project.root)  # tasks and DuckDB read relative paths from the project root
     overrides = dict(parse_var(v) for v in variables)
-    store = store_for(project)
     progress = _progress(as_json, quiet)
     try:
         run = start_run(
@@ -173,6 +174,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_
             wf,
             store=store,
             variables=overrides,
+            version=found.version,
             source=source,
             executor=executor,
             observer=progress,
@@ -197,10 +199,10 @@ def resume_cmd(run_id: str, executor: str | None, as_json: bool, quiet: bool) ->
     os.chdir(project.root)
     store = store_for(project)
     progress = _progress(as_json, quiet)
-    if progress:
-        progress.start(run_id)
     try:
-        run = resume_run(project, run_id, store=store, executor=executor, observer=progress)
+        run = resume_run(
+            project, run_id, store=store, executor=executor, observer=progress, on_claimed=progress.start if progress else None
+        )
     finally:
         if progress:
             progress.stop()

@@ -105,6 +105,7 @@ class DuckDBEngine:
 
     def __init__(self) -> None:
         self.where: dict[str, str] = {}  # source name -> the files, table or view it reads
+        self.arrow_rows: dict[str, int] = {}  # source name -> rows moved in from another database
 
     def run(self, request: DataflowRequest, cancel: Callable[[Callable[[], None]], None]) -> DataflowResult:
         started = time.perf_counter()
@@ -123,6 +124,7 @@ class DuckDBEngine:
 
             def columns_of(query: str) -> list[str]:
                 text, bound = _bind(query, params_all)
+                _one_select(text)  # DuckDB runs every statement of a text: refuse before DESCRIBE, as before the query
                 try:
                     cur = con.execute(f"DESCRIBE {text}", bound) if bound else con.execute(f"DESCRIBE {text}")
                     return [r[0] for r in cur.fetchall()]
@@ -138,8 +140,10 @@ class DuckDBEngine:
             result = self._sink(request, con, text, bound, warehouse_url, attached, compiled, params_all)
             scans = result.metrics.get("rows_read")
             if isinstance(scans, dict):
-                per_source = _per_source(scans, self.where)
-                result.metrics["rows_read"] = sum(scans.values())
+                # the profiler names every Arrow view PYTHON_ARROW_SCAN: those count by source when read
+                scans = {k: v for k, v in scans.items() if k != "PYTHON_ARROW_SCAN"}
+                per_source = {**_per_source(scans, self.where), **self.arrow_rows}
+                result.metrics["rows_read"] = sum(per_source.values())
                 result.metrics["rows_read_by_source"] = per_source
         except RunError:
             raise
@@ -199,6 +203,7 @@ class DuckDBEngine:
         table = read_arrow(request.connections, src.connection, table=src.table, query=src.query, params=request.variables)
         view = f"__src_{name}"
         self.where[name] = view
+        self.arrow_rows[name] = table.num_rows
         con.register(view, table)
         registered.append(view)
         request.log(f"source {name}: {table.num_rows} rows from connection {src.connection!r} (Arrow)")
@@ -242,10 +247,10 @@ class DuckDBEngine:
             return self._to_duck_table(con, text, bound, target, sink)
         from flowstage.data.arrow_io import write_arrow
 
-        if bound:
-            reader = con.execute(text, bound).fetch_record_batch(100_000)
-        else:
-            reader = con.execute(text).fetch_record_batch(100_000)
+        rel = con.sql(text, params=bound) if bound else con.sql(text)
+        # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
+        batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+        reader = batches(100_000)
         written = write_arrow(request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
         return DataflowResult(written, {"rows_written": written})
 

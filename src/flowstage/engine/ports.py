@@ -98,6 +98,9 @@ class AttemptJob:
     task_variables: dict[str, Any] = field(default_factory=dict)
     #: the task's earlier attempts (of this run, before a resume too)
     previous: list[dict[str, Any]] = field(default_factory=list)
+    #: told the process group of a child process the attempt starts (recorded, so that the
+    #: group can be killed if this runner dies)
+    on_process: Callable[[int], None] | None = None
 
 
 @dataclass

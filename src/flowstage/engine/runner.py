@@ -60,6 +60,7 @@ class RunInfo:
     version: int | None
     logical_time: datetime
     root: str
+    host: str = ""
 
     def context(self) -> dict[str, Any]:
         return {
@@ -492,6 +493,11 @@ class Runner:
             def log(level: int, message: str, name: str = name, attempt: int = attempt) -> None:
                 self.inbox.put(("log", (name, attempt, level, message)))
 
+            def process(pid: int, name: str = name, attempt: int = attempt) -> None:
+                self.inbox.put(("process", (name, attempt, pid)))
+
+            job.on_process = process
+
             running.handle = self.executor.submit(job, done, log)
 
     # ------------------------------------------------------------------ outcomes
@@ -591,6 +597,12 @@ class Runner:
             launch.running.clear()
         self.runs[name].metrics["attempts"] = len(self.runs[name].attempts)
         self._final(name, status, error=error)
+
+    def _on_process(self, name: str, attempt: int, pid: int) -> None:
+        if (name, attempt) in self.running:
+            self.runs[name].attempts[attempt - 1]["pid"] = pid
+            self.runs[name].attempts[attempt - 1]["host"] = self.info.host
+            self.batch.tasks.append(self.runs[name])
 
     def _on_log(self, name: str, attempt: int, level: int, message: str) -> None:
         self._log(level, message, name, attempt)
@@ -693,6 +705,8 @@ class Runner:
                     kind, payload = message
                     if kind == "done":
                         self._on_outcome(*payload)
+                    elif kind == "process":
+                        self._on_process(*payload)
                     else:
                         self._on_log(*payload)
                     try:

@@ -111,3 +111,13 @@ class RunStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def end_attempts(attempts: list[dict[str, Any]], status: str, reason: str, at: float) -> list[dict[str, Any]]:
+    """Attempts of a run ended from outside its runner: those still open end with `status`."""
+    out = []
+    for a in attempts:
+        if a.get("status") in ("running", "pending", "retrying", "interrupted"):
+            a = {**a, "status": status, "ended_at": a.get("ended_at") or at, "error": a.get("error") or reason}
+        out.append(a)
+    return out

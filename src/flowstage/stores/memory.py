@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.model.statuses import TaskStatus
-from flowstage.stores.base import NewRun, StoredLog, StoredRun
+from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
 
 
 class MemoryRunStore:
@@ -118,9 +118,10 @@ class MemoryRunStore:
         with self._lock:
             for t in self._tasks[run_id].values():
                 if t.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
-                    t.status = TaskStatus(status if status != "failed" else "cancelled")
+                    t.status = TaskStatus.CANCELLED
                     t.reason = reason
                     t.ended_at = at
+                    t.attempts = end_attempts(t.attempts, "cancelled", reason, at)
             run = self._runs[run_id]
             run.status = status
             run.ended_at = at

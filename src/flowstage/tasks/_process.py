@@ -76,6 +76,7 @@ def run_process(
     stdin_data: bytes | None = None,
     pass_fds: Sequence[int] = (),
     die_with_parent: bool = True,
+    on_process: Callable[[int], None] | None = None,
 ) -> tuple[int, float]:
     """Run `argv` to its end; returns (exit code, peak memory in MB).
 
@@ -94,6 +95,8 @@ def run_process(
         preexec_fn=_die_with_parent if die_with_parent else None,
     )
     handle.attach(proc)
+    if on_process is not None:
+        on_process(proc.pid)
     assert proc.stdout is not None
     assert proc.stderr is not None
     err_thread = threading.Thread(target=_pump, args=(proc.stderr, WARNING, log), daemon=True)
@@ -121,3 +124,25 @@ def run_process(
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
     return code, round(usage.ru_maxrss / 1024, 3)
+
+
+def kill_group(pgid: int, not_before: float) -> bool:
+    """Kill process group `pgid` if it still holds a process started after `not_before` (epoch).
+
+    For attempts of a runner that died: their children lead their own groups and may outlive it.
+    The start-time check guards against a recycled id.
+    """
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["create_time"] >= not_before - 1.0:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    if not members:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    return True

@@ -38,10 +38,21 @@ def _load(target, root):
 
 def main():
     # type: () -> None
+    def reap(_signum, _frame):
+        # type: (int, object) -> None
+        try:
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and all it started
+        finally:
+            os._exit(137)
+
+    signal.signal(signal.SIGTERM, reap)
     try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # die with the runner
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # told when the runner dies
     except Exception:
         pass
+    runner = int(os.environ.get("FLOWSTAGE_RUNNER_PID", "0") or 0)
+    if runner and os.getppid() != runner:
+        reap(0, None)
     request = json.loads(sys.stdin.read())
     out = os.fdopen(request["result_fd"], "w")
     root = request["root"]

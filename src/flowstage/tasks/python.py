@@ -88,6 +88,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
             "FLOWSTAGE_TASK": job.task.name,
             "FLOWSTAGE_ATTEMPT": str(job.attempt),
             "PYTHONUNBUFFERED": "1",
+            "FLOWSTAGE_RUNNER_PID": str(os.getpid()),
         }
     )
     request = json.dumps(
@@ -103,7 +104,15 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     reader.start()
     try:
         code, peak_mb = run_process(
-            [exe, _CHILD], cwd=job.root, env=env, log=log, handle=handle, stdin_data=request, pass_fds=(write_fd,)
+            [exe, _CHILD],
+            cwd=job.root,
+            env=env,
+            log=log,
+            handle=handle,
+            stdin_data=request,
+            pass_fds=(write_fd,),
+            on_process=job.on_process,
+            die_with_parent=False,  # the child arms its own parent-death signal and takes its group down
         )
     finally:
         os.close(write_fd)

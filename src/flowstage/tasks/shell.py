@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.model.kinds import ShellSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 from flowstage.tasks._process import run_process
+
+_SUPERVISOR = str(Path(__file__).with_name("_supervise.py"))
 
 
 def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
@@ -25,7 +29,11 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
         }
     )
     env.update({k: str(v) for k, v in spec.env.items()})
-    code, peak_mb = run_process(["/bin/sh", "-c", spec.shell], cwd=job.root, env=env, log=log, handle=handle)
+    env["FLOWSTAGE_RUNNER_PID"] = str(os.getpid())
+    argv = [sys.executable, "-S", "-E", _SUPERVISOR, "/bin/sh", "-c", spec.shell]
+    code, peak_mb = run_process(
+        argv, cwd=job.root, env=env, log=log, handle=handle, on_process=job.on_process, die_with_parent=False
+    )
     metrics = {"memory_mb": peak_mb, "exit_code": code}
     if code != 0:
         return Outcome(TaskStatus.FAILED, error=f"command exited with code {code}", metrics=metrics)

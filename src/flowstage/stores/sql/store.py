@@ -25,7 +25,7 @@ from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
-from flowstage.stores.base import NewRun, StoredLog, StoredRun
+from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
 
 HEAD_REVISION = "0003"
 _BUSY_TIMEOUT_MS = 120_000
@@ -203,6 +203,8 @@ class SqlRunStore:
         try:
             if self.is_sqlite:
                 self.sqlite_path = _sqlite_file(url)
+                if self.sqlite_path == ":memory:":
+                    raise StoreError("an in-memory SQLite run store would forget every run: give the store a file")
                 self.driver: _Driver = _SqliteDriver(self.sqlite_path)
             else:
                 self.driver = _AlchemyDriver(url)
@@ -251,6 +253,8 @@ class SqlRunStore:
         import sqlalchemy as sa
 
         with self._migration_lock():
+            if self.revision() == HEAD_REVISION:
+                return  # another process migrated while this one waited for the lock
             from alembic import command
             from alembic.config import Config
 
@@ -444,11 +448,25 @@ class SqlRunStore:
     def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
         task_status = "cancelled"
         with self._write() as tx:
-            tx.execute(
-                "UPDATE task_runs SET status = :status, reason = :reason, ended_at = :at "
-                "WHERE run_id = :id AND status IN ('pending', 'running', 'retrying')",
-                {"status": task_status, "reason": reason, "at": at, "id": run_id},
+            rows = tx.query(
+                "SELECT name, attempts FROM task_runs WHERE run_id = :id AND status IN ('pending', 'running', 'retrying')",
+                {"id": run_id},
             )
+            tx.executemany(
+                "UPDATE task_runs SET status = :status, reason = :reason, ended_at = :at, attempts = :attempts "
+                "WHERE run_id = :id AND name = :name",
+                [
+                    {
+                        "status": task_status,
+                        "reason": reason,
+                        "at": at,
+                        "id": run_id,
+                        "name": r["name"],
+                        "attempts": _dumps(end_attempts(_loads(r["attempts"], []), task_status, reason, at)),
+                    }
+                    for r in rows
+                ],
+            ) if rows else None
             tx.execute(
                 "UPDATE runs SET status = :status, ended_at = :at WHERE id = :id", {"status": status, "at": at, "id": run_id}
             )

@@ -1,0 +1,201 @@
+"""Templates: sandboxed Jinja, undefined names as errors, native values, shell quoting (SPEC §2.3, §2.4)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowstage.errors import DefinitionError, VariableError
+from flowstage.model import templates
+
+CONTEXT: dict[str, Any] = {
+    "var": {"x": 1, "regions": ["EU", "US"], "text": "a b", "none": None, "map": {"k": 2}, "flag": False},
+    "run": {"id": "r1", "date": "2026-03-01"},
+    "task": {"name": "t", "attempt": 1},
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ var.regions }}", ["EU", "US"]),
+        ("  {{ var.regions }}\n", ["EU", "US"]),
+        ("{{ var.x }}", 1),
+        ("{{ var.x + 1 }}", 2),
+        ("{{ var.map }}", {"k": 2}),
+        ("{{ var.map.k }}", 2),
+        ("{{ var.none }}", None),
+        ("{{ var.flag }}", False),
+        ("{{ var.regions | length }}", 2),
+        ("n={{ var.x }}", "n=1"),
+        ("{{ var.x }}{{ var.x }}", "11"),
+        ("{{ run.id }}-{{ task.name }}", "r1-t"),
+        ("{% for r in var.regions %}{{ r }},{% endfor %}", "EU,US,"),
+        ("no template", "no template"),
+        ("{# a comment #}", ""),
+    ],
+)
+def test_single_expression_renders_to_its_native_value_and_text_to_text(template: str, expected: Any) -> None:
+    result = templates.render(template, CONTEXT)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_render_walks_lists_and_mappings_and_leaves_other_values_alone() -> None:
+    value = {"a": ["{{ var.x }}", 2, None], "b": {"c": "{{ var.text }}"}, "d": 3.5}
+    assert templates.render(value, CONTEXT) == {"a": [1, 2, None], "b": {"c": "a b"}, "d": 3.5}
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        ("{{ var.missing }}", "missing"),
+        ("hello {{ var.missing }}", "missing"),
+        ("{{ var['missing'] }}", "missing"),
+        ("{{ var.map.nope }}", "nope"),
+        ("{{ nope }}", "nope"),
+        ("{{ nope.x }}", "nope"),
+        ("{{ [var.missing] }}", "missing"),
+        ('{{ {"k": var.missing} }}', "missing"),
+        ("{% if var.missing %}x{% endif %}", "missing"),
+    ],
+)
+def test_undefined_variable_is_an_error_naming_it(template: str, name: str) -> None:
+    with pytest.raises(VariableError, match=f"'{name}'") as info:
+        templates.render(template, CONTEXT)
+    assert template in str(info.value)
+    assert isinstance(info.value, KeyError)
+    assert isinstance(info.value, DefinitionError)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ var.__class__ }}",
+        "{{ var.x | attr('__class__') }}",
+        "{{ lipsum.__globals__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ var.regions.append('x') }}",
+        "{{ var.map.update({'k': 3}) }}",
+        "{{ range(10 ** 9) | list }}",
+        "x {{ ''.__class__ }}",
+    ],
+)
+def test_sandbox_blocks_attribute_escapes_and_mutation(template: str) -> None:
+    with pytest.raises(VariableError):
+        templates.render(template, CONTEXT)
+    assert CONTEXT["var"]["regions"] == ["EU", "US"]
+    assert CONTEXT["var"]["map"] == {"k": 2}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("echo {{ var.text }}", "echo 'a b'"),
+        ("echo {{ var.x }}", "echo 1"),
+        ("echo {{ var.none }}", "echo ''"),
+        ("echo {{ var.flag }}", "echo false"),
+        ("{{ var.text }}", "'a b'"),  # a single expression is still text in a shell command
+        ("echo {% for r in var.regions %}{{ r }} {% endfor %}", "echo EU US "),
+    ],
+)
+def test_shell_rendering_quotes_every_value(template: str, expected: str) -> None:
+    assert templates.render(template, CONTEXT, shell=True) == expected
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["; rm -rf /", "$(rm -rf /)", "`id`", "a && b", "x' ; echo 'y", '"; echo "', "a\nb", "$HOME", "*", "-rf", "", " "],
+)
+def test_shell_value_stays_one_word(hostile: str) -> None:
+    command = templates.render("rm {{ var.v }}", {"var": {"v": hostile}}, shell=True)
+    assert shlex.split(command) == ["rm", hostile]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(value=st.one_of(st.text(), st.integers(), st.floats(allow_nan=False)))
+def test_any_shell_value_splits_back_to_exactly_itself(value: Any) -> None:
+    command = templates.render("cmd {{ var.v }} end", {"var": {"v": value}}, shell=True)
+    assert shlex.split(command) == ["cmd", str(value), "end"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("var.x > 0", True),
+        ("var.x > 1", False),
+        ("var.none is none", True),
+        ("var.regions | length == 2", True),
+        ("'EU' in var.regions", True),
+        ("var.flag", False),
+        ("not var.flag and var.x == 1", True),
+    ],
+)
+def test_evaluate_returns_the_expression_value(expression: str, expected: Any) -> None:
+    assert templates.evaluate(expression, CONTEXT) == expected
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["var.missing", "var.missing > 0", "nope", "var.map.nope", "[var.missing]", "''.__class__", "1 / 0", "var.x >"],
+)
+def test_evaluate_fails_with_a_variable_error_never_a_falsy_value(expression: str) -> None:
+    with pytest.raises(VariableError):
+        templates.evaluate(expression, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("plain text", None),
+        ("{{ var.x }}", None),
+        ("{% for x in y %}{{ x }}{% endfor %}", None),
+        ("{{ var.x", "template syntax error"),
+        ("{{ var.x }", "template syntax error"),
+        ("{% if %}", "template syntax error"),
+        ("{% for x in y %}", "template syntax error"),
+    ],
+)
+def test_syntax_error_reports_only_broken_templates(text: str, error: str | None) -> None:
+    found = templates.syntax_error(text)
+    if error is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("expression", "ok"),
+    [("var.x > 0", True), ("var.a is not none and var.b", True), ("var.x >", False), ("{{ var.x }}", False), ("a b", False)],
+)
+def test_expression_error_names_the_bad_expression(expression: str, ok: bool) -> None:
+    found = templates.expression_error(expression)
+    if ok:
+        assert found is None
+    else:
+        assert found is not None
+        assert repr(expression) in found
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("{{ x }}", True),
+        ("{% if x %}{% endif %}", True),
+        ("{# c #}", True),
+        ("plain", False),
+        (["a", {"b": "{{ x }}"}], True),
+        ({"a": [1, 2, "c"]}, False),
+        (3, False),
+        (None, False),
+    ],
+)
+def test_contains_template_looks_inside_lists_and_mappings(value: Any, expected: bool) -> None:
+    assert templates.contains_template(value) is expected

@@ -123,3 +123,24 @@ def project(tmp_path: Path) -> Project:
     root.mkdir()
     (root / "flowstage.yaml").write_text("{}\n")
     return Project(root)
+
+
+@pytest.fixture
+def mysql_db_url(mysql_url: str) -> Iterator[str]:
+    """A fresh MariaDB/MySQL database for one test, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = "t_" + secrets.token_hex(6)
+    try:
+        engine = sa.create_engine(mysql_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    except Exception as exc:
+        if CI:
+            pytest.fail(f"MariaDB at FLOWSTAGE_TEST_MYSQL_URL is unreachable: {exc}")
+        pytest.skip(f"MariaDB unreachable: {exc}")
+    url = sa.engine.make_url(mysql_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    engine.dispose()

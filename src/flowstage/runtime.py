@@ -304,9 +304,9 @@ def kill_orphans(run: StoredRun) -> list[str]:
     killed = []
     for task in run.tasks:
         for attempt in task.attempts:
-            pid = attempt.get("pid")
-            mine = attempt.get("status") == "running" and pid and attempt.get("host") == host
-            if mine and kill_group(int(pid), float(attempt.get("started_at") or 0)):
+            pid = int(attempt.get("pid") or 0)
+            mine = attempt.get("status") == "running" and pid > 0 and attempt.get("host") == host
+            if mine and kill_group(pid, float(attempt.get("started_at") or 0)):
                 killed.append(f"{task.name}#{attempt.get('number')}")
     return killed
 

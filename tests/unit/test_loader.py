@@ -520,7 +520,7 @@ def test_find_cycle_finds_a_cycle_exactly_when_there_is_one(edges: dict[str, lis
 def test_check_graph_of_a_python_workflow_names_the_path_without_a_file() -> None:
     workflow = Workflow(name="w", tasks=[Task(name="a", shell="true", after={"zz": Condition.SUCCESS})])
     problems = check_graph(workflow)
-    assert [str(p) for p in problems] == ["<input>: tasks[0].after.zz: unknown task 'zz' in after"]
+    assert [str(p) for p in problems] == ["tasks[0].after.zz: unknown task 'zz' in after"]
 
 
 # --------------------------------------------------------------------------- files

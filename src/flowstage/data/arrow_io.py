@@ -55,7 +55,7 @@ def read_arrow(
 
             with adbc.connect(_libpq_uri(url)) as conn, conn.cursor() as cur:
                 cur.execute(f"SELECT * FROM {qualified(table)}")
-                return cur.fetch_arrow_table()
+                return _pg_numbers(cur.fetch_arrow_table())
         session = connections.session(name)
         try:
             sql = query if query is not None else f"SELECT * FROM {_quote(table or '', dialect)}"
@@ -81,6 +81,28 @@ def read_arrow(
         raise
     except Exception as exc:
         raise RunError(scrub(f"reading {table or 'a query'} from {name!r}: {_first(exc)}", [url])) from None
+
+
+def _pg_numbers(table: Any) -> Any:
+    """ADBC hands NUMERIC over as text: DECIMAL(p, s) when the column declares them (else, or for NaN, DOUBLE)."""
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):
+        meta = f.metadata or {}
+        if meta.get(b"ADBC:postgresql:typname", meta.get(b"POSTGRESQL:type")) != b"numeric":
+            continue
+        storage_type = getattr(f.type, "storage_type", f.type)
+        text = pa.chunked_array([getattr(c, "storage", c) for c in table.column(i).chunks], type=storage_type)
+        typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+        try:
+            if typmod < 0 or not 0 < precision <= 38:
+                raise ValueError("no declared precision")
+            number = text.cast(pa.decimal128(precision, scale))
+        except (ValueError, pa.ArrowException):
+            number = text.cast(pa.float64())
+        table = table.set_column(i, pa.field(f.name, number.type, metadata=f.metadata), number)
+    return table
 
 
 def _quote(name: str, dialect: str) -> str:

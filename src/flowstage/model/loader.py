@@ -226,12 +226,27 @@ def _template_problems(task: Task, path: tuple[Any, ...], problem: Any) -> list[
         walk(task.for_each, (*path, "for_each"))
     for field in task.spec.template_fields:
         walk(getattr(task.spec, field), (*path, field))
+    for where, text in _sql_texts(task):
+        if templates.has_template(text):
+            out.append(problem((*path, *where), "templates are not rendered in SQL text: bind values with params: and :name"))
     package = getattr(task.spec, "dataflow", None)
     if package is not None and not isinstance(package, str):
         from flowstage.model.dataflow import check_references
 
         for where, message in check_references(package):
             out.append(problem((*path, "dataflow", *where), message))
+    return out
+
+
+def _sql_texts(task: Task) -> list[tuple[tuple[Any, ...], str]]:
+    """The SQL texts of a task (sql:, a sensor's sql:): never rendered, only bound."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    sql = getattr(task.spec, "sql", None)
+    if isinstance(sql, str):
+        out.append((("sql",), sql))
+    target = getattr(task.spec, "wait_for", None)
+    if target is not None and isinstance(getattr(target, "sql", None), str):
+        out.append((("wait_for", "sql"), target.sql))
     return out
 
 

@@ -33,18 +33,32 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-@lru_cache(maxsize=2)
-def environment(shell: bool = False) -> SandboxedEnvironment:
+def _url_finalize(value: Any) -> str:
+    from urllib.parse import quote
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return quote(str(value), safe="")
+
+
+@lru_cache(maxsize=4)
+def _environment(finalize: str) -> SandboxedEnvironment:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(
+    return ImmutableSandboxedEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize=_shell_finalize if shell else None,
+        finalize={"shell": _shell_finalize, "url": _url_finalize}.get(finalize),
     )
-    return env
+
+
+def environment(shell: bool = False, url: bool = False) -> SandboxedEnvironment:
+    """The sandbox; with `shell` every value is shell-quoted, with `url` percent-encoded."""
+    return _environment("shell" if shell else "url" if url else "")
 
 
 def syntax_error(text: str) -> str | None:
@@ -106,23 +120,26 @@ def evaluate(expr: str, context: dict[str, Any]) -> Any:
         raise _fail(exc, expr) from None
 
 
-def render(value: Any, context: dict[str, Any], *, shell: bool = False) -> Any:
-    """Render every template string inside `value` (strings, lists, mappings)."""
+def render(value: Any, context: dict[str, Any], *, shell: bool = False, url: bool = False) -> Any:
+    """Render every template string inside `value` (strings, lists, mappings).
+
+    `shell`: values are shell-quoted; `url`: values are percent-encoded (a URL's parts).
+    """
     if isinstance(value, str):
         if not has_template(value):
             return value
         try:
-            if not shell:
+            if not shell and not url:
                 m = _SINGLE.match(value)
                 if m:
                     return _defined(environment().compile_expression(m.group("expr"), undefined_to_none=False)(**context))
-            return environment(shell).from_string(value).render(**context)
+            return environment(shell, url).from_string(value).render(**context)
         except Exception as exc:
             raise _fail(exc, value) from None
     if isinstance(value, list):
-        return [render(v, context, shell=shell) for v in value]
+        return [render(v, context, shell=shell, url=url) for v in value]
     if isinstance(value, dict):
-        return {k: render(v, context, shell=shell) for k, v in value.items()}
+        return {k: render(v, context, shell=shell, url=url) for k, v in value.items()}
     return value
 
 

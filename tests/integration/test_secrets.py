@@ -1,0 +1,166 @@
+"""Passwords in connection and store URLs never leave the process (SPEC §1): masked as ``***``.
+
+A task on a connection whose URL carries a password fails (wrong database, wrong port, wrong
+password); the failure must be clear, and the password must appear nowhere: not in `run` output
+(piped or `--json`), `show`, `logs`, `runs`, nor in the bytes of the SQLite run store and its WAL.
+The connections point at unreachable places, so these tests need no database service.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Project, Result
+
+PASSWORD = "S3cretPw0rd"
+
+WORKFLOW = """
+name: secret
+preferences: {log_level: debug}
+tasks:
+  - name: query
+    connection: shop
+    sql: SELECT 1
+  - name: sense
+    wait_for: {sql: SELECT 1, connection: shop}
+    poke: 0.1s
+    timeout: 5s
+  - name: report
+    after: {query: failure}
+    shell: echo query failed as expected
+"""
+
+
+def record_of(result: Result) -> dict[str, Any]:
+    try:
+        return json.loads(result.out)
+    except json.JSONDecodeError:
+        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
+
+
+def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in record["tasks"]}
+
+
+def assert_hidden(secrets: list[str], where: str, text: str | bytes) -> None:
+    for secret in secrets:
+        needle: str | bytes = secret.encode() if isinstance(text, bytes) else secret
+        assert needle not in text, f"{secret!r} leaked into {where}"
+
+
+def store_bytes(project: Project) -> dict[str, bytes]:
+    """Every file of the SQLite run store: the database, its WAL and shared memory, if present."""
+    state = project.root / ".flowstage"
+    return {p.name: p.read_bytes() for p in sorted(state.glob("flowstage.db*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets", "clue", "configured_in"),
+    [
+        pytest.param(
+            f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/nonexistent_db_x",
+            [PASSWORD],
+            "nonexistent_db_x",
+            "env",
+            id="postgres-unknown-database-env",
+        ),
+        pytest.param(
+            f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/x",
+            [PASSWORD],
+            "cannot be opened",
+            "flowstage.yaml",
+            id="postgres-wrong-port-yaml",
+        ),
+        pytest.param(
+            f"mysql+pymysql://root:{PASSWORD}@127.0.0.1:1/test", [PASSWORD], "cannot be opened", "env", id="mysql-wrong-port-env"
+        ),
+        pytest.param(
+            "postgresql+psycopg://postgres:S3cret%40Pw0rd%2F@127.0.0.1:1/x",
+            ["S3cret%40Pw0rd%2F", "S3cret@Pw0rd/"],
+            "cannot be opened",
+            "flowstage.yaml",
+            id="postgres-url-encoded-password-yaml",
+        ),
+    ],
+)
+def test_connection_password_appears_nowhere_when_the_task_fails(
+    project: Project, url: str, secrets: list[str], clue: str, configured_in: str
+) -> None:
+    project.write("workflows/secret.yaml", WORKFLOW)
+    if configured_in == "env":
+        env = project.env(FLOWSTAGE_CONN_SHOP=url)
+    else:
+        project.write("flowstage.yaml", f"connections:\n  shop: '{url}'\n")
+        env = project.env()
+
+    piped = project.cli("run", "secret", env=env)
+    as_json = project.cli("run", "secret", "--json", env=env)
+
+    assert piped.code == 1, piped
+    assert as_json.code == 1, as_json
+    record = record_of(as_json)
+    tasks = tasks_of(record)
+    query = tasks["query"]
+    assert query["status"] == "failed"
+    assert "connection 'shop'" in query["error"]
+    assert clue in query["error"]
+    assert ":***@" in query["error"]
+    assert tasks["sense"]["status"] == "failed"
+    assert "connection 'shop'" in tasks["sense"]["error"]
+    assert tasks["report"]["status"] == "succeeded"
+
+    outputs = {
+        "run stdout": piped.out,
+        "run stderr": piped.err,
+        "run --json stdout": as_json.out,
+        "run --json stderr": as_json.err,
+    }
+    run_id = record["id"]
+    for args in (("show", run_id), ("logs", run_id), ("logs", run_id, "--json")):
+        shown = project.cli(*args, env=env)
+        assert shown.code == 0, shown
+        outputs[" ".join(args)] = shown.out + shown.err
+    runs = project.cli("runs", "--json", env=env)
+    outputs["runs --json"] = runs.out + runs.err
+    assert "cannot be opened" in outputs[f"logs {run_id}"]
+    assert "cannot be opened" in outputs[f"show {run_id}"]
+    for where, text in outputs.items():
+        assert_hidden(secrets, where, text)
+    files = store_bytes(project)
+    assert "flowstage.db" in files
+    for name, data in files.items():
+        assert_hidden(secrets, name, data)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/x",
+        f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/nonexistent_db_x",
+    ],
+    ids=["wrong-port", "unknown-database"],
+)
+def test_store_password_appears_nowhere_when_the_store_is_unreachable(project: Project, store: str) -> None:
+    project.write(
+        "workflows/hello.yaml",
+        """
+        name: hello
+        tasks:
+          - name: hi
+            shell: echo hi
+        """,
+    )
+    env = project.env(FLOWSTAGE_STORE=store)
+
+    for args in (("run", "hello"), ("run", "hello", "--json"), ("runs",), ("show", "20260101000000abcdef")):
+        result = project.cli(*args, env=env)
+        assert result.code == 3, (args, result)
+        assert "store" in result.err
+        assert "***" in result.err
+        assert "Traceback" not in result.err
+        assert_hidden([PASSWORD], " ".join(args), result.out + result.err)
+    assert not Path(project.root / ".flowstage" / "flowstage.db").exists()

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 ORPHAN_AFTER_SECONDS = 60.0
 #: how often to look for such fires, and to re-read event triggers even when no run end was seen
 SWEEP_SECONDS = 30.0
+#: due times claimed in one transaction (a thousand schedules due at once take a few)
+CLAIM_BATCH = 100
 
 
 class ScaledClock:
@@ -229,34 +231,52 @@ class Scheduler:
         return started
 
     def _fire_schedules(self, now: float) -> list[Started]:
-        started: list[Started] = []
         # workflows held back by max_active_runs are looked at again on every pass (a run ending wakes the loop)
         for name in self._blocked:
             heapq.heappush(self._heap, (now, name))
         self._blocked.clear()
+        due: list[tuple[_Entry, float]] = []
+        touched: dict[str, _Entry] = {}
         while self._heap and self._heap[0][0] <= now:
             _, name = heapq.heappop(self._heap)
             entry = self._entries.get(name)
-            if entry is None or entry.schedule is None:
+            if entry is None or entry.schedule is None or name in touched:
                 continue
-            blocked = False
-            for at in due_times(entry.schedule, since=entry.since, now=now, catch_up=entry.catch_up):
-                claim, run = self._start(entry, at, kind="schedule", reason=f"schedule {entry.schedule.expression}")
-                if claim is Claim.BUSY:
-                    blocked = True
-                    break
-                if claim is Claim.TAKEN:
-                    entry.since = max(entry.since, self.deployments.last_fire(name) or at)
-                    if entry.since >= at:
-                        continue
+            touched[name] = entry
+            due += [(entry, at) for at in due_times(entry.schedule, since=entry.since, now=now, catch_up=entry.catch_up)]
+        started: list[Started] = []
+        for i in range(0, len(due), CLAIM_BATCH):
+            started += self._claim_and_launch(due[i : i + CLAIM_BATCH])
+        for name, entry in touched.items():
+            if name in self._blocked:
+                continue
+            assert entry.schedule is not None
+            entry.next_at = entry.schedule.next_after(entry.since)
+            if entry.next_at is not None:
+                heapq.heappush(self._heap, (entry.next_at, name))
+        return started
+
+    def _claim_and_launch(self, due: list[tuple[_Entry, float]]) -> list[Started]:
+        """Claim a batch of due times in one transaction, then record and launch the claimed runs."""
+        fires = [self._fire(entry, at, kind="schedule", reason=f"schedule {entry.workflow.trigger.schedule}") for entry, at in due]  # type: ignore[union-attr]
+        claims = self.deployments.claim_fires([(f, e.max_active) for f, (e, _) in zip(fires, due, strict=True)], alive=self._alive)
+        started: list[Started] = []
+        taken: set[str] = set()
+        for (entry, at), fire, claim in zip(due, fires, claims, strict=True):
+            if claim is Claim.BUSY:
+                self.stats.busy += 1
+                self._blocked.add(entry.name)
+            elif claim is Claim.TAKEN:
+                self.stats.taken += 1
+                taken.add(entry.name)
+            else:
                 entry.since = max(entry.since, at)
+                run = self._launch(entry.workflow, fire)
                 if run is not None:
                     started.append(run)
-            entry.next_at = entry.schedule.next_after(entry.since)
-            if blocked:
-                self._blocked.add(name)
-            elif entry.next_at is not None:
-                heapq.heappush(self._heap, (entry.next_at, name))
+        for name in taken:  # another scheduler fired these (or later times): go on from its latest
+            entry = self._entries[name]
+            entry.since = max(entry.since, self.deployments.last_fire(name) or entry.since)
         return started
 
     def _fire_events(self, now: float) -> list[Started]:
@@ -283,16 +303,8 @@ class Scheduler:
                 return True
         return runner_alive(run)
 
-    def _start(
-        self,
-        entry: _Entry,
-        logical_time: float,
-        *,
-        kind: str,
-        reason: str,
-        consumed: list[str] | None = None,
-    ) -> tuple[Claim, Started | None]:
-        fire = Fire(
+    def _fire(self, entry: _Entry, logical_time: float, *, kind: str, reason: str, consumed: list[str] | None = None) -> Fire:
+        return Fire(
             workflow=entry.name,
             logical_time=logical_time,
             kind=kind,
@@ -304,6 +316,17 @@ class Scheduler:
             reason=reason,
             consumed=consumed or [],
         )
+
+    def _start(
+        self,
+        entry: _Entry,
+        logical_time: float,
+        *,
+        kind: str,
+        reason: str,
+        consumed: list[str] | None = None,
+    ) -> tuple[Claim, Started | None]:
+        fire = self._fire(entry, logical_time, kind=kind, reason=reason, consumed=consumed)
         claim = self.deployments.claim_fire(fire, max_active=entry.max_active, alive=self._alive)
         if claim is Claim.TAKEN:
             self.stats.taken += 1

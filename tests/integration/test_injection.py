@@ -332,8 +332,8 @@ def test_sql_params_on_server_databases_bind_every_hostile_value(
     assert list(project.root.rglob("pwned")) == []
 
 
-def test_template_in_sensor_query_text_is_never_pasted_into_the_sql(project: Project) -> None:
-    # params: are the way in; a template written in the query text itself stays text
+def test_template_in_sql_text_is_refused_before_anything_runs(project: Project) -> None:
+    # params: are the way in; a template written in SQL text is a validation error, never pasted
     project.write("flowstage.yaml", "connections:\n  shop: sqlite:///shop.db\n")
     project.write(
         "workflows/sensor.yaml",
@@ -350,17 +350,17 @@ def test_template_in_sensor_query_text_is_never_pasted_into_the_sql(project: Pro
               connection: shop
             poke: 0.2s
             timeout: 1s
-          - name: still_there
-            after: {sense: completion}
+          - name: query
             connection: shop
-            sql: SELECT COUNT(*) FROM sqlite_master WHERE name = 'campaigns'
-            save: tables_left
+            sql: SELECT '{{ var.x }}'
         """,
     )
     payload = "x'; COMMIT; DROP TABLE campaigns; SELECT 1; --"
     result = project.cli("run", "sensor", "--var", f"x={payload}", "--json")
 
-    assert result.code == 1, result
-    record = record_of(result)
-    assert tasks_of(record)["sense"]["status"] == "timed_out"
-    assert record["variables"]["tables_left"] == 1
+    assert result.code == 2, result
+    assert "sensor.yaml:9:" in result.err
+    assert "sensor.yaml:15:" in result.err
+    assert "templates are not rendered in SQL text" in result.err
+    assert "Traceback" not in result.err
+    assert not (project.root / "shop.db").exists()

@@ -233,7 +233,7 @@ def _write_generic(
             exists = False
         if not exists:
             defs = ", ".join(f"{q(f.name)} {_sql_type(f.type, dialect, f.name in keys)}" for f in schema)
-            pk = f", PRIMARY KEY ({', '.join(q(k) for k in keys)})" if keys else ""
+            pk = f", PRIMARY KEY ({', '.join(q(k) for k in keys)})" if keys and mode == "upsert" else ""
             conn.execute(text(f"CREATE TABLE {target} ({defs}{pk})"))
         names = ", ".join(q(c) for c in columns)
         marks = ", ".join(f":c{i}" for i in range(len(columns)))

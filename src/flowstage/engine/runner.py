@@ -412,11 +412,7 @@ class Runner:
                 if spec.template_fields:
                     data = spec.model_dump(by_alias=True)
                     for fname in spec.template_fields:
-                        value = data[fname]
-                        if spec.kind == "http" and isinstance(value, dict) and "url" in value:
-                            # values inside a URL are percent-encoded: they cannot add a path or a query
-                            value = {**value, "url": templates.render(value["url"], ctx, url=True)}
-                        data[fname] = templates.render(value, ctx, shell=(fname == spec.kind == "shell"))
+                        data[fname] = templates.render(data[fname], ctx, shell=(fname == spec.kind == "shell"))
                     spec = _revalidate(spec, data)
             else:
                 ctx = {"var": self.variables, "run": self.info.context(), "task": {"name": name, "attempt": attempt}}

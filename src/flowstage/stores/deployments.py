@@ -187,6 +187,16 @@ class DeploymentStore(Protocol):
         """
         ...
 
+    def claim_fires(
+        self,
+        fires: Sequence[tuple[Fire, int]],
+        *,
+        alive: Callable[[ActiveRun], bool],
+        pending_grace: float = 60.0,
+    ) -> list[Claim]:
+        """`claim_fire` for many schedule fires, each with its max_active_runs, in one transaction."""
+        ...
+
     def fires(self, workflow: str, *, limit: int = 100) -> list[Fire]: ...
 
     def orphan_fires(self, *, since: float) -> list[Fire]:

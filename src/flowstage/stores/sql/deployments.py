@@ -244,57 +244,84 @@ class SqlDeploymentStore:
     ) -> Claim:
         try:
             with self._write() as tx:
-                self._lock_workflow(tx, fire.workflow)
-                latest = tx.query(
-                    "SELECT MAX(logical_time) AS t FROM trigger_fires WHERE workflow = :w AND kind = :k",
-                    {"w": fire.workflow, "k": fire.kind},
-                )
-                last = latest[0]["t"]
-                if last is not None and float(last) >= fire.logical_time:
-                    if fire.kind == "schedule":
-                        return Claim.TAKEN
-                    # an event fire's key only orders it; the consumed runs are what make it unique
-                    fire.logical_time = float(last) + 1e-6
-                running = tx.query(
-                    "SELECT id, status, runner_pid, runner_host, runner_started, heartbeat_at FROM runs "
-                    "WHERE workflow = :w AND status = 'running'",
-                    {"w": fire.workflow},
-                )
-                active = sum(1 for r in running if alive(ActiveRun(**dict(r))))
-                pending = tx.query(
-                    "SELECT COUNT(*) AS n FROM trigger_fires f WHERE f.workflow = :w AND f.fired_at > :recent "
-                    "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = f.run_id)",
-                    {"w": fire.workflow, "recent": fire.fired_at - pending_grace},
-                )
-                if active + int(pending[0]["n"]) >= max_active:
-                    return Claim.BUSY
-                inserted = tx.execute(
-                    f"INSERT INTO trigger_fires ({_FIRE_COLUMNS}) VALUES (:workflow, :logical_time, :kind, :version, :run_id, "
-                    ":fired_at, :fired_pid, :fired_host, :reason) ON CONFLICT (workflow, logical_time) DO NOTHING",
-                    {
-                        "workflow": fire.workflow,
-                        "logical_time": fire.logical_time,
-                        "kind": fire.kind,
-                        "version": fire.version,
-                        "run_id": fire.run_id,
-                        "fired_at": fire.fired_at,
-                        "fired_pid": fire.fired_pid,
-                        "fired_host": fire.fired_host,
-                        "reason": fire.reason,
-                    },
-                )
-                if inserted != 1:
-                    return Claim.TAKEN
-                for run_id in fire.consumed:
-                    took = tx.execute(
-                        "INSERT INTO trigger_consumed (workflow, run_id, fire_time) VALUES (:w, :r, :t) "
-                        "ON CONFLICT (workflow, run_id) DO NOTHING",
-                        {"w": fire.workflow, "r": run_id, "t": fire.logical_time},
-                    )
-                    if took != 1:
-                        raise _Conflict()
+                return self._claim(tx, fire, max_active, alive, pending_grace)
         except _Conflict:
             return Claim.TAKEN
+
+    def claim_fires(
+        self,
+        fires: Sequence[tuple[Fire, int]],
+        *,
+        alive: Callable[[ActiveRun], bool],
+        pending_grace: float = 60.0,
+    ) -> list[Claim]:
+        """`claim_fire` for many schedule fires (each with its max_active_runs) in one transaction.
+
+        Workflow rows are locked in name order, so two schedulers claiming overlapping batches
+        wait for each other instead of deadlocking.
+        """
+        order = sorted(range(len(fires)), key=lambda i: (fires[i][0].workflow, fires[i][0].logical_time))
+        claims: list[Claim] = [Claim.TAKEN] * len(fires)
+        with self._write() as tx:
+            for i in order:
+                fire, max_active = fires[i]
+                if fire.consumed:
+                    raise ValueError("claim_fires takes schedule fires; claim an event fire alone")
+                claims[i] = self._claim(tx, fire, max_active, alive, pending_grace)
+        return claims
+
+    def _claim(
+        self, tx: Any, fire: Fire, max_active: int, alive: Callable[[ActiveRun], bool], pending_grace: float
+    ) -> Claim:
+        self._lock_workflow(tx, fire.workflow)
+        latest = tx.query(
+            "SELECT MAX(logical_time) AS t FROM trigger_fires WHERE workflow = :w AND kind = :k",
+            {"w": fire.workflow, "k": fire.kind},
+        )
+        last = latest[0]["t"]
+        if last is not None and float(last) >= fire.logical_time:
+            if fire.kind == "schedule":
+                return Claim.TAKEN
+            # an event fire's key only orders it; the consumed runs are what make it unique
+            fire.logical_time = float(last) + 1e-6
+        running = tx.query(
+            "SELECT id, status, runner_pid, runner_host, runner_started, heartbeat_at FROM runs "
+            "WHERE workflow = :w AND status = 'running'",
+            {"w": fire.workflow},
+        )
+        active = sum(1 for r in running if alive(ActiveRun(**dict(r))))
+        pending = tx.query(
+            "SELECT COUNT(*) AS n FROM trigger_fires f WHERE f.workflow = :w AND f.fired_at > :recent "
+            "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = f.run_id)",
+            {"w": fire.workflow, "recent": fire.fired_at - pending_grace},
+        )
+        if active + int(pending[0]["n"]) >= max_active:
+            return Claim.BUSY
+        inserted = tx.execute(
+            f"INSERT INTO trigger_fires ({_FIRE_COLUMNS}) VALUES (:workflow, :logical_time, :kind, :version, :run_id, "
+            ":fired_at, :fired_pid, :fired_host, :reason) ON CONFLICT (workflow, logical_time) DO NOTHING",
+            {
+                "workflow": fire.workflow,
+                "logical_time": fire.logical_time,
+                "kind": fire.kind,
+                "version": fire.version,
+                "run_id": fire.run_id,
+                "fired_at": fire.fired_at,
+                "fired_pid": fire.fired_pid,
+                "fired_host": fire.fired_host,
+                "reason": fire.reason,
+            },
+        )
+        if inserted != 1:
+            return Claim.TAKEN
+        for run_id in fire.consumed:
+            took = tx.execute(
+                "INSERT INTO trigger_consumed (workflow, run_id, fire_time) VALUES (:w, :r, :t) "
+                "ON CONFLICT (workflow, run_id) DO NOTHING",
+                {"w": fire.workflow, "r": run_id, "t": fire.logical_time},
+            )
+            if took != 1:
+                raise _Conflict()  # rolls the whole fire back: another fire consumed that run
         return Claim.CLAIMED
 
     def fires(self, workflow: str, *, limit: int = 100) -> list[Fire]:

@@ -73,16 +73,20 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=True),
     )
     op.create_index("ix_trigger_fires_fired_at", "trigger_fires", ["fired_at"])
+    op.create_index("ix_trigger_fires_workflow_fired_at", "trigger_fires", ["workflow", "fired_at"])
     op.create_table(
         "trigger_consumed",
         sa.Column("workflow", sa.String(200), primary_key=True),
         sa.Column("run_id", sa.String(64), primary_key=True),
         sa.Column("fire_time", _T, nullable=False),
     )
+    # what the scheduler asks of the runs table: runs ended since a time, running runs of a workflow
     op.create_index("ix_runs_ended", "runs", ["ended_at"])
+    op.create_index("ix_runs_workflow_status", "runs", ["workflow", "status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_workflow_status", table_name="runs")
     op.drop_index("ix_runs_ended", table_name="runs")
     op.drop_table("trigger_consumed")
     op.drop_table("trigger_fires")

@@ -14,7 +14,7 @@ import datetime as dt
 import decimal
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +307,19 @@ class Connections:
 
     def secrets(self) -> list[str]:
         return list(self.urls.values())
+
+    @contextlib.contextmanager
+    def transaction(self, name: str, *, timeout: float | None = None) -> Iterator[Session]:
+        """A session whose work commits when the block ends well and rolls back otherwise."""
+        session = self.session(name, timeout=timeout)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
     def session(self, name: str, *, timeout: float | None = None) -> Session:
         url = self.url(name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from flowstage.connections import Connections, split_statements
 from flowstage.data.compile import qualified
@@ -32,15 +31,8 @@ def refresh(
         item = _item(entry)
         try:
             if item.materialized_view is not None:
-                session = connections.session(item.connection)
-                try:
+                with connections.transaction(item.connection) as session:
                     session.execute(f"REFRESH MATERIALIZED VIEW {qualified(item.materialized_view)}", {})
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
-                finally:
-                    session.close()
                 log(INFO, f"flush: refreshed materialized view {item.materialized_view}")
                 continue
             assert item.table is not None
@@ -52,20 +44,12 @@ def refresh(
                 return f"flush {item.table}: cannot read {file} (the SQL that defines the table)"
             if len(statements) != 1:
                 return f"flush {item.table}: {file} must hold one SELECT"
-            session = connections.session(item.connection)
-            try:
-                url: Any = connections.url(item.connection)
-                if str(url).startswith("duckdb:"):
+            with connections.transaction(item.connection) as session:
+                if connections.url(item.connection).startswith("duckdb:"):
                     session.execute(f"CREATE OR REPLACE TABLE {qualified(item.table)} AS {statements[0]}", {})
                 else:
                     session.execute(f"DROP TABLE IF EXISTS {qualified(item.table)}", {})
                     session.execute(f"CREATE TABLE {qualified(item.table)} AS {statements[0]}", {})
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.close()
             log(INFO, f"flush: rebuilt table {item.table} from {file}")
         except FlowstageError as exc:
             return f"flush: {exc}"

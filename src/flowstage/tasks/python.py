@@ -20,7 +20,7 @@ from flowstage.logging import ERROR
 from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
-from flowstage.tasks._process import run_process
+from flowstage.tasks._process import run_process, task_env
 
 _CHILD = str(Path(__file__).with_name("_python_child.py"))
 _cache_lock = threading.Lock()
@@ -80,17 +80,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
         return _in_process(job, spec, log)
     exe = interpreter(spec.interpreter or job.interpreter, job.root)
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLOWSTAGE_RUN_ID": job.run_id,
-            "FLOWSTAGE_WORKFLOW": job.workflow,
-            "FLOWSTAGE_TASK": job.task.name,
-            "FLOWSTAGE_ATTEMPT": str(job.attempt),
-            "PYTHONUNBUFFERED": "1",
-            "FLOWSTAGE_RUNNER_PID": str(os.getpid()),
-        }
-    )
+    env = task_env(job, {"PYTHONUNBUFFERED": "1"})
     request = json.dumps(
         {"target": spec.python, "kwargs": job.kwargs, "root": job.root, "result_fd": write_fd}, default=str
     ).encode()

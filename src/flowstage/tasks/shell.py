@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from flowstage.engine.ports import AttemptJob, Outcome
 from flowstage.model.kinds import ShellSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
-from flowstage.tasks._process import run_process
+from flowstage.tasks._process import run_process, task_env
 
 _SUPERVISOR = str(Path(__file__).with_name("_supervise.py"))
 
@@ -19,17 +18,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     log, handle = ctx.log, ctx.handle
     spec = job.spec
     assert isinstance(spec, ShellSpec)
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLOWSTAGE_RUN_ID": job.run_id,
-            "FLOWSTAGE_WORKFLOW": job.workflow,
-            "FLOWSTAGE_TASK": job.task.name,
-            "FLOWSTAGE_ATTEMPT": str(job.attempt),
-        }
-    )
-    env.update({k: str(v) for k, v in spec.env.items()})
-    env["FLOWSTAGE_RUNNER_PID"] = str(os.getpid())
+    env = task_env(job, {k: str(v) for k, v in spec.env.items()})
     argv = [sys.executable, "-S", "-E", _SUPERVISOR, "/bin/sh", "-c", spec.shell]
     code, peak_mb = run_process(
         argv, cwd=job.root, env=env, log=log, handle=handle, on_process=job.on_process, die_with_parent=False

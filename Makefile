@@ -39,6 +39,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/dataflow.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

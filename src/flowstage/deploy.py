@@ -109,23 +109,28 @@ class Prepared:
     source: str
 
 
-def prepare(project: Project, path: Path) -> Prepared:
-    """Read and validate one workflow file (DefinitionError with file:line:col on problems)."""
+def prepare_text(project: Project, text: str, source: str) -> Prepared:
+    """Validate workflow text (YAML or JSON); `source` names it in messages and in the version."""
     from flowstage.model.loader import load_text
 
+    workflow = load_text(text, source)
+    trigger = workflow.trigger
+    if trigger is not None and trigger.after is not None and workflow.name in trigger.after.workflows:
+        raise DefinitionError([Problem(f"workflow {workflow.name!r} cannot be triggered by its own runs", source)])
+    return Prepared(workflow, text, referenced_files(workflow, project.root), source)
+
+
+def prepare(project: Project, path: Path) -> Prepared:
+    """Read and validate one workflow file (DefinitionError with file:line:col on problems)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError([Problem(f"cannot read: {exc}", str(path))]) from None
-    workflow = load_text(text, str(path))
-    trigger = workflow.trigger
-    if trigger is not None and trigger.after is not None and workflow.name in trigger.after.workflows:
-        raise DefinitionError([Problem(f"workflow {workflow.name!r} cannot be triggered by its own runs", str(path))])
     try:
         source = path.resolve().relative_to(project.root.resolve()).as_posix()
     except ValueError:
         source = str(path)
-    return Prepared(workflow, text, referenced_files(workflow, project.root), source)
+    return prepare_text(project, text, source)
 
 
 def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: float | None = None) -> list[DeployOutcome]:
@@ -164,6 +169,20 @@ def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: floa
     ]
 
 
+def deploy_text(project: Project, text: str, *, store: RunStore, source: str = "<api>", at: float | None = None) -> DeployOutcome:
+    """Deploy a workflow given as text (what `POST /workflows` receives)."""
+    p = prepare_text(project, text, source)
+    return deployment_store(store).deploy(
+        name=p.workflow.name,
+        definition=p.workflow.to_dict(),
+        text=p.text,
+        files=p.files,
+        source=p.source,
+        at=time.time() if at is None else at,
+        by=who(),
+    )
+
+
 def rollback(name: str, version: int, *, store: RunStore, at: float | None = None) -> DeployOutcome:
     """Make an earlier version of `name` current again (a new activation; no version is removed)."""
     return deployment_store(store).rollback(name, version, at=time.time() if at is None else at, by=who())
@@ -199,4 +218,15 @@ def diff(old: WorkflowVersion, new: WorkflowVersion) -> str:
     return "".join(parts)
 
 
-__all__ = ["deploy", "deployment_store", "diff", "prepare", "referenced_files", "rollback", "version_of", "workflow_files"]
+__all__ = [
+    "deploy",
+    "deploy_text",
+    "deployment_store",
+    "diff",
+    "prepare",
+    "prepare_text",
+    "referenced_files",
+    "rollback",
+    "version_of",
+    "workflow_files",
+]

@@ -46,10 +46,17 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(4)
 
 
-def _process_started() -> float:
-    import psutil
+_STARTED: dict[int, float] = {}
 
-    return float(psutil.Process().create_time())
+
+def _process_started() -> float:
+    """This process's start time (with its pid, what tells a runner apart from a later process)."""
+    pid = os.getpid()
+    if pid not in _STARTED:  # keyed by pid: a forked child has its own
+        import psutil
+
+        _STARTED[pid] = float(psutil.Process(pid).create_time())
+    return _STARTED[pid]
 
 
 MAX_SUBRUN_DEPTH = 8

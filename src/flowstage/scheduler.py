@@ -46,6 +46,8 @@ ORPHAN_AFTER_SECONDS = 60.0
 SWEEP_SECONDS = 30.0
 #: due times claimed in one transaction (a thousand schedules due at once take a few)
 CLAIM_BATCH = 100
+#: how far back before the oldest unconsumed run an event trigger keeps looking (late records, clock skew)
+EVENT_LOOKBACK_SECONDS = 3600.0
 
 
 class ScaledClock:
@@ -78,10 +80,15 @@ class _Entry:
     rule: AfterWorkflows | None = None
     since: float = 0.0  # schedules: the latest time fired (or the deployment of the schedule)
     next_at: float | None = None
+    floor: float = float("-inf")  # event triggers: no run ended before this is left to consume
 
     @property
     def trigger_variables(self) -> dict[str, Any]:
         return dict(self.workflow.trigger.variables) if self.workflow.trigger else {}
+
+    @property
+    def expression(self) -> str:
+        return self.schedule.expression if self.schedule else ""
 
     @property
     def max_active(self) -> int:
@@ -258,8 +265,10 @@ class Scheduler:
 
     def _claim_and_launch(self, due: list[tuple[_Entry, float]]) -> list[Started]:
         """Claim a batch of due times in one transaction, then record and launch the claimed runs."""
-        fires = [self._fire(entry, at, kind="schedule", reason=f"schedule {entry.workflow.trigger.schedule}") for entry, at in due]  # type: ignore[union-attr]
-        claims = self.deployments.claim_fires([(f, e.max_active) for f, (e, _) in zip(fires, due, strict=True)], alive=self._alive)
+        fires = [self._fire(entry, at, kind="schedule", reason=f"schedule {entry.expression}") for entry, at in due]
+        claims = self.deployments.claim_fires(
+            [(f, e.max_active) for f, (e, _) in zip(fires, due, strict=True)], alive=self._alive
+        )
         started: list[Started] = []
         taken: set[str] = set()
         for (entry, at), fire, claim in zip(due, fires, claims, strict=True):
@@ -285,16 +294,26 @@ class Scheduler:
             if entry.rule is None:
                 continue
             runs = self.deployments.pending_events(
-                entry.name, watched=entry.rule.workflows, statuses=sorted(STATUS_RULES[entry.rule.status]), since=entry.since
+                entry.name,
+                watched=entry.rule.workflows,
+                statuses=sorted(STATUS_RULES[entry.rule.status]),
+                since=max(entry.since, entry.floor),
             )
+            consumed: set[str] = set()
             for fire in event_fires(entry.rule, runs):
                 claim, run = self._start(
                     entry, fire.logical_time, kind="event", reason=f"after {fire.reason}", consumed=list(fire.consumed)
                 )
                 if claim is Claim.BUSY:
                     break
+                consumed.update(fire.consumed)
                 if run is not None:
                     started.append(run)
+            # Later passes need not look further back than the oldest run left unconsumed, less a
+            # margin for runs recorded late or by a runner whose clock is behind.
+            left = [r.ended_at for r in runs if r.id not in consumed]
+            if runs:
+                entry.floor = max(entry.floor, (min(left) if left else max(r.ended_at for r in runs)) - EVENT_LOOKBACK_SECONDS)
         return started
 
     def _alive(self, run: ActiveRun) -> bool:

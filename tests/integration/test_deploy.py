@@ -234,3 +234,23 @@ def test_concurrent_deploys_of_one_content_on_postgres_make_one_version(pg_schem
         assert [v.version for v in SqlDeploymentStore(store).versions("w")] == [1]
     finally:
         store.close()
+
+
+def test_deploy_text_as_the_api_receives_it(project: Project) -> None:
+    from flowstage.deploy import deploy_text
+    from flowstage.errors import DefinitionError
+
+    store = SqlRunStore(f"sqlite:///{project.root}/.flowstage/flowstage.db")
+    proj = load_project(root=project.root)
+    try:
+        text = "name: posted\ntasks:\n  - {name: a, shell: echo}\n"
+        first = deploy_text(proj, text, store=store)
+        assert (first.name, first.version, first.created) == ("posted", 1, True)
+        assert deploy_text(proj, text, store=store).created is False
+        with pytest.raises(DefinitionError, match=r"<api>:3:5: unknown key 'colour'"):
+            deploy_text(proj, "name: posted\ntasks:\n  - colour: red\n    name: a\n    shell: echo\n", store=store)
+        version = SqlDeploymentStore(store).version("posted", 1)
+        assert version is not None
+        assert version.source == "<api>"
+    finally:
+        store.close()

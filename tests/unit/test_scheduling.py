@@ -5,6 +5,7 @@ Pure functions of plain numbers: no store, no clock, no sleeping.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -173,7 +174,7 @@ def test_fire_times_are_after_the_start_and_strictly_increasing(expression: str,
     times = [t.timestamp() for t in CronSchedule(expression, zone).next_times(after, 5)]
     assert len(times) == 5
     assert times[0] > after
-    assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(times))
 
 
 # --------------------------------------------------------------------------- catch-up
@@ -262,7 +263,11 @@ ANY_AB = AfterWorkflows(workflows=["a", "b"], status="succeeded", when="any")
         (ALL_AB, [run("1", "a", "succeeded", 1)], []),  # b has not succeeded yet
         (ALL_AB, [run("1", "a", "succeeded", 1), run("2", "b", "succeeded", 2)], [(2, ("1", "2"))]),
         (ALL_AB, [run("1", "a", "succeeded", 1), run("2", "b", "failed", 2)], []),  # b failed: not the status asked
-        (ALL_AB, [run("1", "a", "succeeded", 1), run("2", "a", "succeeded", 2), run("3", "b", "succeeded", 3)], [(3, ("1", "2", "3"))]),
+        (
+            ALL_AB,
+            [run("1", "a", "succeeded", 1), run("2", "a", "succeeded", 2), run("3", "b", "succeeded", 3)],
+            [(3, ("1", "2", "3"))],
+        ),
         (
             ALL_AB,
             [run("1", "a", "succeeded", 1), run("2", "b", "succeeded", 2), run("3", "a", "succeeded", 3)],

@@ -82,10 +82,8 @@ class CronSchedule:
         tz = zone(self.timezone)
         start = _wall(instant, tz)
         last = instant
-        scanned = 0
-        for wall in CronSim(self.expression, start):
-            scanned += 1
-            if scanned > _MAX_SCAN:
+        for scanned, wall in enumerate(CronSim(self.expression, start)):
+            if scanned >= _MAX_SCAN:
                 return
             at = wall_to_instant(wall, tz)
             if at > last:

@@ -41,6 +41,7 @@ def _dumps(value: Any) -> str:
 
 
 def _in(prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+    """``(:p0, :p1, ...)`` for an IN list, with the values added to `params`."""
     names = []
     for i, value in enumerate(values):
         params[f"{prefix}{i}"] = value
@@ -270,9 +271,7 @@ class SqlDeploymentStore:
                 claims[i] = self._claim(tx, fire, max_active, alive, pending_grace)
         return claims
 
-    def _claim(
-        self, tx: Any, fire: Fire, max_active: int, alive: Callable[[ActiveRun], bool], pending_grace: float
-    ) -> Claim:
+    def _claim(self, tx: Any, fire: Fire, max_active: int, alive: Callable[[ActiveRun], bool], pending_grace: float) -> Claim:
         self._lock_workflow(tx, fire.workflow)
         latest = tx.query(
             "SELECT MAX(logical_time) AS t FROM trigger_fires WHERE workflow = :w AND kind = :k",
@@ -355,19 +354,26 @@ class SqlDeploymentStore:
     def pending_events(
         self, workflow: str, *, watched: Sequence[str], statuses: Sequence[str], since: float, limit: int = 1000
     ) -> list[EndedRun]:
+        """Ended runs of the watched workflows, in the statuses, since `since`, not consumed by `workflow`.
+
+        At most `limit` per watched workflow, the oldest first, so a busy watched workflow cannot
+        hide the one run of another that an ALL rule waits for.
+        """
         if not watched or not statuses:
             return []
         params: dict[str, Any] = {"w": workflow, "since": since, "limit": int(limit)}
-        names = _in("n", list(watched), params)
         states = _in("s", list(statuses), params)
+        rows: list[Any] = []
         with self._read() as tx:
-            rows = tx.query(
-                f"SELECT r.id, r.workflow, r.status, r.ended_at FROM runs r WHERE r.workflow IN {names} AND r.status IN {states} "
-                "AND r.ended_at > :since AND NOT EXISTS "
-                "(SELECT 1 FROM trigger_consumed c WHERE c.workflow = :w AND c.run_id = r.id) "
-                "ORDER BY r.ended_at, r.id LIMIT :limit",
-                params,
-            )
+            for name in dict.fromkeys(watched):
+                rows += tx.query(
+                    f"SELECT r.id, r.workflow, r.status, r.ended_at FROM runs r WHERE r.workflow = :n AND r.status IN {states} "
+                    "AND r.ended_at > :since AND NOT EXISTS "
+                    "(SELECT 1 FROM trigger_consumed c WHERE c.workflow = :w AND c.run_id = r.id) "
+                    "ORDER BY r.ended_at, r.id LIMIT :limit",
+                    {**params, "n": name},
+                )
+        rows.sort(key=lambda r: (r["ended_at"], r["id"]))
         return [EndedRun(r["id"], r["workflow"], r["status"], float(r["ended_at"])) for r in rows]
 
     def latest_end(self) -> float | None:

@@ -9,13 +9,14 @@ query must be exactly one SELECT, so no expression can become another statement.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -247,12 +248,13 @@ class DuckDBEngine:
             return self._to_duck_table(con, text, bound, target, sink)
         from flowstage.data.arrow_io import write_arrow
 
-        rel = con.sql(text, params=bound) if bound else con.sql(text)
-        # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
-        batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
-        reader = batches(100_000)
-        written = write_arrow(request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
-        return DataflowResult(written, {"rows_written": written})
+        with _profiling(con) as profile:
+            rel = con.sql(text, params=bound) if bound else con.sql(text)
+            # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
+            batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+            reader = batches(100_000)
+            written = write_arrow(request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
+        return DataflowResult(written, {"rows_written": written, "rows_read": profile.per_source, **profile.extra})
 
     def _to_file(self, request: DataflowRequest, con: Any, text: str, bound: dict[str, Any], sink: Sink) -> DataflowResult:
         assert sink.file is not None
@@ -331,24 +333,38 @@ def _one_select(text: str) -> None:
         raise RunError("an expression of the dataflow would run another statement: refused")
 
 
-def _run_profiled(con: Any, sql: str, bound: dict[str, Any]) -> tuple[list[Any], dict[str, int], dict[str, Any]]:
-    """Run `sql` with DuckDB's profiler on; returns (rows, rows read per file/table, io metrics)."""
-    fd, prof = tempfile.mkstemp(suffix=".json", prefix="flowstage-profile-")
+@dataclass
+class _Profile:
+    per_source: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _profiling(con: Any) -> Iterator[_Profile]:
+    """DuckDB's profiler on for the block; the scans it saw are in the yielded object afterwards."""
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="flowstage-profile-")
     os.close(fd)
+    found = _Profile()
     try:
         con.execute("PRAGMA enable_profiling = 'json'")
-        con.execute(f"PRAGMA profiling_output = {literal(prof)}")
+        con.execute(f"PRAGMA profiling_output = {literal(path)}")
         try:
-            rows = (con.execute(sql, bound) if bound else con.execute(sql)).fetchall()
+            yield found
         finally:
             con.execute("PRAGMA disable_profiling")
-        per_source, extra = _read_profile(prof)
+        found.per_source, found.extra = _read_profile(path)
     finally:
         try:
-            os.unlink(prof)
+            os.unlink(path)
         except OSError:
             pass
-    return rows, per_source, extra
+
+
+def _run_profiled(con: Any, sql: str, bound: dict[str, Any]) -> tuple[list[Any], dict[str, int], dict[str, Any]]:
+    """Run `sql` with DuckDB's profiler on; returns (rows, rows read per file/table, io metrics)."""
+    with _profiling(con) as profile:
+        rows = (con.execute(sql, bound) if bound else con.execute(sql)).fetchall()
+    return rows, profile.per_source, profile.extra
 
 
 def _read_profile(path: str) -> tuple[dict[str, int], dict[str, Any]]:

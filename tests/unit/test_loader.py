@@ -380,8 +380,8 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             tasks: [
               {name: a, shell: "true"}
             """),
-        4,
-        1,
+        2,
+        8,  # where the unclosed `[` opened, not the end of the file
         "invalid YAML",
     ),
     (

@@ -162,6 +162,9 @@ def parse(text: str, file: str = "<input>") -> Source:
         node = yaml.compose(text, Loader=_Composer)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        at_end = mark is not None and getattr(mark, "index", -1) >= len(text.rstrip())
+        if exc.context_mark is not None and at_end:
+            mark = exc.context_mark  # something left open: point where it opened, not at the end of the file
         message = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
         if mark is None:
             raise DefinitionError([Problem(f"invalid YAML: {message}", file)]) from None

@@ -205,6 +205,29 @@ class Package(_Frozen):
         return v
 
 
+def _separates_statements(sql: str) -> bool:
+    """Whether `sql` holds a `;` outside quotes and comments (more than one statement)."""
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            end = sql.find(ch, i + 1)
+            while end != -1 and end + 1 < n and sql[end + 1] == ch:  # a doubled quote stays inside
+                end = sql.find(ch, end + 2)
+            i = n if end == -1 else end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif ch == ";":
+            return True
+        else:
+            i += 1
+    return False
+
+
 def check_references(package: Package) -> list[tuple[tuple[Any, ...], str]]:
     """Problems that the model cannot see alone: steps naming unknown sources, a chain without `from`."""
     from flowstage.model.workflow import did_you_mean
@@ -227,7 +250,7 @@ def check_references(package: Package) -> list[tuple[tuple[Any, ...], str]]:
                 problems.append((path, f"unknown source '{ref}'{did_you_mean(ref, names)} (sources: {', '.join(names)})"))
     if package.engine == "duckdb":
         for i, step in enumerate(package.steps):
-            if step.sql is not None and ";" in step.sql.strip().rstrip(";"):
+            if step.sql is not None and _separates_statements(step.sql.strip().rstrip(";")):
                 problems.append((("steps", i, "sql"), "a sql step is one SELECT statement"))
     return problems
 
@@ -243,7 +266,9 @@ def package_from_data(data: Any, file: str, source: Any = None) -> Package:
     except ValidationError as exc:
         if source is not None:
             raise DefinitionError(_pydantic_problems(source, exc)) from None
-        raise DefinitionError([Problem(f"{'.'.join(map(str, e['loc']))}: {e['msg']}", file) for e in exc.errors()]) from None
+        raise DefinitionError(
+            [Problem(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}", file) for e in exc.errors()]
+        ) from None
     problems = check_references(package)
     if problems:
         if source is not None:

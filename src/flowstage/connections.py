@@ -149,11 +149,28 @@ class Session:
         return QueryError(f"connection {self.name!r}: {scrub(first, [self.url])}")
 
 
-def _fetch(cursor_rows: Any, max_rows: int | None) -> tuple[list[tuple[Any, ...]], bool]:
-    if max_rows is None:
-        return [tuple(r) for r in cursor_rows.fetchall()], False
-    rows = [tuple(r) for r in cursor_rows.fetchmany(max_rows + 1)]
-    return rows[:max_rows], len(rows) > max_rows
+def _fetch(cursor_rows: Any, keep: int | None) -> tuple[list[tuple[Any, ...]], bool, int]:
+    """(the first `keep` rows, whether more came, how many came): the rest is counted, not kept."""
+    if keep is None:
+        rows = [tuple(r) for r in cursor_rows.fetchall()]
+        return rows, False, len(rows)
+    rows = [tuple(r) for r in cursor_rows.fetchmany(keep)] if keep else []
+    total = len(rows)
+    while True:
+        chunk = cursor_rows.fetchmany(10_000)
+        if not chunk:
+            break
+        total += len(chunk)
+    return rows, total > len(rows), total
+
+
+def _statement_type(text: str) -> str:
+    import duckdb
+
+    try:
+        return str(duckdb.extract_statements(text)[0].type.name)
+    except Exception:
+        return "SELECT"
 
 
 class DuckSession(Session):
@@ -174,12 +191,14 @@ class DuckSession(Session):
             if cur.description is None:
                 return StatementResult(rowcount=-1)
             columns = [d[0] for d in cur.description]
-            rows, truncated = _fetch(cur, max_rows)
+            if columns == ["Count"] and _statement_type(text) != "SELECT":
+                # INSERT, UPDATE, DELETE, CREATE ... AS, COPY answer with the rows they changed
+                changed = cur.fetchall()
+                return StatementResult(rowcount=int(changed[0][0]) if changed and changed[0][0] is not None else -1)
+            rows, truncated, total = _fetch(cur, max_rows)
         except Exception as exc:
             raise self.error(exc) from None
-        if columns == ["Count"] and len(rows) == 1 and sql.lstrip().split(None, 1)[0].lower() in ("insert", "update", "delete"):
-            return StatementResult(rowcount=int(rows[0][0]))
-        return StatementResult(columns, rows, len(rows), truncated)
+        return StatementResult(columns, rows, total, truncated)
 
     def commit(self) -> None:
         try:
@@ -238,13 +257,13 @@ class AlchemySession(Session):
             if not result.returns_rows:
                 return StatementResult(rowcount=result.rowcount)
             columns = list(result.keys())
-            rows, truncated = _fetch(result, max_rows)
+            rows, truncated, total = _fetch(result, max_rows)
             result.close()
         except (ArgumentError, InvalidRequestError) as exc:
             raise QueryError(f"connection {self.name!r}: {exc}") from None
         except (StatementError, Exception) as exc:
             raise self.error(exc) from None
-        return StatementResult(columns, rows, len(rows), truncated)
+        return StatementResult(columns, rows, total, truncated)
 
     def commit(self) -> None:
         try:

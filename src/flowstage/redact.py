@@ -5,31 +5,39 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^/\s]*)@")
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|secret|token|api_key)=)(?P<value>[^&\s]*)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """`url` with its password replaced by ``***``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    """`url` with its password (and password-like query values) replaced by ``***``."""
+    url = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}***", url)
 
 
 def password_of(url: str) -> str | None:
+    from urllib.parse import unquote
+
     m = _USERINFO.search(url)
     if m and m["password"]:
-        from urllib.parse import unquote
-
         return unquote(m["password"])
+    q = _QUERY_SECRET.search(url)
+    if q and q["value"]:
+        return unquote(q["value"])
     return None
 
 
 def scrub(text: str, urls: Iterable[str] = ()) -> str:
     """`text` with every URL's password (raw and URL-decoded) and every URL userinfo masked."""
     for url in urls:
-        password = password_of(url)
-        if password:
-            m = _USERINFO.search(url)
-            raw = m["password"] if m else password
-            for secret in {password, raw}:
-                if len(secret) >= 1:
-                    text = text.replace(secret, "***")
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+        secrets = set()
+        for m in (_USERINFO.search(url), _QUERY_SECRET.search(url)):
+            if m is not None:
+                raw = m["password"] if "password" in m.groupdict() else m["value"]
+                if raw:
+                    from urllib.parse import unquote
+
+                    secrets.update({raw, unquote(raw)})
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return mask_url(text)

@@ -118,17 +118,23 @@ def _subrun_starter(project: Project, executor: str | None, depth: int) -> Calla
             raise RunError(f"sub-workflows nest deeper than {MAX_SUBRUN_DEPTH} levels (a workflow calling itself?)")
         store = open_store(project)
         try:
-            earlier = [a.get("metrics", {}).get("sub_run_id") for a in job.previous]
+            # the sub-run this copy's earlier attempt left (its id is recorded when it starts)
+            mine = [a for a in job.previous if a.get("instance") == job.instance]
+            earlier = [a.get("sub_run_id") or a.get("metrics", {}).get("sub_run_id") for a in mine]
             earlier_id = next((i for i in reversed(earlier) if i), None)
             if earlier_id is not None:
                 previous = store.get_run(earlier_id)
                 if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
+                    if job.on_subrun is not None:
+                        job.on_subrun(earlier_id)
                     ctx.handle.on_kill(lambda: store.request_cancel(earlier_id, time.time()))
                     return resume_run(project, earlier_id, store=store, executor=executor, depth=depth + 1)
             found = resolve_workflow(project, ref, store=store)
             workflow = found.workflow
 
             def created(run_id: str) -> None:
+                if job.on_subrun is not None:
+                    job.on_subrun(run_id)
                 ctx.handle.on_kill(lambda: store.request_cancel(run_id, time.time()))
                 ctx.log(NOTICE, f"sub-run {run_id} of {workflow.name} started")
 
@@ -155,6 +161,7 @@ def _signals_cancel() -> Iterator[None]:
     """SIGTERM (and SIGINT) cancel the run in progress instead of killing the runner."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel: a second signal must not cut the shutdown short
         raise RunInterrupted()
 
     try:

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from flowstage.errors import ExitCode, FlowstageError
+from flowstage.engine.runner import RunInterrupted
+from flowstage.errors import DefinitionError, ExitCode, FlowstageError
 
 
 def emit_json(data: Any) -> None:
@@ -35,12 +36,14 @@ class FlowstageGroup(click.Group):
             return super().invoke(ctx)
         except FlowstageError as exc:
             text = str(exc)
-            prefix = "" if ":" in text.split("\n", 1)[0][:200] and "/" in text.split(":", 1)[0] else "error: "
-            fail(prefix + text, exc.exit_code)
+            located = isinstance(exc, DefinitionError) and all(p.file for p in exc.problems)
+            fail(text if located else f"error: {text}", exc.exit_code)
         except (click.exceptions.Exit, click.ClickException):
             raise
         except (KeyboardInterrupt, BrokenPipeError):
             sys.exit(130)
+        except RunInterrupted:
+            fail("error: interrupted while stopping; the run can be resumed", ExitCode.RUN_FAILED)
         except Exception as exc:
             if os.environ.get("FLOWSTAGE_DEBUG"):
                 raise

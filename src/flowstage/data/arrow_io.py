@@ -65,15 +65,16 @@ def read_arrow(
             used = {k: v for k, v in (params or {}).items() if k in stmt._bindparams}
             result = session.conn.execute(stmt, used)  # type: ignore[attr-defined]
             columns = list(result.keys())
-            batches = []
+            tables = []
             while True:
                 rows = result.fetchmany(BATCH_ROWS)
                 if not rows:
                     break
-                batches.append(pa.RecordBatch.from_pylist([dict(zip(columns, r, strict=False)) for r in rows]))
-            if not batches:
+                tables.append(pa.Table.from_pylist([dict(zip(columns, r, strict=False)) for r in rows]))
+            if not tables:
                 return pa.table({c: pa.array([], type=pa.null()) for c in columns})
-            return pa.Table.from_batches(batches)
+            # each batch guesses its own types (a wider decimal later, a column all null at first): widen to fit all
+            return pa.concat_tables(tables, promote_options="permissive")
         finally:
             session.rollback()
             session.close()
@@ -228,9 +229,15 @@ def _write_generic(
         insp = inspect(conn)
         sch, tname = _split(table)
         exists = insp.has_table(tname, schema=sch)
+        final_target = target
         if mode == "overwrite" and exists:
-            conn.execute(text(f"DROP TABLE {target}"))
+            # MariaDB/MySQL commit DDL at once: build the new table beside the old one, swap at the end
+            fresh = f"{tname}__flowstage_new"
+            target = q(f"{sch}.{fresh}" if sch else fresh)
+            conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
             exists = False
+        if mode == "upsert" and exists and not _has_unique_key(insp, tname, sch, keys):
+            raise RunError(f"upsert into {table} needs a primary or unique key on ({', '.join(keys)}); the table has none")
         if not exists:
             defs = ", ".join(f"{q(f.name)} {_sql_type(f.type, dialect, f.name in keys)}" for f in schema)
             pk = f", PRIMARY KEY ({', '.join(q(k) for k in keys)})" if keys and mode == "upsert" else ""
@@ -268,14 +275,36 @@ def _write_generic(
                 if rows:
                     conn.execute(insert, [{f"c{i}": r[c] for i, c in enumerate(columns)} for r in rows])
                     written += len(rows)
+        if target != final_target:
+            if dialect in ("mysql", "mariadb"):
+                old = q(f"{sch}.{tname}__flowstage_old" if sch else f"{tname}__flowstage_old")
+                conn.execute(text(f"DROP TABLE IF EXISTS {old}"))
+                conn.execute(text(f"RENAME TABLE {final_target} TO {old}, {target} TO {final_target}"))
+                conn.execute(text(f"DROP TABLE {old}"))
+            else:
+                conn.execute(text(f"DROP TABLE {final_target}"))
+                conn.execute(text(f"ALTER TABLE {target} RENAME TO {q(tname)}"))
         session.commit()
     except BaseException:
         session.rollback()
+        if target != final_target:
+            with contextlib.suppress(Exception):
+                conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
+                conn.commit()
         raise
     finally:
         with contextlib.suppress(Exception):
             session.close()
     return written
+
+
+def _has_unique_key(insp: Any, table: str, schema: str | None, keys: Sequence[str]) -> bool:
+    """Whether `keys` are covered by the table's primary key or one of its unique keys."""
+    wanted = set(keys)
+    candidates = [set(insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or [])]
+    candidates += [set(u.get("column_names") or []) for u in insp.get_unique_constraints(table, schema=schema)]
+    candidates += [set(i.get("column_names") or []) for i in insp.get_indexes(table, schema=schema) if i.get("unique")]
+    return any(c and c <= wanted for c in candidates)
 
 
 def _first(exc: BaseException) -> str:

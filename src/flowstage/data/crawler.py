@@ -37,6 +37,14 @@ def _partitions(files: Sequence[str]) -> list[str]:
     return keys
 
 
+def _bytes_per_row(path: str, lines: int = 10_000) -> float:
+    """The mean size of a text row, from the first `lines` lines of `path` (the header left out)."""
+    with open(path, "rb") as fh:
+        fh.readline()
+        sizes = [len(line) for _, line in zip(range(lines), fh, strict=False)]
+    return max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
+
+
 def crawl_files(
     name: str,
     pattern: str,
@@ -75,10 +83,7 @@ def crawl_files(
         if fmt == "parquet" or size <= _EXACT_COUNT_BYTES:
             estimate = int(con.execute(f"SELECT count(*) FROM {reader}").fetchall()[0][0])
         else:
-            sample = con.execute(f"SELECT count(*) FROM (SELECT * FROM {func}({literal(files[0])}) LIMIT 10000)").fetchall()[0][0]
-            first = os.path.getsize(files[0])
-            per_row = first / max(1, sample) if sample < 10000 else min(first, 10000 * 200) / 10000
-            estimate = int(size / max(per_row, 1))
+            estimate = int(size / _bytes_per_row(files[0]))
     except duckdb.Error as exc:
         raise RunError(f"crawl {name}: cannot read {pattern}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -97,7 +102,10 @@ def crawl_tables(
     url = connections.url(connection)
     if url.startswith("duckdb:"):
         return _crawl_duck_tables(connections, connection, patterns, prefix)
-    engine = sa.create_engine(url)
+    try:
+        engine = sa.create_engine(url)
+    except (ModuleNotFoundError, ValueError, sa.exc.ArgumentError) as exc:
+        raise RunError(scrub(f"crawl {connection}: cannot use this connection: {exc}", [url])) from None
     found: list[CatalogTable] = []
     try:
         insp = sa.inspect(engine)

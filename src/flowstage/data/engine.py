@@ -190,18 +190,18 @@ class DuckDBEngine:
             self.where[name] = _resolve(src.file, request.root)
             return reader_sql(self.where[name], format_of(src.file, src.format), src.options)
         url = request.connections.url(src.connection)
-        if url.startswith("duckdb:"):
+        if url == warehouse_url:
             if src.query is not None:
                 return src.query
             assert src.table is not None
             self.where[name] = src.table.split(".")[-1]
-            if url == warehouse_url:
-                return f"SELECT * FROM {qualified(src.table)}"
-            alias = self._attach(con, src.connection, url, attached)
-            return f"SELECT * FROM {ident(alias)}.{qualified(src.table)}"
-        from flowstage.data.arrow_io import read_arrow
+            return f"SELECT * FROM {qualified(src.table)}"
+        if url.startswith("duckdb:"):
+            table = _read_duck(request.connections, src.connection, src.table, src.query, request.variables)
+        else:
+            from flowstage.data.arrow_io import read_arrow
 
-        table = read_arrow(request.connections, src.connection, table=src.table, query=src.query, params=request.variables)
+            table = read_arrow(request.connections, src.connection, table=src.table, query=src.query, params=request.variables)
         view = f"__src_{name}"
         self.where[name] = view
         self.arrow_rows[name] = table.num_rows
@@ -209,16 +209,6 @@ class DuckDBEngine:
         registered.append(view)
         request.log(f"source {name}: {table.num_rows} rows from connection {src.connection!r} (Arrow)")
         return f"SELECT * FROM {ident(view)}"
-
-    def _attach(self, con: Any, name: str, url: str, attached: dict[str, str]) -> str:
-        alias = f"conn_{name}"
-        if name not in attached:
-            path = _duck_path(url)
-            known = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
-            if alias not in known:
-                con.execute(f"ATTACH {literal(path)} AS {ident(alias)}")
-            attached[name] = alias
-        return attached[name]
 
     # ------------------------------------------------------------------ sinks
     def _sink(
@@ -239,21 +229,28 @@ class DuckDBEngine:
         if sink.file is not None:
             return self._to_file(request, con, text, bound, sink)
         url = request.connections.url(sink.connection)
-        if url.startswith("duckdb:"):
-            target = (
-                qualified(sink.table or "")
-                if url == warehouse_url
-                else f"{ident(self._attach(con, sink.connection, url, attached))}.{qualified(sink.table or '')}"
-            )
-            return self._to_duck_table(con, text, bound, target, sink)
-        from flowstage.data.arrow_io import write_arrow
-
+        if url == warehouse_url:
+            return self._to_duck_table(con, text, bound, qualified(sink.table or ""), sink)
         with _profiling(con) as profile:
             rel = con.sql(text, params=bound) if bound else con.sql(text)
             # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
             batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
             reader = batches(100_000)
-            written = write_arrow(request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
+            if url.startswith("duckdb:"):
+                other = request.connections.duck_cursor(sink.connection)
+                try:
+                    other.register("__flowstage_input", reader)
+                    written = self._to_duck_table(
+                        other, 'SELECT * FROM "__flowstage_input"', {}, qualified(sink.table or ""), sink
+                    ).rows_written
+                finally:
+                    other.close()
+            else:
+                from flowstage.data.arrow_io import write_arrow
+
+                written = write_arrow(
+                    request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys
+                )
         return DataflowResult(written, {"rows_written": written, "rows_read": profile.per_source, **profile.extra})
 
     def _to_file(self, request: DataflowRequest, con: Any, text: str, bound: dict[str, Any], sink: Sink) -> DataflowResult:
@@ -268,14 +265,22 @@ class DuckDBEngine:
                 options["APPEND"] = True
             else:
                 options["OVERWRITE_OR_IGNORE"] = True
-        if sink.mode == "overwrite":
-            _remove(path)
         for key, value in sink.options.items():
             if not _OPTION.match(key):
                 raise DefinitionError(f"sink option {key!r} is not a name")
             options[key.upper()] = value
         opts = ", ".join(f"{k} {v if k == 'PARTITION_BY' else literal(v)}" for k, v in options.items())
-        written, per_source, extra = _run_profiled(con, f"COPY ({text}) TO {literal(str(path))} ({opts})", bound)
+        # overwrite writes beside the old output and swaps at the end: a failed run keeps the last good one
+        into = path if sink.mode != "overwrite" else path.with_name(f".{path.name}.flowstage-{os.getpid()}-{time.monotonic_ns()}")
+        try:
+            written, per_source, extra = _run_profiled(con, f"COPY ({text}) TO {literal(str(into))} ({opts})", bound)
+        except BaseException:
+            if into != path:
+                _remove(into)
+            raise
+        if into != path:
+            _remove(path)
+            os.replace(into, path)
         rows = int(written[0][0]) if written and written[0] else 0
         metrics = {"rows_written": rows, "bytes_written": _size(path), "rows_read": per_source, **extra}
         return DataflowResult(rows, metrics)
@@ -296,7 +301,7 @@ class DuckDBEngine:
                 on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in sink.keys)
                 con.execute(
                     f"MERGE INTO {target} AS t USING __flowstage_stage AS s ON ({on}) "
-                    "WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT"
+                    "WHEN MATCHED THEN UPDATE BY NAME WHEN NOT MATCHED THEN INSERT BY NAME"
                 )
                 con.execute("DROP TABLE __flowstage_stage")
             con.execute("COMMIT")
@@ -410,6 +415,18 @@ def _per_source(scans: Mapping[str, int], where: Mapping[str, str]) -> dict[str,
         )
         out[owner] = out.get(owner, 0) + count
     return out
+
+
+def _read_duck(connections: Connections, name: str, table: str | None, query: str | None, variables: Mapping[str, Any]) -> Any:
+    """A table (or query) of another DuckDB database, through its own cursor, as an Arrow table."""
+    cur = connections.duck_cursor(name)
+    try:
+        text, bound = _bind(query, variables) if query is not None else (f"SELECT * FROM {qualified(table or '')}", {})
+        rel = cur.sql(text, params=bound) if bound else cur.sql(text)
+        fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # DuckDB 2, else 1.x
+        return fetch()
+    finally:
+        cur.close()
 
 
 def _duck_table_exists(con: Any, target: str) -> bool:

@@ -101,6 +101,12 @@ class AttemptJob:
     #: told the process group of a child process the attempt starts (recorded, so that the
     #: group can be killed if this runner dies)
     on_process: Callable[[int], None] | None = None
+    #: told the id of a sub-run the attempt starts (recorded at once: a resume must find it)
+    on_subrun: Callable[[str], None] | None = None
+    #: which copy of a fanned-out task this attempt is (None for a plain task)
+    instance: int | None = None
+    #: the attempt's timeout in seconds (the runner enforces it; executors may plan with it)
+    timeout: float | None = None
 
 
 @dataclass

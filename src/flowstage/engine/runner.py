@@ -255,8 +255,8 @@ class Runner:
         for tr in batch.tasks:
             seen[tr.name] = tr
         batch.tasks = list(seen.values())
+        self.store.record(batch)  # if this raises, the batch stays to be written by the next flush
         self.batch = Batch(run_id=self.info.id)
-        self.store.record(batch)
         if self.observer is not None:
             for ev in batch.events:
                 self.observer(ev, self.runs.get(ev.task) if ev.task else None)
@@ -450,6 +450,8 @@ class Runner:
             interpreter=self.prefs.python,
             task_variables=own,
             previous=[dict(a) for a in tr.attempts[:-1]],
+            instance=copy if launch.fan else None,
+            timeout=timeout or None,
         )
         self.to_submit.append((name, job))
 
@@ -496,7 +498,11 @@ class Runner:
             def process(pid: int, name: str = name, attempt: int = attempt) -> None:
                 self.inbox.put(("process", (name, attempt, pid)))
 
+            def subrun(run_id: str, name: str = name, attempt: int = attempt) -> None:
+                self.inbox.put(("subrun", (name, attempt, run_id)))
+
             job.on_process = process
+            job.on_subrun = subrun
 
             running.handle = self.executor.submit(job, done, log)
 
@@ -604,6 +610,10 @@ class Runner:
             self.runs[name].attempts[attempt - 1]["host"] = self.info.host
             self.batch.tasks.append(self.runs[name])
 
+    def _on_subrun(self, name: str, attempt: int, run_id: str) -> None:
+        self.runs[name].attempts[attempt - 1]["sub_run_id"] = run_id
+        self.batch.tasks.append(self.runs[name])
+
     def _on_log(self, name: str, attempt: int, level: int, message: str) -> None:
         self._log(level, message, name, attempt)
 
@@ -676,6 +686,13 @@ class Runner:
         """Drive the run to a final status, recording as it goes."""
         try:
             return self._loop()
+        except BaseException:
+            # the loop died (the store went away, a second signal): stop what still runs, so the
+            # run shows as interrupted and can be resumed instead of holding on to children
+            for running in self.running.values():
+                if running.handle is not None:
+                    running.handle.kill()
+            raise
         finally:
             self.executor.shutdown()
 
@@ -707,6 +724,8 @@ class Runner:
                         self._on_outcome(*payload)
                     elif kind == "process":
                         self._on_process(*payload)
+                    elif kind == "subrun":
+                        self._on_subrun(*payload)
                     else:
                         self._on_log(*payload)
                     try:

@@ -6,6 +6,7 @@ the thread (isolation, a kill that reaches the whole process group, peak memory 
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -44,6 +45,11 @@ class LocalExecutor:
                 outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             done(outcome)
 
+        if job.timeout and getattr(job.spec, "in_process", False):
+            # a thread cannot be killed: an in-process attempt that may time out gets its own
+            # (daemon) thread, so that one left behind never holds a slot of the pool
+            threading.Thread(target=work, name=f"flowstage-{job.task.name}", daemon=True).start()
+            return handle
         future = self._pool.submit(work)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)

@@ -13,6 +13,7 @@ from flowstage.errors import RunError
 from flowstage.logging import INFO
 from flowstage.model.kinds import HttpSpec
 from flowstage.model.statuses import TaskStatus
+from flowstage.redact import mask_url, scrub
 from flowstage.tasks import TaskContext
 
 
@@ -24,6 +25,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     req = spec.http
     expected = [req.expect] if isinstance(req.expect, int) else list(req.expect)
     timeout = job.task.timeout or 300.0
+    where = mask_url(req.url)  # a URL may carry a password: messages show it masked
     kwargs: dict[str, Any] = {"headers": req.headers, "params": req.params or None}
     if req.json_body is not None:
         kwargs["json"] = req.json_body
@@ -33,9 +35,9 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
         ctx.handle.on_kill(client.close)
         try:
             response = client.request(req.method.upper(), req.url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RunError(f"{req.method.upper()} {req.url}: {type(exc).__name__}: {exc}") from None
-    ctx.log(INFO, f"{req.method.upper()} {req.url} -> {response.status_code} ({len(response.content)} bytes)")
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise RunError(scrub(f"{req.method.upper()} {where}: {type(exc).__name__}: {exc}", [req.url])) from None
+    ctx.log(INFO, f"{req.method.upper()} {where} -> {response.status_code} ({len(response.content)} bytes)")
     metrics = {"status_code": response.status_code, "bytes_read": len(response.content)}
     try:
         value: Any = response.json()
@@ -45,7 +47,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
         snippet = response.text[:200].replace("\n", " ")
         return Outcome(
             TaskStatus.FAILED,
-            error=f"{req.method.upper()} {req.url} answered {response.status_code}, expected {', '.join(map(str, expected))}: {snippet}",
+            error=f"{req.method.upper()} {where} answered {response.status_code}, expected {', '.join(map(str, expected))}: {snippet}",
             metrics=metrics,
         )
     return Outcome(TaskStatus.SUCCEEDED, value=value, metrics=metrics)

@@ -56,7 +56,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     try:
         for stmt in statements:
             ctx.log(DEBUG, f"{spec.connection}: {stmt}")
-        last, written = run_statements(session, statements, spec.params, max_rows=max_rows or None)
+        last, written = run_statements(session, statements, spec.params, max_rows=max_rows)
         if spec.save_rows and last is not None and last.truncated:
             raise RunError(f"save_rows: the query returns more than {MAX_SAVED_ROWS:,} rows; aggregate or filter it")
         if ctx.handle.killed:

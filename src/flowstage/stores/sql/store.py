@@ -105,22 +105,25 @@ class _SqliteDriver:
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            # inside the try: a signal raised while BEGIN waits for the lock must not leave it open
+            conn.execute("BEGIN IMMEDIATE")
             yield _SqliteTx(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:
         conn = self._conn()
-        conn.execute("BEGIN")
         try:
+            conn.execute("BEGIN")
             yield _SqliteTx(conn)
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

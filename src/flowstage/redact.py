@@ -29,15 +29,16 @@ def password_of(url: str) -> str | None:
 
 def scrub(text: str, urls: Iterable[str] = ()) -> str:
     """`text` with every URL's password (raw and URL-decoded) and every URL userinfo masked."""
+    from urllib.parse import unquote
+
+    secrets: set[str] = set()
     for url in urls:
-        secrets = set()
         for m in (_USERINFO.search(url), _QUERY_SECRET.search(url)):
             if m is not None:
                 raw = m["password"] if "password" in m.groupdict() else m["value"]
                 if raw:
-                    from urllib.parse import unquote
-
                     secrets.update({raw, unquote(raw)})
-        for secret in sorted(secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
+    # longest first, across every URL: a password that starts another must not leave its tail
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return mask_url(text)

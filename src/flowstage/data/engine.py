@@ -355,8 +355,12 @@ def _profiling(con: Any) -> Iterator[_Profile]:
         con.execute(f"PRAGMA profiling_output = {literal(path)}")
         try:
             yield found
-        finally:
-            con.execute("PRAGMA disable_profiling")
+        except BaseException:
+            # a failed write may leave a result open on the connection: the first error is the one to tell
+            with contextlib.suppress(Exception):
+                con.execute("PRAGMA disable_profiling")
+            raise
+        con.execute("PRAGMA disable_profiling")
         found.per_source, found.extra = _read_profile(path)
     finally:
         try:

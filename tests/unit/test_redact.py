@@ -1,0 +1,151 @@
+"""`flowstage.redact`: passwords in URL userinfo and in password-like query values become ``***``.
+
+Percent-encoded passwords are removed from free text both as written in the URL and decoded;
+a URL without a secret is left exactly as it is.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flowstage.redact import mask_url, password_of, scrub
+
+# (url, mask_url(url), password_of(url))
+URLS = [
+    pytest.param(
+        "postgresql+psycopg://app:s3cret@db.example.com:5432/shop",
+        "postgresql+psycopg://app:***@db.example.com:5432/shop",
+        "s3cret",
+        id="userinfo",
+    ),
+    pytest.param(
+        "mysql+pymysql://root:p@ss@127.0.0.1:3306/test",
+        "mysql+pymysql://root:***@127.0.0.1:3306/test",
+        "p@ss",
+        id="at-sign-in-password",
+    ),
+    pytest.param(
+        "postgresql://u:a@b@c@host/db?sslmode=require",
+        "postgresql://u:***@host/db?sslmode=require",
+        "a@b@c",
+        id="several-at-signs-in-password",
+    ),
+    pytest.param(
+        "postgresql://app:p%40ss%2Fw%3Ard@host/db",
+        "postgresql://app:***@host/db",
+        "p@ss/w:rd",
+        id="percent-encoded-password",
+    ),
+    pytest.param("https://user:tok@api.example.com/v1", "https://user:***@api.example.com/v1", "tok", id="https-userinfo"),
+    pytest.param(
+        "https://api.example.com/v1/items?password=hunter2",
+        "https://api.example.com/v1/items?password=***",
+        "hunter2",
+        id="query-password-first",
+    ),
+    pytest.param(
+        "https://api.example.com/v1/items?page=2&token=abc123&limit=10",
+        "https://api.example.com/v1/items?page=2&token=***&limit=10",
+        "abc123",
+        id="query-token-in-the-middle",
+    ),
+    pytest.param(
+        "https://api.example.com/x?PASSWORD=Up%26Down",
+        "https://api.example.com/x?PASSWORD=***",
+        "Up&Down",
+        id="query-key-any-case-value-encoded",
+    ),
+    pytest.param(
+        "https://api.example.com/x?api_key=k1&secret=s2",
+        "https://api.example.com/x?api_key=***&secret=***",
+        "k1",
+        id="several-query-secrets",
+    ),
+    pytest.param("postgresql+psycopg://postgres@127.0.0.1:5432/test", None, None, id="user-without-password"),
+    pytest.param("duckdb:///.flowstage/warehouse.duckdb", None, None, id="duckdb-file"),
+    pytest.param("sqlite:///shop.db", None, None, id="sqlite-file"),
+    pytest.param("https://example.com/a/b?page=2&sort=name#top", None, None, id="plain-http"),
+    pytest.param("https://example.com/search?tokens=5&passwords_total=3", None, None, id="secret-like-key-prefixes"),
+    pytest.param("mysql+pymysql://root:@127.0.0.1/test", "mysql+pymysql://root:***@127.0.0.1/test", None, id="empty-password"),
+]
+
+
+@pytest.mark.parametrize(("url", "masked", "password"), URLS)
+def test_mask_url_and_password_of(url: str, masked: str | None, password: str | None) -> None:
+    assert mask_url(url) == (url if masked is None else masked)
+    assert password_of(url) == password
+
+
+@pytest.mark.parametrize(("url", "masked", "password"), URLS)
+def test_scrub_of_the_url_itself_equals_mask_url(url: str, masked: str | None, password: str | None) -> None:
+    assert scrub(url, [url]) == (url if masked is None else masked)
+
+
+# (text, urls, scrub(text, urls))
+TEXTS = [
+    pytest.param(
+        'connection failed: password authentication failed for user "app" (password s3cret)',
+        ["postgresql://app:s3cret@host/db"],
+        'connection failed: password authentication failed for user "app" (password ***)',
+        id="bare-password",
+    ),
+    pytest.param(
+        "Access denied for root using p@ss",
+        ["mysql+pymysql://root:p@ss@127.0.0.1/test"],
+        "Access denied for root using ***",
+        id="bare-password-with-at-sign",
+    ),
+    pytest.param(
+        "tried p%40ss%2Fw then p@ss/w",
+        ["postgresql://app:p%40ss%2Fw@host/db"],
+        "tried *** then ***",
+        id="percent-encoded-raw-and-decoded",
+    ),
+    pytest.param(
+        "login pw123 failed, pw rejected",
+        ["postgresql://app:pw@host/db?password=pw123"],
+        "login *** failed, *** rejected",
+        id="longer-secret-of-one-url-first",
+    ),
+    pytest.param(
+        "GET https://api.example.com/x?token=abc123 failed; token abc123 rejected",
+        ["https://api.example.com/x?token=abc123"],
+        "GET https://api.example.com/x?token=*** failed; token *** rejected",
+        id="query-token",
+    ),
+    pytest.param(
+        "value Up&Down or Up%26Down",
+        ["https://api.example.com/x?password=Up%26Down"],
+        "value *** or ***",
+        id="query-password-raw-and-decoded",
+    ),
+    pytest.param(
+        "cannot reach postgresql://other:elsewhere@h2/db",
+        [],
+        "cannot reach postgresql://other:***@h2/db",
+        id="unknown-url-userinfo-still-masked",
+    ),
+    pytest.param(
+        "relation t does not exist at postgresql://postgres@127.0.0.1:5432/test",
+        ["postgresql://postgres@127.0.0.1:5432/test", "duckdb:///w.duckdb"],
+        "relation t does not exist at postgresql://postgres@127.0.0.1:5432/test",
+        id="nothing-secret",
+    ),
+    pytest.param(
+        "both pw1 and pw2 leaked",
+        ["postgresql://a:pw1@h/db", "mysql://b:pw2@h/db"],
+        "both *** and *** leaked",
+        id="several-urls",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "urls", "expected"), TEXTS)
+def test_scrub(text: str, urls: list[str], expected: str) -> None:
+    assert scrub(text, urls) == expected
+
+
+def test_scrub_orders_secrets_across_urls() -> None:
+    urls = ["postgresql://a:pw@h/db", "mysql://b:pw123@h/db"]
+
+    assert scrub("login with pw123 failed", urls) == "login with *** failed"

@@ -12,30 +12,21 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import psutil
 import pytest
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import processes_with, record_of, tasks_of, wait_until
 
 RUN_KEYS = {"id", "workflow", "version", "status", "started_at", "ended_at", "variables", "tasks"}
 TASK_KEYS = {"name", "stage", "status", "reason", "attempts", "started_at", "ended_at", "error", "metrics", "saved"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def record_of(result: Result) -> dict[str, Any]:
-    """The run record printed by `run --json` / `show --json` (stdout holds only the JSON document)."""
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 def show(project: Project, run_id: str) -> dict[str, Any]:
@@ -52,29 +43,6 @@ def latest_run_id(project: Project) -> str:
 
 def when(text: str) -> datetime:
     return datetime.fromisoformat(text)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g}s for {what}")
-        time.sleep(every)
-
-
-def processes_with(token: str) -> list[psutil.Process]:
-    """Live (not zombie) processes with `token` as a whole argument, e.g. `sleep <token>`."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if token in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture

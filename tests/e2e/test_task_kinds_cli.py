@@ -11,28 +11,18 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import psutil
 import pytest
 
-from tests.conftest import Project, Result
-
+from tests.conftest import Project
+from tests.records import processes_with, record_of, tasks_of, wait_until
 
 # ---------------------------------------------------------------------------------------------- helpers
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 def run_json(project: Project, *args: str, code: int = 0) -> dict[str, Any]:
@@ -55,29 +45,6 @@ def runs_of(project: Project, workflow: str) -> list[dict[str, Any]]:
 
 def when(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g}s for {what}")
-        time.sleep(every)
-
-
-def processes_with(token: str) -> list[psutil.Process]:
-    """Live (not zombie) processes with `token` as a whole argument, e.g. `sleep <token>`."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if token in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def unique_sleep() -> str:

@@ -8,7 +8,6 @@ with SQLAlchemy.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Project, Result
+from tests.records import record_of, tasks_of
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 EXAMPLE_FILES = ["workflows/shop_setup.yaml", "workflows/campaign_launch.yaml", "sql/shop_setup.sql", "tasks/cms.py"]
 AFTER_FIND = ["bootstrap_tables", "update_banners", "mark_published", "mark_failed"]
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 class Shop:

@@ -7,7 +7,6 @@ the rows written.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from typing import Any
@@ -16,16 +15,10 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
-
-
-def record_of(result: Result) -> Any:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
 
 
 def run_json(project: Project, workflow: str, env: dict[str, str] | None = None) -> dict[str, Any]:

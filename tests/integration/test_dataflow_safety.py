@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections import Counter
 from typing import Any
@@ -19,21 +18,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of, tasks_of
 
 HOSTILE = "x'; DROP TABLE victim_var; --"
 MATCH_ALL = "' OR '1'='1"
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 def warehouse_rows(project: Project, sql: str) -> list[tuple[Any, ...]]:

@@ -8,7 +8,6 @@ with a plain query and compared with what Python computes from the generated inp
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of
 
 Row = dict[str, Any]
 COUNTRIES = ["DE", "FR", "US", "JP"]
@@ -55,13 +55,6 @@ def norm(value: Any) -> Any:
 
 def as_set(rows: list[Row], columns: list[str]) -> Counter[tuple[Any, ...]]:
     return Counter(tuple(norm(r[c]) for c in columns) for r in rows)
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
 
 
 def task_of(record: dict[str, Any], name: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of
 
 Row = dict[str, Any]
 
@@ -126,13 +127,6 @@ def read_parquet(path: Path) -> tuple[list[str], list[Row]]:
 def parquet_types(path: Path) -> dict[str, str]:
     _, rows = query_rows("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)])
     return {r["column_name"]: r["column_type"] for r in rows}
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
 
 
 def task_of(record: dict[str, Any], name: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of, tasks_of
 
 PAYLOADS = {
     "sql_quote": "x'; DROP TABLE campaigns; --",
@@ -111,17 +112,6 @@ ECHO = """
 def echo(value):
     return [type(value).__name__, value]
 """
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 class EchoServer:

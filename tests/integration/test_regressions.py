@@ -18,8 +18,6 @@ import json
 import os
 import re
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +25,8 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, Result
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        record: dict[str, Any] = json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-    return record
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
+from tests.conftest import Project
+from tests.records import record_of, tasks_of, wait_until
 
 
 def run_json(project: Project, workflow: str, *args: str, code: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -73,17 +60,6 @@ def parquet_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def warehouse(project: Project) -> Path:
     return project.root / ".flowstage" / "warehouse.duckdb"
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g}s for {what}")
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------------------- DuckDB upsert

@@ -11,9 +11,10 @@ import itertools
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from flowstage.stores.base import StoredRun
 from flowstage.stores.sql.deployments import SqlDeploymentStore
 from flowstage.stores.sql.store import SqlRunStore
 from tests.conftest import Project
+from tests.records import wait_until
 
 T0 = datetime.fromisoformat("2026-05-01T00:00:00+00:00").timestamp()
 HOUR = 3600.0
@@ -73,17 +75,6 @@ def scheduled_workflow(name: str, schedule: str, *, catch_up: bool = False, max_
 
 def runs_of(store: SqlRunStore, workflow: str) -> list[StoredRun]:
     return list(reversed(store.list_runs(workflow=workflow, limit=10_000)))
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -228,14 +219,42 @@ def test_event_triggers_all_and_any_count_runs_that_ended_while_no_scheduler_was
 
 
 # --------------------------------------------------------------------------- the real process
-def start_scheduler(project: Project, *args: str) -> subprocess.Popen[str]:
-    return project.popen("scheduler", "--poll", "0.2", *args)
+class SchedulerProcess:
+    """A `flowstage scheduler` process whose output is read as it comes (to know when it is up)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.up = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "scheduler started" in line:
+                self.up.set()
+        self.up.set()
 
 
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str, str]:
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+def start_scheduler(project: Project, *args: str) -> SchedulerProcess:
+    return SchedulerProcess(project.popen("scheduler", "--poll", "0.2", *args))
+
+
+def stop(scheduler: SchedulerProcess, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str, str]:
+    """Signal the scheduler (a graceful signal only once it is up and handles it) and collect its output."""
+    if sig != signal.SIGKILL:
+        scheduler.up.wait(timeout)
+    scheduler.proc.send_signal(sig)
+    scheduler.proc.wait(timeout=timeout)
+    scheduler.reader.join(timeout)
+    assert scheduler.proc.stderr is not None
+    assert scheduler.proc.stdout is not None
+    err = scheduler.proc.stderr.read()
+    scheduler.proc.stderr.close()
+    scheduler.proc.stdout.close()
+    return scheduler.proc.returncode, "".join(scheduler.lines), err
 
 
 def open_store(project: Project) -> SqlRunStore:
@@ -337,8 +356,7 @@ def test_a_killed_scheduler_restarted_never_fires_a_time_twice_and_applies_catch
 
     first = start_scheduler(project, *clock)
     wait_until(lambda: len(runs_of(store, "minutely")) >= 3, 20, "three runs")
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=10)
+    stop(first, signal.SIGKILL, timeout=10)
     before = logical_minutes(store, "minutely")
     time.sleep(4.0)  # four minutes of scheduler time go by without a scheduler
 

@@ -8,13 +8,12 @@ The connections point at unreachable places, so these tests need no database ser
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import Project, Result
+from tests.conftest import Project
+from tests.records import record_of, tasks_of
 
 PASSWORD = "S3cretPw0rd"
 
@@ -33,17 +32,6 @@ tasks:
     after: {query: failure}
     shell: echo query failed as expected
 """
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
 
 
 def assert_hidden(secrets: list[str], where: str, text: str | bytes) -> None:

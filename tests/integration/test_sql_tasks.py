@@ -6,25 +6,14 @@ FLOWSTAGE_TEST_POSTGRES_URL / FLOWSTAGE_TEST_MYSQL_URL (one fresh schema or data
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, Result
-
-
-def record_of(result: Result) -> dict[str, Any]:
-    try:
-        return json.loads(result.out)
-    except json.JSONDecodeError:
-        pytest.fail(f"stdout is not one JSON document:\n{result.out}\nstderr:\n{result.err}")
-
-
-def tasks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in record["tasks"]}
+from tests.conftest import Project
+from tests.records import record_of, tasks_of
 
 
 def run_json(project: Project, workflow: str, *args: str, env: dict[str, str] | None = None, code: int = 0) -> dict[str, Any]:

@@ -9,6 +9,7 @@ SQLite interrupt). Every error leaves here with the URL and password masked.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import decimal
@@ -121,27 +122,28 @@ def param_names(sql: str) -> set[str]:
     return set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", to_dollar_params(sql)))
 
 
-class Session:
+class Session(abc.ABC):
     """One connection for one task attempt."""
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
         self.url = url
 
-    def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult: ...
 
-    def commit(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def commit(self) -> None: ...
 
-    def rollback(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
 
+    @abc.abstractmethod
     def cancel(self) -> None:
         """Stop the running statement on the server (called from another thread)."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def error(self, exc: BaseException) -> QueryError:
         raw = str(getattr(exc, "orig", None) or exc).strip()

@@ -9,8 +9,8 @@
     ├── StoreError                     the run store is unreachable or broken (exit 3)
     └── ConnectionError                a connection cannot be opened (exit 3)
 
-`TaskCancelled` derives from `BaseException` so that a user's ``except Exception:`` inside a
-task cannot swallow a cancel.
+`RunInterrupted` derives from `BaseException` so that an ``except Exception:`` on the way cannot
+swallow a cancel signal.
 """
 
 from __future__ import annotations
@@ -103,5 +103,5 @@ class ConnectionError(FlowstageError):
     exit_code = ExitCode.INFRASTRUCTURE
 
 
-class TaskCancelled(BaseException):
-    """Raised inside a task to stop it; not catchable by ``except Exception``."""
+class RunInterrupted(BaseException):
+    """Raised by a signal handler (SIGTERM) to cancel the run in progress."""

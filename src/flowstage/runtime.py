@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from flowstage.engine.plan import compile_plan
 from flowstage.engine.ports import Event, TaskRun
-from flowstage.engine.runner import RunInfo, RunInterrupted, Runner
-from flowstage.errors import DefinitionError, NotFoundError, RunError, StoreError, UsageError
+from flowstage.engine.runner import RunInfo, Runner
+from flowstage.errors import DefinitionError, NotFoundError, RunError, RunInterrupted, StoreError, UsageError
 from flowstage.logging import NOTICE
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.model.workflow import Workflow
@@ -415,9 +415,7 @@ def resume_run(
         observer=observer,
         on_success=_flusher(project, workflow, exe),
     )
-    with _signals_cancel():
-        runner.run()
-    return get_run(store, run_id)
+    return drive(BegunRun(run_id, runner, store))
 
 
 def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun:

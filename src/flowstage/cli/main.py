@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from flowstage.engine.runner import RunInterrupted
-from flowstage.errors import DefinitionError, ExitCode, FlowstageError
+from flowstage.errors import DefinitionError, ExitCode, FlowstageError, RunInterrupted
 
 
 def emit_json(data: Any) -> None:

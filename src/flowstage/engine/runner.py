@@ -35,7 +35,7 @@ from flowstage.engine.ports import (
     SystemClock,
     TaskRun,
 )
-from flowstage.errors import FlowstageError, RunError, VariableError
+from flowstage.errors import FlowstageError, RunError, RunInterrupted, VariableError
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.conditions import SATISFIED_BY, When
@@ -45,10 +45,6 @@ from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-
-
-class RunInterrupted(BaseException):
-    """Raised by a signal handler to cancel the run in progress."""
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flowstage.cli.common import project_for, store_for
 from flowstage.cli.main import emit_json
 from flowstage.errors import NotFoundError
-from flowstage.stores.sql.catalog import CatalogTable
 from flowstage.views.records import iso
+
+if TYPE_CHECKING:
+    from flowstage.stores.sql.catalog import CatalogTable
 
 
 def _entry(t: CatalogTable, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
-from flowstage.errors import StoreError
+from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
 from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
@@ -220,6 +220,8 @@ class SqlRunStore:
         except StoreError:
             raise
         except Exception as exc:
+            if type(exc).__name__ in ("ArgumentError", "NoSuchModuleError"):  # not a URL SQLAlchemy knows
+                raise UsageError(f"run store {self.masked_url}: not a database URL ({_clean(exc, url)})") from None
             if isinstance(exc, _driver_errors()) or type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
                 raise StoreError(f"run store {self.masked_url} is unreachable: {_clean(exc, url)}") from None
             raise

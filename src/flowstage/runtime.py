@@ -442,15 +442,22 @@ def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun
 
 
 def parse_var(text: str) -> tuple[str, Any]:
-    """``k=v`` from ``--var``: v is read as a YAML 1.2 scalar (numbers, booleans, null), else text."""
+    """``k=v`` from ``--var``: v is a YAML 1.2 scalar (numbers, booleans, null), a flow list or
+    mapping (``[EU, US]``, ``{a: 1}``), else text — anything that does not parse stays text."""
     if "=" not in text:
         raise UsageError(f"--var {text!r}: expected NAME=VALUE")
     key, _, value = text.partition("=")
     key = key.strip()
     if not key.isidentifier():
         raise UsageError(f"--var {text!r}: {key!r} is not a variable name")
-    from flowstage.model.yamlsource import resolve_scalar
+    from flowstage.model.yamlsource import parse, resolve_scalar
 
+    stripped = value.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return key, parse(stripped, "--var").data
+        except DefinitionError:
+            return key, value  # `{{ 7*7 }}` and the like: text, never a template
     return key, resolve_scalar(value)
 
 

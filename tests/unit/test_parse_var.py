@@ -1,0 +1,38 @@
+"""`--var NAME=VALUE`: scalars keep their YAML type, flow lists and mappings become data, the rest is text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowstage.errors import UsageError
+from flowstage.runtime import parse_var
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n=3", ("n", 3)),
+        ("f=1.5", ("f", 1.5)),
+        ("b=true", ("b", True)),
+        ("z=null", ("z", None)),
+        ("s=EU", ("s", "EU")),
+        ("on=on", ("on", "on")),
+        ("e=", ("e", None)),
+        ("regions=[EU, US]", ("regions", ["EU", "US"])),
+        ("m={a: 1, b: [2]}", ("m", {"a": 1, "b": [2]})),
+        ("broken=[EU", ("broken", "[EU")),
+        ("t={{ 7*7 }}", ("t", "{{ 7*7 }}")),
+        ("x=x'; DROP TABLE t; --", ("x", "x'; DROP TABLE t; --")),
+        ("eq=a=b", ("eq", "a=b")),
+    ],
+)
+def test_var_values(text: str, expected: tuple[str, Any]) -> None:
+    assert parse_var(text) == expected
+
+
+@pytest.mark.parametrize("text", ["novalue", "1x=2", "a b=1", "=3"])
+def test_bad_var_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_var(text)

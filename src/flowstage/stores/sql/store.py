@@ -243,6 +243,14 @@ class SqlRunStore:
         except _driver_errors() as exc:
             raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
 
+    def write_transaction(self) -> contextlib.AbstractContextManager[_Tx]:
+        """A write transaction on the store's database, for the stores that share it (deployments, catalog)."""
+        return self._write()
+
+    def read_transaction(self) -> contextlib.AbstractContextManager[_Tx]:
+        """A read transaction on the store's database."""
+        return self._read()
+
     def revision(self) -> str | None:
         """The schema revision the database is at (None before the first migration)."""
         try:

@@ -125,16 +125,14 @@ def _subrun_starter(project: Project, executor: str | None, depth: int) -> Calla
             if earlier_id is not None:
                 previous = store.get_run(earlier_id)
                 if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
-                    if job.on_subrun is not None:
-                        job.on_subrun(earlier_id)
+                    ctx.subrun(earlier_id)
                     ctx.handle.on_kill(lambda: store.request_cancel(earlier_id, time.time()))
                     return resume_run(project, earlier_id, store=store, executor=executor, depth=depth + 1)
             found = resolve_workflow(project, ref, store=store)
             workflow = found.workflow
 
             def created(run_id: str) -> None:
-                if job.on_subrun is not None:
-                    job.on_subrun(run_id)
+                ctx.subrun(run_id)
                 ctx.handle.on_kill(lambda: store.request_cancel(run_id, time.time()))
                 ctx.log(NOTICE, f"sub-run {run_id} of {workflow.name} started")
 

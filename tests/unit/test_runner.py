@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from flowstage.engine.decisions import run_status
 from flowstage.engine.plan import compile_plan
-from flowstage.engine.ports import AttemptJob, Event, Outcome, TaskRun
+from flowstage.engine.ports import AttemptSpec, Event, Outcome, Reports, TaskRun
 from flowstage.engine.runner import RunInfo, Runner
 from flowstage.logging import INFO, WARNING
 from flowstage.model import Condition, RunStatus, TaskStatus, Workflow
@@ -71,7 +71,7 @@ class FakeExecutor:
         hold: Mapping[str, float] | None = None,
         release_when: Mapping[str, Iterable[str]] | None = None,
         delay: float | None = None,
-        on_submit: Callable[[AttemptJob], None] | None = None,
+        on_submit: Callable[[AttemptSpec], None] | None = None,
     ) -> None:
         self.outcomes = dict(outcomes or {})
         self.values = dict(values or {})
@@ -80,7 +80,7 @@ class FakeExecutor:
         self.delay = delay
         self.on_submit = on_submit
         self.lock = threading.Lock()
-        self.jobs: list[AttemptJob] = []
+        self.jobs: list[AttemptSpec] = []
         self.order: list[tuple[str, str]] = []  # ("start" | "end", task), as the executor saw it
         self.killed: list[str] = []
         self.in_flight = 0
@@ -89,8 +89,8 @@ class FakeExecutor:
         self._held: dict[str, Callable[[], None]] = {}
         self._timers: list[threading.Timer] = []
 
-    def _outcome(self, job: AttemptJob) -> Outcome:
-        name, attempt = job.task.name, job.attempt
+    def _outcome(self, job: AttemptSpec) -> Outcome:
+        name, attempt = job.task, job.attempt
         script = self.outcomes.get(name, "succeeded")
         if isinstance(script, list):
             script = script[min(attempt, len(script)) - 1]
@@ -110,8 +110,9 @@ class FakeExecutor:
             self._timers.append(timer)
         timer.start()
 
-    def submit(self, job: AttemptJob, done: Callable[[Outcome], None], log: Callable[[int, str], None]) -> FakeHandle:
-        name = job.task.name
+    def submit(self, job: AttemptSpec, reports: Reports) -> FakeHandle:
+        name = job.task
+        done, log = reports.done, reports.log
         with self.lock:
             self.jobs.append(job)
             self.order.append(("start", name))
@@ -516,7 +517,7 @@ def test_retry_records_every_attempt_and_passes_through_retrying() -> None:
     assert flaky.attempts[0]["error"] == "flaky failed on attempt 1"
     assert flaky.metrics["attempts"] == 3
     assert result.task_events("flaky") == ["running", "retrying", "running", "retrying", "running", "succeeded"]
-    assert [j.attempt for j in ex.jobs if j.task.name == "flaky"] == [1, 2, 3]
+    assert [j.attempt for j in ex.jobs if j.task == "flaky"] == [1, 2, 3]
     assert result.status_of("next") is S.SUCCEEDED
     assert result.status is RunStatus.SUCCEEDED
 
@@ -681,7 +682,7 @@ def test_saved_result_is_visible_to_later_tasks_as_a_native_value() -> None:
         ex,
     )
     assert result.status is RunStatus.SUCCEEDED
-    job = next(j for j in ex.jobs if j.task.name == "use_python")
+    job = next(j for j in ex.jobs if j.task == "use_python")
     assert job.kwargs == {"n": 42, "text": "rows=42", "area": "EU"}
     assert result.tasks["count_rows"].saved == {"rows": 42}
     assert result.tasks["pick"].saved == {"area": "EU", "size": 7}
@@ -702,7 +703,7 @@ def test_saved_variable_overrides_the_run_scope_for_later_tasks_only() -> None:
         """,
         ex,
     )
-    kwargs = {j.task.name: j.kwargs for j in ex.jobs}
+    kwargs = {j.task: j.kwargs for j in ex.jobs}
     assert kwargs["early"] == {"v": "old"}
     assert kwargs["late"] == {"v": "new"}
 
@@ -793,7 +794,7 @@ def test_task_log_level_filters_what_is_kept() -> None:
 
 
 def test_for_each_runs_one_copy_per_item_and_saves_the_results_in_order() -> None:
-    ex = FakeExecutor(values={"per_region": lambda job: f"done {job.context['task']['item']}"})
+    ex = FakeExecutor(values={"per_region": lambda job: f"done {job.item}"})
     result = execute(
         """
         name: w
@@ -809,7 +810,7 @@ def test_for_each_runs_one_copy_per_item_and_saves_the_results_in_order() -> Non
         ex,
     )
     assert result.status is RunStatus.SUCCEEDED
-    copies = [j.kwargs for j in ex.jobs if j.task.name == "per_region"]
+    copies = [j.kwargs for j in ex.jobs if j.task == "per_region"]
     assert copies == [
         {"region": "EU", "index": 0, "of": 3},
         {"region": "US", "index": 1, "of": 3},
@@ -817,7 +818,7 @@ def test_for_each_runs_one_copy_per_item_and_saves_the_results_in_order() -> Non
     ]
     assert result.tasks["per_region"].saved == {"results": ["done EU", "done US", "done APAC"]}
     assert [a["item"] for a in result.tasks["per_region"].attempts] == ["EU", "US", "APAC"]
-    assert next(j for j in ex.jobs if j.task.name == "after").kwargs == {"r": ["done EU", "done US", "done APAC"]}
+    assert next(j for j in ex.jobs if j.task == "after").kwargs == {"r": ["done EU", "done US", "done APAC"]}
 
 
 def test_instances_share_the_parallel_slots() -> None:
@@ -905,10 +906,10 @@ def test_resume_never_runs_a_succeeded_task_again_and_keeps_its_saved_variables(
     assert second.status is RunStatus.SUCCEEDED
     assert second.statuses() == {"extract": S.SUCCEEDED, "load": S.SUCCEEDED, "report": S.SUCCEEDED, "on_error": S.SKIPPED}
     assert second.tasks["extract"].saved == {"rows": 10}
-    assert next(j for j in ex.jobs if j.task.name == "load").kwargs == {"n": 10}
+    assert next(j for j in ex.jobs if j.task == "load").kwargs == {"n": 10}
     # a resumed task keeps its earlier attempts and appends new ones
     assert [a["status"] for a in second.tasks["load"].attempts] == ["failed", "succeeded"]
-    assert next(j for j in ex.jobs if j.task.name == "load").attempt == 2
+    assert next(j for j in ex.jobs if j.task == "load").attempt == 2
 
 
 def test_resume_of_a_staged_run_opens_stages_whose_tasks_all_succeeded() -> None:
@@ -1057,7 +1058,7 @@ def test_random_graphs_end_with_every_task_final_and_a_consistent_run_status(sc:
     for name, tr in result.tasks.items():
         if tr.status is S.SKIPPED:
             assert tr.reason, f"{name} was skipped without a reason"
-        assert len(tr.attempts) == sum(1 for j in result.executor.jobs if j.task.name == name)
+        assert len(tr.attempts) == sum(1 for j in result.executor.jobs if j.task == name)
 
     # replay the record: a task starts only once its stage is open and its condition holds
     stage_of = {name: si for si, names in enumerate(sc.stages) for name in names}
@@ -1090,7 +1091,7 @@ def test_resume_of_a_random_run_never_reruns_a_succeeded_task(sc: Scenario) -> N
     ex = FakeExecutor(hold=sc.hold)  # everything succeeds this time
     second = execute(sc.workflow, ex, store=store, variables=first.run.variables, prior=first.tasks)
 
-    assert not succeeded & {j.task.name for j in ex.jobs}
+    assert not succeeded & {j.task for j in ex.jobs}
     every_success = {name: ["succeeded"] for name in sc.outcomes}
     assert second.statuses() == expected_statuses(sc, every_success, succeeded)
     assert second.status is RunStatus.SUCCEEDED

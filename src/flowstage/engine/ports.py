@@ -7,13 +7,11 @@ only records what the engine tells it, in batches that are written before they a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flowstage.model.kinds import KindSpec
 from flowstage.model.statuses import TaskStatus
-from flowstage.model.workflow import Task
 
 
 @dataclass
@@ -80,33 +78,63 @@ class RunStorePort(Protocol):
 
 
 @dataclass
-class AttemptJob:
-    """One attempt of one task, with its templates rendered."""
+class AttemptSpec:
+    """One attempt of one task as a message: JSON data, runnable by any process that has the task kinds.
+
+    Everything live (connections, the catalog, kill handles) is built by the side that runs it, from
+    `root` (the project) and this message; `to_message` / `from_message` carry it across processes.
+    """
 
     run_id: str
     workflow: str
-    task: Task
-    spec: KindSpec
+    task: str  # the task's name
+    attempt: int
+    spec: KindSpec  # rendered and validated again
     kwargs: dict[str, Any]
     variables: dict[str, Any]
-    attempt: int
     root: str
     log_level: int
-    context: dict[str, Any] = field(default_factory=dict)
     interpreter: str | None = None
-    #: the task's own `variables:`, rendered (a sub-workflow's overrides)
+    #: the task's own `variables:`, rendered (a sub-workflow's overrides, a package's task scope)
     task_variables: dict[str, Any] = field(default_factory=dict)
     #: the task's earlier attempts (of this run, before a resume too)
     previous: list[dict[str, Any]] = field(default_factory=list)
-    #: told the process group of a child process the attempt starts (recorded, so that the
-    #: group can be killed if this runner dies)
-    on_process: Callable[[int], None] | None = None
-    #: told the id of a sub-run the attempt starts (recorded at once: a resume must find it)
-    on_subrun: Callable[[str], None] | None = None
     #: which copy of a fanned-out task this attempt is (None for a plain task)
     instance: int | None = None
+    #: that copy's item (`for_each`) or index (`instances`)
+    item: Any = None
     #: the attempt's timeout in seconds (the runner enforces it; executors may plan with it)
     timeout: float | None = None
+    #: when the attempt must have ended (seconds since the epoch), None without a timeout
+    deadline: float | None = None
+    #: the task's `save:` (what its result must carry)
+    save: str | dict[str, str] | None = None
+    #: environment variables the task's process gets beyond the attempt's identity
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def to_message(self) -> dict[str, Any]:
+        """The attempt as plain JSON data."""
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"}
+        data["kind"] = self.spec.kind
+        data["spec"] = self.spec.model_dump(mode="json", by_alias=True)
+        return data
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> AttemptSpec:
+        """The attempt `to_message` gave (its spec validated again by its kind's model)."""
+        from flowstage.model.kinds import kind_spec
+
+        body = dict(data)
+        kind = body.pop("kind")
+        model = kind_spec(kind)
+        if model is None:
+            raise LookupError(f"no task kind {kind!r} here")
+        body["spec"] = model.model_validate(body["spec"])
+        return cls(**body)
 
 
 @dataclass
@@ -118,6 +146,44 @@ class Outcome:
     #: variables the task saves itself beyond `save:` (e.g. `save_rows:`)
     variables: dict[str, Any] = field(default_factory=dict)
 
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "status": str(self.status),
+            "value": self.value,
+            "error": self.error,
+            "metrics": self.metrics,
+            "variables": self.variables,
+        }
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Outcome:
+        return cls(
+            TaskStatus(data["status"]),
+            value=data.get("value"),
+            error=data.get("error"),
+            metrics=dict(data.get("metrics") or {}),
+            variables=dict(data.get("variables") or {}),
+        )
+
+
+class Reports(Protocol):
+    """What the side running an attempt tells the runner (thread-safe; each call is queued)."""
+
+    def log(self, level: int, message: str) -> None:
+        """One line of the attempt's output or of its kind's progress."""
+
+    def process(self, pid: int) -> None:
+        """The attempt started a child process leading its own group (recorded: a resume kills leftovers)."""
+
+    def note(self, reason: str | None) -> None:
+        """The attempt waits for something (a lock, a slot): shown as the task's reason; None clears it."""
+
+    def subrun(self, run_id: str) -> None:
+        """The attempt started (or took over) sub-run `run_id` (recorded at once: a resume must find it)."""
+
+    def done(self, outcome: Outcome) -> None:
+        """The attempt ended (called once)."""
+
 
 class Handle(Protocol):
     def kill(self) -> None:
@@ -125,13 +191,8 @@ class Handle(Protocol):
 
 
 class ExecutorPort(Protocol):
-    def submit(
-        self,
-        job: AttemptJob,
-        done: Callable[[Outcome], None],
-        log: Callable[[int, str], None],
-    ) -> Handle:
-        """Start `job`; call `done` once with its outcome and `log` for each output line."""
+    def submit(self, attempt: AttemptSpec, reports: Reports) -> Handle:
+        """Start `attempt`; report its output, processes and outcome through `reports`."""
 
     def shutdown(self) -> None:
         """Release workers (running attempts have been killed or finished)."""

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flowstage.engine.decisions import Action, Decision, Requirement, decide, decide_stage_default, run_status
 from flowstage.engine.plan import Plan
 from flowstage.engine.ports import (
-    AttemptJob,
+    AttemptSpec,
     Batch,
     Clock,
     Event,
@@ -144,6 +144,28 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+class _InboxReports:
+    """An attempt's reports, queued for the runner's loop."""
+
+    def __init__(self, inbox: queue.SimpleQueue[tuple[str, Any]], name: str, attempt: int) -> None:
+        self.inbox, self.name, self.attempt = inbox, name, attempt
+
+    def log(self, level: int, message: str) -> None:
+        self.inbox.put(("log", (self.name, self.attempt, level, message)))
+
+    def process(self, pid: int) -> None:
+        self.inbox.put(("process", (self.name, self.attempt, pid)))
+
+    def note(self, reason: str | None) -> None:
+        self.inbox.put(("note", (self.name, self.attempt, reason)))
+
+    def subrun(self, run_id: str) -> None:
+        self.inbox.put(("subrun", (self.name, self.attempt, run_id)))
+
+    def done(self, outcome: Outcome) -> None:
+        self.inbox.put(("done", (self.name, self.attempt, outcome)))
+
+
 class Runner:
     """Drives one run of a plan to its end."""
 
@@ -202,7 +224,7 @@ class Runner:
         self.retry_heap: list[_Due] = []
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.batch = Batch(run_id=info.id)
-        self.to_submit: list[tuple[str, AttemptJob]] = []
+        self.to_submit: list[tuple[str, AttemptSpec]] = []
         self.to_evaluate: deque[str] = deque()
         self.cancelled = False
         self.timed_out = False
@@ -432,22 +454,24 @@ class Runner:
         timeout = task.timeout if task.timeout is not None else self.prefs.timeout
         mono = self.clock.monotonic()
         self.running[(name, attempt)] = _Running(attempt, None, mono + timeout if timeout else None, mono, copy)
-        job = AttemptJob(
+        job = AttemptSpec(
             run_id=self.info.id,
             workflow=self.info.workflow,
-            task=task,
+            task=name,
             spec=spec,
             kwargs=kwargs,
             variables=scope,
             attempt=attempt,
             root=self.info.root,
             log_level=self.level_of[name],
-            context=ctx,
             interpreter=self.prefs.python,
             task_variables=own,
             previous=[dict(a) for a in tr.attempts[:-1]],
             instance=copy if launch.fan else None,
+            item=_jsonable(item) if launch.fan else None,
             timeout=timeout or None,
+            deadline=now + timeout if timeout else None,
+            save=task.save,
         )
         self.to_submit.append((name, job))
 
@@ -483,24 +507,7 @@ class Runner:
             running = self.running.get((name, job.attempt))
             if running is None:
                 continue
-            attempt = job.attempt
-
-            def done(outcome: Outcome, name: str = name, attempt: int = attempt) -> None:
-                self.inbox.put(("done", (name, attempt, outcome)))
-
-            def log(level: int, message: str, name: str = name, attempt: int = attempt) -> None:
-                self.inbox.put(("log", (name, attempt, level, message)))
-
-            def process(pid: int, name: str = name, attempt: int = attempt) -> None:
-                self.inbox.put(("process", (name, attempt, pid)))
-
-            def subrun(run_id: str, name: str = name, attempt: int = attempt) -> None:
-                self.inbox.put(("subrun", (name, attempt, run_id)))
-
-            job.on_process = process
-            job.on_subrun = subrun
-
-            running.handle = self.executor.submit(job, done, log)
+            running.handle = self.executor.submit(job, _InboxReports(self.inbox, name, job.attempt))
 
     # ------------------------------------------------------------------ outcomes
     def _attempt_end(self, name: str, attempt: int, status: TaskStatus, error: str | None, metrics: dict[str, Any]) -> None:
@@ -722,6 +729,8 @@ class Runner:
                         self._on_process(*payload)
                     elif kind == "subrun":
                         self._on_subrun(*payload)
+                    elif kind == "note":
+                        pass
                     else:
                         self._on_log(*payload)
                     try:

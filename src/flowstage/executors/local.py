@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 import traceback
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError
 from flowstage.logging import ERROR
 from flowstage.model.statuses import TaskStatus
@@ -27,28 +26,23 @@ class LocalExecutor:
         self.resources = resources
         self._futures: set[Future[None]] = set()
 
-    def submit(
-        self,
-        job: AttemptJob,
-        done: Callable[[Outcome], None],
-        log: Callable[[int, str], None],
-    ) -> ProcessHandle:
+    def submit(self, job: AttemptSpec, reports: Reports) -> ProcessHandle:
         handle = ProcessHandle()
 
         def work() -> None:
             try:
-                outcome = runner_for(job.spec.kind)(job, TaskContext(log, handle, self.resources))
+                outcome = runner_for(job.spec.kind)(job, TaskContext.reporting_to(reports, handle, self.resources))
             except FlowstageError as exc:
                 outcome = Outcome(TaskStatus.FAILED, error=str(exc))
             except BaseException as exc:
-                log(ERROR, traceback.format_exc().rstrip())
+                reports.log(ERROR, traceback.format_exc().rstrip())
                 outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-            done(outcome)
+            reports.done(outcome)
 
         if job.timeout and getattr(job.spec, "in_process", False):
             # a thread cannot be killed: an in-process attempt that may time out gets its own
             # (daemon) thread, so that one left behind never holds a slot of the pool
-            threading.Thread(target=work, name=f"flowstage-{job.task.name}", daemon=True).start()
+            threading.Thread(target=work, name=f"flowstage-{job.task}", daemon=True).start()
             return handle
         future = self._pool.submit(work)
         self._futures.add(future)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowstage.connections import Connections
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.tasks._process import ProcessHandle
 
 _BUILTIN = {
@@ -29,7 +29,7 @@ class RunResources:
     connections: Connections
     store_url: str = ""
     #: starts (or resumes) a sub-run: (workflow ref, job, ctx) -> the ended child run
-    subrun: Callable[[str, AttemptJob, TaskContext], Any] | None = None
+    subrun: Callable[[str, AttemptSpec, TaskContext], Any] | None = None
     #: the data catalog (crawlers write it, dataflows read `{catalog: name}` sources from it)
     catalog: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -40,14 +40,24 @@ class RunResources:
 
 @dataclass
 class TaskContext:
-    """What a task kind gets besides its job: where to log, its kill handle, the run's resources."""
+    """What a task kind gets besides its attempt: where to report, its kill handle, the resources."""
 
     log: Callable[[int, str], None]
     handle: ProcessHandle
     resources: RunResources
+    #: told the process group of a child process the attempt starts
+    process: Callable[[int], None] = field(default=lambda _pid: None)
+    #: told what the attempt waits for (shown as the task's reason); None when it no longer waits
+    note: Callable[[str | None], None] = field(default=lambda _reason: None)
+    #: told the id of a sub-run the attempt starts
+    subrun: Callable[[str], None] = field(default=lambda _run_id: None)
+
+    @classmethod
+    def reporting_to(cls, reports: Reports, handle: ProcessHandle, resources: RunResources) -> TaskContext:
+        return cls(reports.log, handle, resources, reports.process, reports.note, reports.subrun)
 
 
-Runner = Callable[[AttemptJob, TaskContext], Outcome]
+Runner = Callable[[AttemptSpec, TaskContext], Outcome]
 
 
 def runner_for(kind: str) -> Runner:

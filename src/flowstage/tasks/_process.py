@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from flowstage.engine.ports import AttemptJob
+from flowstage.engine.ports import AttemptSpec
 from flowstage.logging import INFO, WARNING
 
 _PR_SET_PDEATHSIG = 1
@@ -61,14 +61,14 @@ class ProcessHandle:
                 os.killpg(self._proc.pid, signal.SIGKILL)
 
 
-def task_env(job: AttemptJob, extra: dict[str, str] | None = None) -> dict[str, str]:
+def task_env(job: AttemptSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a task's process: the runner's, the attempt's identity, `extra`."""
     env = dict(os.environ)
     env.update(
         {
             "FLOWSTAGE_RUN_ID": job.run_id,
             "FLOWSTAGE_WORKFLOW": job.workflow,
-            "FLOWSTAGE_TASK": job.task.name,
+            "FLOWSTAGE_TASK": job.task,
             "FLOWSTAGE_ATTEMPT": str(job.attempt),
             "FLOWSTAGE_RUNNER_PID": str(os.getpid()),
         }

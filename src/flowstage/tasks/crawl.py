@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flowstage.data.crawler import crawl_files, crawl_tables
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import INFO, NOTICE
 from flowstage.model.kinds import CrawlSpec
@@ -20,7 +20,7 @@ from flowstage.stores.sql.catalog import describe_change
 from flowstage.tasks import TaskContext
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     spec = job.spec
     assert isinstance(spec, CrawlSpec)
     target = spec.crawl

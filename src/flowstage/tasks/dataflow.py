@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowstage.data.engine import DataflowRequest, engine_for
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.logging import INFO
 from flowstage.model.dataflow import Package, load_package
 from flowstage.model.kinds import DataflowSpec
@@ -25,7 +25,7 @@ def package_of(spec: DataflowSpec, root: Path) -> tuple[Package, str | None]:
     return load_package(path), str(path)
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     spec = job.spec
     assert isinstance(spec, DataflowSpec)
     root = Path(job.root)

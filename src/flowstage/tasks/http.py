@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import INFO
 from flowstage.model.kinds import HttpSpec
@@ -17,14 +17,14 @@ from flowstage.redact import mask_url, scrub
 from flowstage.tasks import TaskContext
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     import httpx
 
     spec = job.spec
     assert isinstance(spec, HttpSpec)
     req = spec.http
     expected = [req.expect] if isinstance(req.expect, int) else list(req.expect)
-    timeout = job.task.timeout or 300.0
+    timeout = job.timeout or 300.0
     where = mask_url(req.url)  # a URL may carry a password: messages show it masked
     kwargs: dict[str, Any] = {"headers": req.headers, "params": req.params or None}
     if req.json_body is not None:

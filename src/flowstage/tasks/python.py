@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError
 from flowstage.logging import ERROR
 from flowstage.model.kinds import PythonSpec
@@ -72,7 +72,7 @@ def load_callable(target: str, root: str) -> Callable[..., Any]:
         return fn
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     log, handle = ctx.log, ctx.handle
     spec = job.spec
     assert isinstance(spec, PythonSpec)
@@ -101,7 +101,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
             handle=handle,
             stdin_data=request,
             pass_fds=(write_fd,),
-            on_process=job.on_process,
+            on_process=ctx.process,
             die_with_parent=False,  # the child arms its own parent-death signal and takes its group down
         )
     finally:
@@ -118,7 +118,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
     return Outcome(TaskStatus.SUCCEEDED, value=answer.get("value"), metrics=metrics)
 
 
-def _in_process(job: AttemptJob, spec: PythonSpec, log: Callable[[int, str], None]) -> Outcome:
+def _in_process(job: AttemptSpec, spec: PythonSpec, log: Callable[[int, str], None]) -> Outcome:
     try:
         fn = load_callable(spec.python, job.root)
         value = fn(**job.kwargs)

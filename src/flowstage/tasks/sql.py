@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowstage.connections import StatementResult, run_statements, split_statements, to_json_value
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError, RunError
 from flowstage.logging import DEBUG
 from flowstage.model.kinds import SqlSpec
@@ -45,14 +45,14 @@ def _first_row(result: StatementResult | None) -> dict[str, Any] | None:
     return {c: to_json_value(v) for c, v in zip(result.columns, result.rows[0], strict=False)}
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     spec = job.spec
     assert isinstance(spec, SqlSpec)
     statements = statements_of(spec, Path(job.root))
-    timeout = job.task.timeout
+    timeout = job.timeout
     session = ctx.resources.connections.session(spec.connection, timeout=timeout)
     ctx.handle.on_kill(session.cancel)
-    max_rows = MAX_SAVED_ROWS if spec.save_rows else (1 if job.task.save is not None else 0)
+    max_rows = MAX_SAVED_ROWS if spec.save_rows else (1 if job.save is not None else 0)
     try:
         for stmt in statements:
             ctx.log(DEBUG, f"{spec.connection}: {stmt}")
@@ -76,7 +76,7 @@ def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
         columns = last.columns if last is not None else []
         saved[spec.save_rows] = [{c: to_json_value(v) for c, v in zip(columns, r, strict=False)} for r in rows]
     value: Any = None
-    save = job.task.save
+    save = job.save
     if isinstance(save, str):
         first = _first_row(last)
         value = next(iter(first.values())) if first else None

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from flowstage.connections import run_statements, split_statements
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import DEBUG, INFO
 from flowstage.model.kinds import WaitForSpec
@@ -24,16 +24,16 @@ def _files(pattern: str, root: Path) -> list[str]:
     return sorted(glob.glob(full, recursive=True))
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     spec = job.spec
     assert isinstance(spec, WaitForSpec)
     target = spec.wait_for
     woken = threading.Event()
     ctx.handle.on_kill(woken.set)
     root = Path(job.root)
-    # the query text as written: values reach it only through `params:`, bound, never pasted
-    written = job.task.spec
-    query = written.wait_for.sql if isinstance(written, WaitForSpec) and written.wait_for.sql else target.sql
+    # templates in the query text are refused when the file is validated: values reach it only
+    # through `params:`, bound, never pasted
+    query = target.sql
     checks = 0
     while not ctx.handle.killed:
         checks += 1

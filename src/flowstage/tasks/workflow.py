@@ -8,14 +8,14 @@ and executors.
 
 from __future__ import annotations
 
-from flowstage.engine.ports import AttemptJob, Outcome
+from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.model.kinds import WorkflowSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 
 
-def run(job: AttemptJob, ctx: TaskContext) -> Outcome:
+def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     spec = job.spec
     assert isinstance(spec, WorkflowSpec)
     start = ctx.resources.subrun

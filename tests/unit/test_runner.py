@@ -1012,7 +1012,7 @@ def expected_statuses(
             status[task.name] = S.SUCCEEDED
             continue
         if task.after is None:
-            go = not staged or si == 0 or all(status[p] is S.SUCCEEDED for p in sc.stages[si - 1])
+            go = not staged or si == 0 or stage_passes(sc, status, si)
         elif not task.after:
             go = True
         else:
@@ -1025,6 +1025,34 @@ def expected_statuses(
         tries = [attempts[min(i, len(attempts) - 1)] for i in range((task.retries or 0) + 1)]
         status[task.name] = S.SUCCEEDED if "succeeded" in tries else S(tries[-1])
     return status
+
+
+def is_handler(task: Any) -> bool:
+    return bool(task.after) and all(str(c) in ("failure", "completion") for c in task.after.values())
+
+
+def stage_passes(sc: Scenario, status: Mapping[str, TaskStatus], si: int) -> bool:
+    """The default of stage `si`: the nearest earlier stage with main-line tasks passed (SPEC §2.1).
+
+    A main-line task passes when it succeeded, or failed and a catcher of an earlier stage than `si`
+    succeeded; a stage of handlers only hands on the verdict of the stage before it.
+    """
+    tasks = {t.name: (k, t) for k, t in sc.workflow.all_tasks()}
+    for k in range(si - 1, -1, -1):
+        main = [n for n in sc.stages[k] if not is_handler(tasks[n][1])]
+        if not main:
+            continue
+        for name in main:
+            if status[name] is S.SUCCEEDED:
+                continue
+            caught = status[name] in (S.FAILED, S.TIMED_OUT) and any(
+                kk < si and t.after and str(t.after.get(name, "")) == "failure" and status.get(t.name) is S.SUCCEEDED
+                for t_name, (kk, t) in tasks.items()
+            )
+            if not caught:
+                return False
+        return True
+    return True
 
 
 def expected_run_status(sc: Scenario, status: dict[str, TaskStatus]) -> RunStatus:

@@ -75,10 +75,26 @@ def decide(requirements: Sequence[Requirement], when: When = When.ALL) -> Decisi
     return Decision(Action.WAIT, "waits for any of " + ", ".join(r.task for r in requirements))
 
 
-def decide_stage_default(stage_name: str, statuses: Iterable[tuple[str, TaskStatus]]) -> Decision:
-    """The default condition of a stage's tasks: every task of the previous stage succeeded."""
+@dataclass(frozen=True)
+class StageTask:
+    """A task of a finished stage as the next stage's default sees it."""
+
+    name: str
+    status: TaskStatus
+    #: every condition of the task is `failure` or `completion`: a catch or a finally, not main line
+    handler: bool = False
+    #: it failed, and a task that depends on it with `failure` ran and succeeded
+    caught: bool = False
+
+
+def decide_stage_default(
+    stage_name: str, statuses: Iterable[tuple[str, TaskStatus]], caught: frozenset[str] = frozenset()
+) -> Decision:
+    """The default condition over one stage's main-line tasks: each succeeded, or failed and was caught."""
     waiting: list[str] = []
     for name, status in statuses:
+        if status in TASK_FAILED and name in caught:
+            continue
         ok = holds(Condition.SUCCESS, status)
         if ok is False:
             return Decision(Action.SKIP, f"needs every task of stage '{stage_name}' to succeed; {name} {_describe(status)}")
@@ -87,6 +103,26 @@ def decide_stage_default(stage_name: str, statuses: Iterable[tuple[str, TaskStat
     if waiting:
         return Decision(Action.WAIT, f"waits for stage '{stage_name}'")
     return Decision(Action.RUN)
+
+
+def stage_verdict(stages: Sequence[tuple[str, Sequence[StageTask]]]) -> Decision:
+    """The default condition of a stage's tasks, given the stages before it (oldest first).
+
+    The stage just before decides by its main-line tasks; a stage of handlers only passes on the
+    verdict of the stage before it, so a catch that was not needed never blocks what follows and a
+    finally never lets the main line go on after an uncaught failure.
+    """
+    for name, tasks in reversed(stages):
+        main = [t for t in tasks if not t.handler]
+        if main:
+            return decide_stage_default(name, ((t.name, t.status) for t in main), frozenset(t.name for t in main if t.caught))
+    return Decision(Action.RUN)
+
+
+def is_handler(conditions: Iterable[Condition]) -> bool:
+    """A task whose every condition is `failure` or `completion` (and that has one) is a handler."""
+    found = list(conditions)
+    return bool(found) and all(c in (Condition.FAILURE, Condition.COMPLETION) for c in found)
 
 
 def uncaught_failures(

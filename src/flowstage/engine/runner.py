@@ -1,26 +1,30 @@
-"""The run state machine: one owner of a run's state, driving a plan to its end.
+"""The driver: one owner of a run's state, driving a plan to its end through the state machine.
 
-The loop: decide what may start (pure `decisions`), record the changes in one batch, then act
-(submit attempts to the executor); wait for outcomes, timeouts, retries and cancel requests;
-record; repeat. Nothing is acted on before it is recorded, so a killed runner loses nothing it
-had recorded, and a resume knows exactly where it stood.
+The loop decides what may start (pure `decisions`), changes state only by events (folded into
+the task records by the pure `projection.apply`, each status change checked by the
+`transitions` table), records them in one batch, then acts on the effects (submit attempts,
+kill, schedule retries); it waits for reports from attempts, timeouts, retries and cancel
+requests, and beats. Nothing is acted on before it is recorded, so a killed runner loses
+nothing it had recorded, and a resume knows exactly where it stood. Hooks watch each recorded
+change and can never change the run.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import queue
+import socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from flowstage.engine.decisions import Action, Decision, Requirement, decide, decide_stage_default, run_status
+from flowstage.engine import attempts
+from flowstage.engine.attempts import RunInfo, jsonable
+from flowstage.engine.decisions import Action, Decision, Requirement, StageTask, decide, is_handler, run_status, stage_verdict
+from flowstage.engine.hooks import Hooks
 from flowstage.engine.plan import Plan
 from flowstage.engine.ports import (
     AttemptSpec,
@@ -35,41 +39,42 @@ from flowstage.engine.ports import (
     SystemClock,
     TaskRun,
 )
-from flowstage.errors import FlowstageError, RunError, RunInterrupted, VariableError
+from flowstage.engine.projection import (
+    ATTEMPT_STARTED,
+    OPEN_ATTEMPT,
+    RUN_FINISHED,
+    RUN_VARIABLES,
+    TASK_NOTE,
+    apply,
+    attempt_event,
+    task_event,
+)
+from flowstage.engine.transitions import FINISH, Effect, RunInput, TaskInput, Transition, run_transition, task_transition
+from flowstage.errors import FlowstageError, RunInterrupted
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.conditions import SATISFIED_BY, When
-from flowstage.model.kinds import KindSpec
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-
-
-@dataclass
-class RunInfo:
-    """What templates know of the run (`run.*`)."""
-
-    id: str
-    workflow: str
-    version: int | None
-    logical_time: datetime
-    root: str
-    host: str = ""
-
-    def context(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "workflow": self.workflow,
-            "version": self.version,
-            "date": self.logical_time.date().isoformat(),
-            "logical_time": self.logical_time.isoformat(),
-        }
+_RESET: dict[str, Any] = {
+    "reason": None,
+    "error": None,
+    "started_at": None,
+    "ended_at": None,
+    "metrics": {},
+    "saved": {},
+    "variables": {},
+}
+_LEVEL = {TaskStatus.SUCCEEDED: INFO, TaskStatus.SKIPPED: NOTICE, TaskStatus.CANCELLED: WARNING}
 
 
 @dataclass
 class _Running:
+    """An attempt in flight."""
+
     attempt: int
     handle: Handle | None
     deadline: float | None
@@ -84,9 +89,8 @@ class _Launch:
     items: list[Any]
     fan: bool
     todo: deque[int]
-    first: int  # attempts recorded before this start
+    started: float  # monotonic
     tries: dict[int, int] = field(default_factory=dict)
-    running: set[int] = field(default_factory=set)
     values: dict[int, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -99,53 +103,8 @@ class _Due:
     copy: int = field(compare=False, default=0)
 
 
-_SUMMED = ("rows_read", "rows_written", "bytes_read", "bytes_written")
-
-
-def _aggregate(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of a task's copies: counts summed, memory the peak."""
-    out: dict[str, Any] = {}
-    for m in metrics:
-        for key in _SUMMED:
-            if isinstance(m.get(key), int | float):
-                out[key] = out.get(key, 0) + m[key]
-        if isinstance(m.get("memory_mb"), int | float):
-            out["memory_mb"] = max(out.get("memory_mb", 0), m["memory_mb"])
-    return out
-
-
-def _field(spec: KindSpec, name: str) -> Any:
-    value = getattr(spec, name)
-    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
-
-
-def _revalidate(spec: KindSpec, data: dict[str, Any]) -> KindSpec:
-    """The spec with rendered values, validated again (a rendered URL must still be a URL)."""
-    try:
-        return type(spec).model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise VariableError(f"after rendering templates, {where}: {first['msg']}") from None
-
-
-def _interrupted(attempt: dict[str, Any]) -> dict[str, Any]:
-    """A prior attempt as a resume keeps it: one its runner died during ends as `interrupted`."""
-    if attempt.get("status") not in ("running", "pending", "retrying"):
-        return attempt
-    return {**attempt, "status": "interrupted", "error": attempt.get("error") or "the runner stopped during this attempt"}
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as plain JSON data (unknown objects become their text)."""
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return str(value)
-
-
 class _InboxReports:
-    """An attempt's reports, queued for the runner's loop."""
+    """An attempt's reports, queued for the driver's loop."""
 
     def __init__(self, inbox: queue.SimpleQueue[tuple[str, Any]], name: str, attempt: int) -> None:
         self.inbox, self.name, self.attempt = inbox, name, attempt
@@ -179,52 +138,57 @@ class Runner:
         variables: Mapping[str, Any],
         prior: Mapping[str, TaskRun] | None = None,
         clock: Clock | None = None,
+        hooks: Hooks | None = None,
         observer: Callable[[Event, TaskRun | None], None] | None = None,
         on_success: Callable[[Callable[[int, str], None]], str | None] | None = None,
+        subruns: ExecutorPort | None = None,
     ) -> None:
         self.plan = plan
         self.info = info
         self.store = store
         self.executor = executor
+        #: where `workflow:` attempts go: sub-runs are started by the driver's side, never in a task slot
+        self.subruns = subruns
         self.clock = clock or SystemClock()
-        self.observer = observer
+        self.hooks = hooks or Hooks()
+        if observer is not None:
+            self.hooks.after_event.append(observer)
+        if self.hooks.on_error is None:
+            self.hooks.on_error = lambda message: self._log(WARNING, message)
         #: runs after every task ended well (auto flush); an answer is an error that fails the run
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
         self.variables: dict[str, Any] = dict(variables)
-        self.runs: dict[str, TaskRun] = {}
-        self.status: dict[str, TaskStatus] = {}
-        stage_names = plan.stage_names
+        self.batch = Batch(run_id=info.id)
+        self.ended_attempts: list[tuple[str, int]] = []
+        #: the one record of each task run (a projection of the events below)
+        self.records: dict[str, TaskRun] = {}
         for name, node in plan.nodes.items():
             before = prior.get(name) if prior else None
-            if before is not None and before.status is TaskStatus.SUCCEEDED:
-                self.runs[name] = before
-            else:
-                tr = TaskRun(name=name, stage=stage_names[node.stage])
-                if before is not None:
-                    tr.attempts = [_interrupted(a) for a in before.attempts]
-                    tr.saved = {}
-                self.runs[name] = tr
-            self.status[name] = self.runs[name].status
+            self.records[name] = TaskRun(name=name, stage=plan.stage_names[node.stage]) if before is None else _copy(before)
+            if before is not None:
+                self._resume_task(name)
+        status = self._status
+        self.handler = {
+            name: node.requires is not None and is_handler(c for _, c in node.requires) for name, node in plan.nodes.items()
+        }
         # explicit predecessors not final yet: a task is re-decided only when its answer may change
         self.unresolved: dict[str, int] = {
-            name: sum(1 for p, _ in node.requires if self.status[p] not in TASK_FINAL)
+            name: sum(1 for p, _ in node.requires if status(p) not in TASK_FINAL)
             for name, node in plan.nodes.items()
             if node.requires
         }
-        self.remaining = [sum(1 for n in names if self.status[n] not in TASK_FINAL) for names in plan.stages]
+        self.remaining = [sum(1 for n in names if status(n) not in TASK_FINAL) for names in plan.stages]
         self.stage_open = [False] * len(plan.stages)
         self.stage_default: dict[int, Decision] = {}
         self.ready: deque[str] = deque()
         self.queued: set[str] = set()
         self.running: dict[tuple[str, int], _Running] = {}  # (task, attempt) -> the attempt in flight
         self.launch: dict[str, _Launch] = {}
-        self.launch_started: dict[str, float] = {}
         self.waiting_copies: deque[str] = deque()  # started tasks with copies waiting for a slot
         self.retry_heap: list[_Due] = []
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.batch = Batch(run_id=info.id)
-        self.to_submit: list[tuple[str, AttemptSpec]] = []
+        self.to_submit: list[AttemptSpec] = []
         self.to_evaluate: deque[str] = deque()
         self.cancelled = False
         self.timed_out = False
@@ -232,17 +196,10 @@ class Runner:
         self.level_of = {
             name: LEVELS[node.task.log_level] if node.task.log_level else self.run_level for name, node in plan.nodes.items()
         }
-        self.needs_render = {
-            name: (
-                node.task.if_ is not None
-                or templates.contains_template(node.task.with_)
-                or templates.contains_template(node.task.variables)
-                or any(templates.contains_template(_field(node.task.spec, f)) for f in node.task.spec.template_fields)
-                or bool(node.task.variables)
-            )
-            for name, node in plan.nodes.items()
-        }
-        self._final_status: RunStatus | None = None
+        self.needs_render = {name: attempts.needs_render(node.task) for name, node in plan.nodes.items()}
+
+    def _status(self, name: str) -> TaskStatus:
+        return self.records[name].status
 
     # ------------------------------------------------------------------ recording
     def _log(self, level: int, message: str, task: str | None = None, attempt: int | None = None) -> None:
@@ -250,48 +207,82 @@ class Runner:
         if level >= threshold:
             self.batch.logs.append(LogLine(self.info.id, task, attempt, self.clock.time(), level, message))
 
-    def _change(self, name: str, **data: Any) -> None:
-        tr = self.runs[name]
-        self.batch.tasks.append(tr)
-        self.batch.events.append(
-            Event(
-                self.info.id,
-                self.clock.time(),
-                "task_status",
-                name,
-                str(tr.status),
-                {k: v for k, v in data.items() if v is not None},
-            )
-        )
+    def _emit(self, event: Event) -> None:
+        """Record `event`: fold it into its task's record and queue both for the next write."""
+        if event.task is not None:
+            record = self.records[event.task]
+            apply(record, event)
+            self.batch.tasks.append(record)
+        self.batch.events.append(event)
+
+    def _to(self, name: str, move: TaskInput, changes: dict[str, Any] | None = None, **display: Any) -> Transition:
+        """Move task `name` by the state machine, recording the change (a no-op change records nothing)."""
+        record = self.records[name]
+        step = task_transition(record.status, move)
+        if step.status is not record.status or changes:
+            self._emit(task_event(self.info.id, self.clock.time(), name, step.status, changes or {}, **display))
+        return step
+
+    def _attempt(self, name: str, number: int, changes: dict[str, Any]) -> None:
+        self._emit(attempt_event(self.info.id, self.clock.time(), name, number, changes))
+        if changes.get("status") not in OPEN_ATTEMPT and "status" in changes:
+            self.ended_attempts.append((name, number))
 
     def _flush(self) -> None:
         if not self.batch:
             return
         batch = self.batch
         # one projection row per task per batch: the latest
-        seen: dict[str, TaskRun] = {}
-        for tr in batch.tasks:
-            seen[tr.name] = tr
-        batch.tasks = list(seen.values())
+        batch.tasks = list({id(tr): tr for tr in batch.tasks}.values())
         self.store.record(batch)  # if this raises, the batch stays to be written by the next flush
         self.batch = Batch(run_id=self.info.id)
-        if self.observer is not None:
+        if self.hooks:
             for ev in batch.events:
-                self.observer(ev, self.runs.get(ev.task) if ev.task else None)
+                self.hooks.event(ev, self.records.get(ev.task) if ev.task else None)
+            ended, self.ended_attempts = self.ended_attempts, []
+            for name, number in ended:
+                self.hooks.attempt(self.records[name], self.records[name].attempts[number - 1])
+        else:
+            self.ended_attempts.clear()
+
+    def _resume_task(self, name: str) -> None:
+        """A task of a resumed run that did not succeed starts over; attempts its runner left open end."""
+        record = self.records[name]
+        if record.status is TaskStatus.SUCCEEDED:
+            return
+        for number, entry in enumerate(record.attempts, start=1):
+            if entry.get("status") in ("running", "pending", "retrying"):
+                self._attempt(
+                    name,
+                    number,
+                    {"status": "interrupted", "error": entry.get("error") or "the runner stopped during this attempt"},
+                )
+        if record.status is not TaskStatus.PENDING or any(record.__dict__[k] != v for k, v in _RESET.items()):
+            if record.status is TaskStatus.PENDING:
+                self._emit(task_event(self.info.id, self.clock.time(), name, TaskStatus.PENDING, dict(_RESET)))
+            else:
+                self._to(name, TaskInput.RESUME, dict(_RESET))
 
     # ------------------------------------------------------------------ decisions
+    def _stage_task(self, name: str) -> StageTask:
+        status = self._status(name)
+        caught = status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT) and any(
+            self._status(c) is TaskStatus.SUCCEEDED for c in self.plan.catchers.get(name, ())
+        )
+        return StageTask(name, status, self.handler[name], caught)
+
     def _decision(self, name: str) -> Decision:
         node = self.plan.nodes[name]
         if node.requires is None:
             if node.stage == 0:
                 return Decision(Action.RUN)
             if node.stage not in self.stage_default:
-                prev = node.stage - 1
-                self.stage_default[node.stage] = decide_stage_default(
-                    self.plan.stage_names[prev], ((n, self.status[n]) for n in self.plan.stages[prev])
-                )
+                before = [
+                    (self.plan.stage_names[k], [self._stage_task(n) for n in self.plan.stages[k]]) for k in range(node.stage)
+                ]
+                self.stage_default[node.stage] = stage_verdict(before)
             return self.stage_default[node.stage]
-        return decide([Requirement(p, c, self.status[p]) for p, c in node.requires], node.when)
+        return decide([Requirement(p, c, self._status(p)) for p, c in node.requires], node.when)
 
     def _open_stages(self) -> None:
         for k in range(len(self.plan.stages)):
@@ -304,7 +295,7 @@ class Runner:
     def _evaluate_all(self) -> None:
         while self.to_evaluate:
             name = self.to_evaluate.popleft()
-            if self.status[name] is not TaskStatus.PENDING or name in self.queued:
+            if self._status(name) is not TaskStatus.PENDING or name in self.queued or name in self.launch:
                 continue
             if not self.stage_open[self.plan.nodes[name].stage]:
                 continue
@@ -313,33 +304,54 @@ class Runner:
                 self.queued.add(name)
                 self.ready.append(name)
             elif d.action is Action.SKIP:
-                self._final(name, TaskStatus.SKIPPED, reason=d.reason)
+                self._finish(name, TaskInput.SKIP, reason=d.reason)
 
-    def _final(self, name: str, status: TaskStatus, *, reason: str | None = None, error: str | None = None) -> None:
-        """Record that `name` reached a final status and re-decide what depends on it."""
-        tr = self.runs[name]
-        tr.status = status
-        tr.reason = reason
+    def _finish(
+        self,
+        name: str,
+        move: TaskInput,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        changes: dict[str, Any] | None = None,
+        why: str = "",
+    ) -> None:
+        """Move `name` to a final status and carry the effects out."""
+        record = self.records[name]
+        now = self.clock.time()
+        data: dict[str, Any] = {"reason": reason, **(changes or {})}
         if error is not None:
-            tr.error = error
-        if tr.ended_at is None or status is not TaskStatus.SKIPPED:
-            tr.ended_at = self.clock.time()
-        self.status[name] = status
+            data["error"] = error
+        if record.ended_at is None or move is not TaskInput.SKIP:
+            data["ended_at"] = now
+        step = self._to(name, move, data)
+        self._carry(name, step, why=why or reason or error or "")
+
+    def _carry(self, name: str, step: Transition, *, why: str) -> None:
+        """The effects of a transition that ended a task: stop its attempts, re-decide what depends on it."""
+        if Effect.KILL in step.effects:
+            for key, running in list(self.running.items()):
+                if key[0] == name:
+                    if running.handle is not None:
+                        running.handle.kill()
+                    del self.running[key]
+                    self._attempt(name, key[1], {"status": "cancelled", "ended_at": self.clock.time(), "error": why})
+            launch = self.launch.get(name)
+            if launch is not None:
+                launch.todo.clear()
+        if Effect.DECIDE not in step.effects:
+            return
         self.queued.discard(name)
+        record = self.records[name]
+        status = record.status
         stage = self.plan.nodes[name].stage
         self.remaining[stage] -= 1
-        self._change(name, reason=reason, error=error)
-        level = {
-            TaskStatus.SUCCEEDED: INFO,
-            TaskStatus.SKIPPED: NOTICE,
-            TaskStatus.CANCELLED: WARNING,
-        }.get(status, ERROR)
         text = f"task {name} {status}"
-        if reason:
-            text += f": {reason}"
-        if error:
-            text += f": {error}"
-        self._log(level, text, name, len(tr.attempts) or None)
+        if record.reason:
+            text += f": {record.reason}"
+        if record.error and status is not TaskStatus.SUCCEEDED and record.error != record.reason:
+            text += f": {record.error}"
+        self._log(_LEVEL.get(status, ERROR), text, name, len(record.attempts) or None)
         for succ, cond in self.plan.successors.get(name, ()):
             left = self.unresolved[succ] = self.unresolved[succ] - 1
             satisfied = status in SATISFIED_BY[cond]
@@ -349,64 +361,36 @@ class Runner:
             self._open_stages()
 
     # ------------------------------------------------------------------ starting
-    def _template_context(
-        self, name: str, attempt: int, copy: int | None, item: Any
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """(template context, resolved variables, the task's own rendered variables)."""
-        node = self.plan.nodes[name]
-        launch = self.launch.get(name)
-        task_ctx: dict[str, Any] = {"name": name, "attempt": attempt, "stage": self.plan.stage_names[node.stage]}
-        if launch is not None and launch.fan:
-            task_ctx.update({"instance": copy, "instances": len(launch.items), "item": item})
-        scope = dict(self.variables)
-        ctx = {"var": scope, "run": self.info.context(), "task": task_ctx}
-        own: dict[str, Any] = {}
-        if node.task.variables:
-            own = templates.render(node.task.variables, ctx)
-            scope.update(own)
-        return ctx, scope, own
-
     def _begin(self, name: str) -> None:
         """A task's condition holds: check `if:`, work out its copies, queue them for slots."""
         task = self.plan.nodes[name].task
-        tr = self.runs[name]
-        now = self.clock.time()
-        fan = task.instances is not None or task.for_each is not None
+        record = self.records[name]
+        stage = self.plan.stage_names[self.plan.nodes[name].stage]
         try:
             ctx: dict[str, Any] | None = None
             if task.if_ is not None or (task.for_each is not None and templates.contains_template(task.for_each)):
-                ctx, _, _ = self._template_context(name, len(tr.attempts) + 1, None, None)
+                ctx, _, _ = attempts.context(self.info, task, stage, self.variables, len(record.attempts) + 1)
             if task.if_ is not None and not templates.evaluate(task.if_, ctx or {}):
-                self._final(name, TaskStatus.SKIPPED, reason=f"if: {task.if_} is false")
+                self._finish(name, TaskInput.SKIP, reason=f"if: {task.if_} is false")
                 return
-            items: list[Any]
-            if task.for_each is not None:
-                rendered = templates.render(task.for_each, ctx or {})
-                if not isinstance(rendered, list | tuple):
-                    raise RunError(f"for_each: expected a list, got {type(rendered).__name__} {rendered!r}"[:300])
-                items = list(rendered)
-            elif task.instances is not None:
-                items = list(range(task.instances))
-            else:
-                items = [None]
+            items = attempts.fan_items(task, ctx)
         except FlowstageError as exc:
-            tr.attempts.append(
-                {"number": len(tr.attempts) + 1, "status": "failed", "started_at": now, "ended_at": now, "error": str(exc)}
-            )
-            tr.started_at = tr.started_at or now
-            self._final(name, TaskStatus.FAILED, error=str(exc))
+            now = self.clock.time()
+            entry = {
+                "number": len(record.attempts) + 1,
+                "status": "failed",
+                "started_at": now,
+                "ended_at": now,
+                "error": str(exc),
+            }
+            self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
+            self._finish(name, TaskInput.FAIL, error=str(exc), changes={"started_at": record.started_at or now})
             return
-        self.launch[name] = _Launch(items=items, fan=fan, todo=deque(range(len(items))), first=len(tr.attempts))
-        tr.status = TaskStatus.RUNNING
-        tr.started_at = now
-        tr.ended_at = None
-        tr.error = None
-        tr.reason = None
-        self.status[name] = TaskStatus.RUNNING
-        self.launch_started[name] = self.clock.monotonic()
+        fan = task.instances is not None or task.for_each is not None
+        self.launch[name] = _Launch(items=items, fan=fan, todo=deque(range(len(items))), started=self.clock.monotonic())
         if not items:
             self._log(INFO, f"task {name}: for_each gave no items", name)
-            self._succeed(name)
+            self._succeed(name, {"started_at": self.clock.time()})
             return
         self.waiting_copies.append(name)
 
@@ -414,66 +398,62 @@ class Runner:
         """Start one attempt of one copy of `name` (a plain task has one copy)."""
         node = self.plan.nodes[name]
         task = node.task
-        tr = self.runs[name]
+        record = self.records[name]
         launch = self.launch[name]
-        attempt = len(tr.attempts) + 1
+        number = len(record.attempts) + 1
         item = launch.items[copy] if launch.fan else None
         now = self.clock.time()
-        entry: dict[str, Any] = {"number": attempt, "status": "running", "started_at": now, "ended_at": None, "error": None}
+        entry: dict[str, Any] = {"number": number, "status": "running", "started_at": now, "ended_at": None, "error": None}
         if launch.fan:
-            entry.update({"instance": copy, "item": _jsonable(item)})
+            entry.update({"instance": copy, "item": jsonable(item)})
         try:
             if self.needs_render[name] or launch.fan:
-                ctx, scope, own = self._template_context(name, attempt, copy, item)
-                kwargs = templates.render(task.with_, ctx)
-                spec = task.spec
-                if spec.template_fields:
-                    data = spec.model_dump(by_alias=True)
-                    for fname in spec.template_fields:
-                        data[fname] = templates.render(data[fname], ctx, shell=(fname == spec.kind == "shell"))
-                    spec = _revalidate(spec, data)
+                fan = (copy, len(launch.items), item) if launch.fan else None
+                ctx, scope, own = attempts.context(self.info, task, record.stage, self.variables, number, fan)
+                kwargs, spec = attempts.render(task, ctx)
             else:
-                ctx = {"var": self.variables, "run": self.info.context(), "task": {"name": name, "attempt": attempt}}
                 scope, kwargs, spec, own = self.variables, dict(task.with_), task.spec, {}
         except FlowstageError as exc:
             # a template that cannot render fails the same way on every try: no retry
             entry.update({"status": "failed", "ended_at": now, "error": str(exc)})
-            tr.attempts.append(entry)
+            self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
             self._task_failed(name, TaskStatus.FAILED, str(exc) if not launch.fan else f"copy {copy}: {exc}")
             return
-        tr.variables = _jsonable(scope) if scope else {}
-        tr.attempts.append(entry)
+        changes: dict[str, Any] = {"variables": jsonable(scope) if scope else {}, "reason": None}
+        if record.status is TaskStatus.PENDING:
+            changes.update({"started_at": now, "ended_at": None, "error": None})
+        elif record.status is TaskStatus.RETRYING:
+            changes["error"] = None
+        self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
+        step = self._to(name, TaskInput.START, changes, attempt=number, instance=copy if launch.fan else None)
+        assert Effect.SUBMIT in step.effects
         launch.tries[copy] = launch.tries.get(copy, 0) + 1
-        launch.running.add(copy)
-        if tr.status is not TaskStatus.RUNNING:
-            tr.status = TaskStatus.RUNNING
-            self.status[name] = TaskStatus.RUNNING
-        self._change(name, attempt=attempt, instance=copy if launch.fan else None)
         where = f", copy {copy}" if launch.fan else ""
-        self._log(INFO, f"task {name} started (attempt {attempt}{where})", name, attempt)
+        self._log(INFO, f"task {name} started (attempt {number}{where})", name, number)
         timeout = task.timeout if task.timeout is not None else self.prefs.timeout
         mono = self.clock.monotonic()
-        self.running[(name, attempt)] = _Running(attempt, None, mono + timeout if timeout else None, mono, copy)
-        job = AttemptSpec(
-            run_id=self.info.id,
-            workflow=self.info.workflow,
-            task=name,
-            spec=spec,
-            kwargs=kwargs,
-            variables=scope,
-            attempt=attempt,
-            root=self.info.root,
-            log_level=self.level_of[name],
-            interpreter=self.prefs.python,
-            task_variables=own,
-            previous=[dict(a) for a in tr.attempts[:-1]],
-            instance=copy if launch.fan else None,
-            item=_jsonable(item) if launch.fan else None,
-            timeout=timeout or None,
-            deadline=now + timeout if timeout else None,
-            save=task.save,
+        self.running[(name, number)] = _Running(number, None, mono + timeout if timeout else None, mono, copy)
+        self.to_submit.append(
+            AttemptSpec(
+                run_id=self.info.id,
+                workflow=self.info.workflow,
+                task=name,
+                attempt=number,
+                spec=spec,
+                kwargs=kwargs,
+                variables=scope,
+                root=self.info.root,
+                log_level=self.level_of[name],
+                interpreter=self.prefs.python,
+                task_variables=own,
+                previous=[dict(a) for a in record.attempts[:-1]],
+                instance=copy if launch.fan else None,
+                item=jsonable(item) if launch.fan else None,
+                timeout=timeout or None,
+                deadline=now + timeout if timeout else None,
+                save=task.save,
+            )
         )
-        self.to_submit.append((name, job))
 
     def _stopped(self) -> bool:
         return self.cancelled or self.timed_out
@@ -484,7 +464,7 @@ class Runner:
             if self.waiting_copies:
                 name = self.waiting_copies[0]
                 launch = self.launch.get(name)
-                if launch is None or not launch.todo or self.status[name] in TASK_FINAL:
+                if launch is None or not launch.todo or self._status(name) in TASK_FINAL:
                     self.waiting_copies.popleft()
                     continue
                 copy = launch.todo.popleft()
@@ -497,150 +477,142 @@ class Runner:
                 break
             name = self.ready.popleft()
             self.queued.discard(name)
-            if self.status[name] is TaskStatus.PENDING:
+            if self._status(name) is TaskStatus.PENDING and name not in self.launch:
                 self._begin(name)
             self._evaluate_all()
 
     def _submit_all(self) -> None:
         jobs, self.to_submit = self.to_submit, []
-        for name, job in jobs:
-            running = self.running.get((name, job.attempt))
+        for job in jobs:
+            running = self.running.get((job.task, job.attempt))
             if running is None:
                 continue
-            running.handle = self.executor.submit(job, _InboxReports(self.inbox, name, job.attempt))
+            target = self.subruns if job.kind == "workflow" and self.subruns is not None else self.executor
+            running.handle = target.submit(job, _InboxReports(self.inbox, job.task, job.attempt))
 
     # ------------------------------------------------------------------ outcomes
-    def _attempt_end(self, name: str, attempt: int, status: TaskStatus, error: str | None, metrics: dict[str, Any]) -> None:
-        entry = self.runs[name].attempts[attempt - 1]
-        entry.update({"status": str(status), "ended_at": self.clock.time(), "error": error})
-        if metrics:
-            entry["metrics"] = metrics
-
-    def _on_outcome(self, name: str, attempt: int, outcome: Outcome) -> None:
-        running = self.running.pop((name, attempt), None)
+    def _on_outcome(self, name: str, number: int, outcome: Outcome) -> None:
+        running = self.running.pop((name, number), None)
         if running is None:
             return  # a late answer from an attempt already timed out or cancelled
         launch = self.launch[name]
-        launch.running.discard(running.copy)
-        tr = self.runs[name]
+        record = self.records[name]
         metrics = {"runtime_seconds": round(self.clock.monotonic() - running.started, 6), **outcome.metrics}
-        self._attempt_end(name, attempt, outcome.status, outcome.error, metrics)
-        if not launch.fan:
-            tr.metrics = {**tr.metrics, **metrics, "attempts": len(tr.attempts)}
+        self._attempt(
+            name,
+            number,
+            {"status": str(outcome.status), "ended_at": self.clock.time(), "error": outcome.error, "metrics": metrics},
+        )
+        task_metrics = None if launch.fan else {**record.metrics, **metrics, "attempts": len(record.attempts)}
         if outcome.status is TaskStatus.SUCCEEDED:
             launch.values[running.copy] = outcome.value
             launch.variables.update(outcome.variables)
             launch.metrics.append(outcome.metrics)
             if len(launch.values) == len(launch.items):
-                self._succeed(name)
+                self._succeed(name, {"metrics": task_metrics} if task_metrics is not None else {})
             return
-        error = outcome.error or str(outcome.status)
-        self._copy_failed(name, running.copy, outcome.status, error)
+        self._copy_failed(name, running.copy, outcome.status, outcome.error or str(outcome.status), task_metrics)
 
-    def _succeed(self, name: str) -> None:
+    def _succeed(self, name: str, changes: dict[str, Any]) -> None:
         launch = self.launch[name]
-        tr = self.runs[name]
+        record = self.records[name]
+        data = dict(changes)
         if launch.fan:
             value: Any = [launch.values[i] for i in range(len(launch.items))]
-            tr.metrics = {**_aggregate(launch.metrics), "copies": len(launch.items), "attempts": len(tr.attempts)}
-            tr.metrics["runtime_seconds"] = round(self.clock.monotonic() - self.launch_started[name], 6)
+            data["metrics"] = {
+                **attempts.aggregate(launch.metrics),
+                "copies": len(launch.items),
+                "attempts": len(record.attempts),
+                "runtime_seconds": round(self.clock.monotonic() - launch.started, 6),
+            }
         else:
             value = launch.values.get(0)
         try:
-            saved = {**self._saved(name, value), **_jsonable(launch.variables)}
+            saved = {**attempts.saved_values(self.plan.nodes[name].task, value, fan=launch.fan), **jsonable(launch.variables)}
         except FlowstageError as exc:
-            self._task_failed(name, TaskStatus.FAILED, str(exc))
+            self._task_failed(name, TaskStatus.FAILED, str(exc), data.get("metrics"))
             return
         if saved:
-            tr.saved = saved
+            data["saved"] = saved
             self.variables.update(saved)
-            self.batch.run_variables = _jsonable(self.variables)
-        self._final(name, TaskStatus.SUCCEEDED)
+            self.batch.run_variables = jsonable(self.variables)
+            self._emit(Event(self.info.id, self.clock.time(), RUN_VARIABLES, None, None, {"variables": self.batch.run_variables}))
+        self._finish(name, TaskInput.SUCCEED, changes=data)
 
-    def _saved(self, name: str, value: Any) -> dict[str, Any]:
-        save = self.plan.nodes[name].task.save
-        if save is None:
-            return {}
-        value = _jsonable(value)
-        if isinstance(save, str):
-            return {save: value}
-        if self.launch[name].fan:
-            raise RunError("save: of a fanned-out task keeps the list of results: use `save: name`")
-        if not isinstance(value, dict):
-            raise RunError(f"save: needs a mapping result to pick {sorted(save.values())}, got {type(value).__name__}")
-        missing = [k for k in save.values() if k not in value]
-        if missing:
-            raise RunError(f"save: the result has no key {missing[0]!r} (keys: {', '.join(map(str, value))})")
-        return {var: value[key] for var, key in save.items()}
-
-    def _copy_failed(self, name: str, copy: int, status: TaskStatus, error: str) -> None:
-        """One copy's attempt failed: retry that copy, or fail the task."""
+    def _copy_failed(self, name: str, copy: int, status: TaskStatus, error: str, metrics: dict[str, Any] | None) -> None:
+        """One copy's attempt failed or timed out: retry that copy, or fail the task."""
         task = self.plan.nodes[name].task
         launch = self.launch[name]
         retries = task.retries if task.retries is not None else self.prefs.retries
-        tr = self.runs[name]
-        label = f"copy {copy} ({_jsonable(launch.items[copy])!r}): " if launch.fan else ""
+        record = self.records[name]
+        label = f"copy {copy} ({jsonable(launch.items[copy])!r}): " if launch.fan else ""
         if launch.tries.get(copy, 0) <= retries and not self._stopped():
             delay = task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
+            if launch.fan:
+                step = self._to(name, TaskInput.RETRY_COPY)
+            else:
+                changes = {"error": error, **({"metrics": metrics} if metrics is not None else {})}
+                step = self._to(name, TaskInput.RETRY, changes, error=error, retry_in=delay)
+            assert Effect.SCHEDULE_RETRY in step.effects
             heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name, copy))
-            if not launch.fan:
-                tr.status = TaskStatus.RETRYING
-                tr.error = error
-                self.status[name] = TaskStatus.RETRYING
-                self._change(name, error=error, retry_in=delay)
-            self._log(WARNING, f"task {name} {label}{status} ({error}); retrying in {delay:g}s", name, len(tr.attempts))
+            self._log(WARNING, f"task {name} {label}{status} ({error}); retrying in {delay:g}s", name, len(record.attempts))
             return
-        self._task_failed(name, status, label + error)
+        self._task_failed(name, status, label + error, metrics)
 
-    def _task_failed(self, name: str, status: TaskStatus, error: str) -> None:
-        """The task failed for good: stop its other copies."""
-        for key, running in list(self.running.items()):
-            if key[0] == name:
-                if running.handle is not None:
-                    running.handle.kill()
-                del self.running[key]
-                self._attempt_end(name, key[1], TaskStatus.CANCELLED, "another copy failed", {})
-        launch = self.launch.get(name)
-        if launch is not None:
-            launch.todo.clear()
-            launch.running.clear()
-        self.runs[name].metrics["attempts"] = len(self.runs[name].attempts)
-        self._final(name, status, error=error)
+    def _task_failed(self, name: str, status: TaskStatus, error: str, metrics: dict[str, Any] | None = None) -> None:
+        """The task failed for good: its other copies are stopped (the transition's kill)."""
+        record = self.records[name]
+        data = {"metrics": {**(metrics if metrics is not None else record.metrics), "attempts": len(record.attempts)}}
+        move = TaskInput.TIME_OUT if status is TaskStatus.TIMED_OUT and record.status is TaskStatus.RUNNING else TaskInput.FAIL
+        self._finish(name, move, error=error, changes=data, why="another copy failed")
 
-    def _on_process(self, name: str, attempt: int, pid: int) -> None:
-        if (name, attempt) in self.running:
-            self.runs[name].attempts[attempt - 1]["pid"] = pid
-            self.runs[name].attempts[attempt - 1]["host"] = self.info.host
-            self.batch.tasks.append(self.runs[name])
+    def _on_process(self, name: str, number: int, pid: int) -> None:
+        if (name, number) in self.running:
+            self._attempt(name, number, {"pid": pid, "host": self.info.host or socket.gethostname()})
 
-    def _on_subrun(self, name: str, attempt: int, run_id: str) -> None:
-        self.runs[name].attempts[attempt - 1]["sub_run_id"] = run_id
-        self.batch.tasks.append(self.runs[name])
+    def _on_subrun(self, name: str, number: int, run_id: str) -> None:
+        if number <= len(self.records[name].attempts):
+            self._attempt(name, number, {"sub_run_id": run_id})
 
-    def _on_log(self, name: str, attempt: int, level: int, message: str) -> None:
-        self._log(level, message, name, attempt)
+    def _on_note(self, name: str, number: int, reason: str | None) -> None:
+        if (name, number) in self.running and self.records[name].reason != reason:
+            self._emit(Event(self.info.id, self.clock.time(), TASK_NOTE, name, None, {"reason": reason}))
+
+    def _on_log(self, name: str, number: int, level: int, message: str) -> None:
+        self._log(level, message, name, number)
 
     # ------------------------------------------------------------------ timers
     def _check_timers(self) -> None:
         mono = self.clock.monotonic()
         for key, running in list(self.running.items()):
             if running.deadline is not None and mono >= running.deadline and key in self.running:
-                name, attempt = key
+                name, number = key
                 if running.handle is not None:
                     running.handle.kill()
                 del self.running[key]
-                self.launch[name].running.discard(running.copy)
                 error = f"timed out after {running.deadline - running.started:g}s"
                 elapsed = round(mono - running.started, 6)
-                self._attempt_end(name, attempt, TaskStatus.TIMED_OUT, error, {"runtime_seconds": elapsed})
-                if not self.launch[name].fan:
-                    tr = self.runs[name]
-                    tr.metrics = {**tr.metrics, "runtime_seconds": elapsed, "attempts": len(tr.attempts)}
-                self._copy_failed(name, running.copy, TaskStatus.TIMED_OUT, error)
+                self._attempt(
+                    name,
+                    number,
+                    {
+                        "status": "timed_out",
+                        "ended_at": self.clock.time(),
+                        "error": error,
+                        "metrics": {"runtime_seconds": elapsed},
+                    },
+                )
+                record = self.records[name]
+                metrics = (
+                    None
+                    if self.launch[name].fan
+                    else {**record.metrics, "runtime_seconds": elapsed, "attempts": len(record.attempts)}
+                )
+                self._copy_failed(name, running.copy, TaskStatus.TIMED_OUT, error, metrics)
         while self.retry_heap and self.retry_heap[0].at <= mono:
             due = heapq.heappop(self.retry_heap)
             launch = self.launch.get(due.name)
-            if launch is not None and self.status[due.name] not in TASK_FINAL:
+            if launch is not None and self._status(due.name) not in TASK_FINAL:
                 launch.todo.append(due.copy)
                 self.waiting_copies.append(due.name)
 
@@ -662,26 +634,31 @@ class Runner:
             self.cancelled = True
             why = "run cancelled"
         self._log(WARNING, why)
-        status = TaskStatus.TIMED_OUT if timed_out else TaskStatus.CANCELLED
+        status = "timed_out" if timed_out else "cancelled"
         hit: list[str] = []
-        for (name, attempt), running in list(self.running.items()):
+        for (name, number), running in list(self.running.items()):
             if running.handle is not None:
                 running.handle.kill()
             elapsed = round(self.clock.monotonic() - running.started, 6)
-            self._attempt_end(name, attempt, status, why, {"runtime_seconds": elapsed})
+            self._attempt(
+                name,
+                number,
+                {"status": status, "ended_at": self.clock.time(), "error": why, "metrics": {"runtime_seconds": elapsed}},
+            )
             if name not in hit:
                 hit.append(name)
         self.running.clear()
+        move = TaskInput.STOP_TIMED_OUT if timed_out else TaskInput.CANCEL
         for name in hit:
-            if self.status[name] not in TASK_FINAL:
-                self._final(name, status, reason=why, error=why if timed_out else None)
+            if self._status(name) not in TASK_FINAL:
+                self._finish(name, move, reason=why, error=why if timed_out else None, why=why)
         self.ready.clear()
         self.queued.clear()
         self.retry_heap.clear()
         self.waiting_copies.clear()
-        for name, current in list(self.status.items()):
-            if current not in TASK_FINAL:
-                self._final(name, TaskStatus.CANCELLED, reason=why)
+        for name, record in self.records.items():
+            if record.status not in TASK_FINAL:
+                self._finish(name, TaskInput.CANCEL, reason=why, why=why)
         self.to_evaluate.clear()
 
     # ------------------------------------------------------------------ the loop
@@ -698,13 +675,28 @@ class Runner:
             raise
         finally:
             self.executor.shutdown()
+            if self.subruns is not None:
+                self.subruns.shutdown()
+
+    def _handle(self, message: tuple[str, Any]) -> None:
+        kind, payload = message
+        if kind == "done":
+            self._on_outcome(*payload)
+        elif kind == "process":
+            self._on_process(*payload)
+        elif kind == "subrun":
+            self._on_subrun(*payload)
+        elif kind == "note":
+            self._on_note(*payload)
+        else:
+            self._on_log(*payload)
 
     def _loop(self) -> RunStatus:
         run_timeout = self.prefs.run_timeout
         started = self.clock.monotonic()
         run_deadline = started + run_timeout if run_timeout else None
         next_beat = started + HEARTBEAT_SECONDS
-        resumed = any(tr.attempts for tr in self.runs.values())
+        resumed = any(tr.attempts for tr in self.records.values())
         self._log(
             NOTICE, f"run {'resumed' if resumed else 'started'}: workflow {self.info.workflow}, {len(self.plan.nodes)} tasks"
         )
@@ -718,21 +710,11 @@ class Runner:
                 if not self.running and not self.ready and not self.retry_heap and not self.waiting_copies:
                     break
                 try:
-                    message = self.inbox.get(timeout=self._next_wakeup(run_deadline, next_beat))
+                    message: tuple[str, Any] | None = self.inbox.get(timeout=self._next_wakeup(run_deadline, next_beat))
                 except queue.Empty:
                     message = None
                 while message is not None:
-                    kind, payload = message
-                    if kind == "done":
-                        self._on_outcome(*payload)
-                    elif kind == "process":
-                        self._on_process(*payload)
-                    elif kind == "subrun":
-                        self._on_subrun(*payload)
-                    elif kind == "note":
-                        pass
-                    else:
-                        self._on_log(*payload)
+                    self._handle(message)
                     try:
                         message = self.inbox.get_nowait()
                     except queue.Empty:
@@ -758,24 +740,36 @@ class Runner:
             if kind == "log":
                 self._on_log(*payload)
         # anything not final here was never reachable (should not happen): make it explicit
-        for name, status in list(self.status.items()):
-            if status not in TASK_FINAL:
-                self._final(name, TaskStatus.CANCELLED, reason="never became ready")
-        final = run_status(self.status, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
+        for name, record in self.records.items():
+            if record.status not in TASK_FINAL:
+                self._finish(name, TaskInput.CANCEL, reason="never became ready")
+        statuses = {n: r.status for n, r in self.records.items()}
+        final = run_status(statuses, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
         if final is RunStatus.SUCCEEDED and self.on_success is not None:
             self._flush()
             problem = self.on_success(lambda level, message: self._log(level, message))
             if problem:
                 self._log(ERROR, problem)
                 final = RunStatus.FAILED
+        final = run_transition(RunStatus.RUNNING, FINISH[final])
         now = self.clock.time()
         self.batch.run_status = str(final)
         self.batch.run_ended_at = now
-        self.batch.events.append(Event(self.info.id, now, "run_finished", None, str(final)))
+        self._emit(Event(self.info.id, now, RUN_FINISHED, None, str(final)))
         self._log(NOTICE if final is RunStatus.SUCCEEDED else ERROR, f"run {final}")
         self._flush()
-        self._final_status = final
+        self.hooks.run(final, self.records)
+        self._flush()  # what a failing hook logged
         return final
+
+    def __repr__(self) -> str:
+        return f"Runner({self.info.id!r}, {self.info.workflow!r}, {len(self.records)} tasks)"
+
+
+def _copy(record: TaskRun) -> TaskRun:
+    import copy
+
+    return copy.deepcopy(record)
 
 
 def utc(ts: float | None) -> str | None:
@@ -783,3 +777,6 @@ def utc(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+__all__ = ["HEARTBEAT_SECONDS", "RunInfo", "RunInput", "Runner", "utc"]

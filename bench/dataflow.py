@@ -47,8 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     import duckdb
 
+    from flowstage.app.runs import open_store, start_run
     from flowstage.model.loader import load_text
-    from flowstage.runtime import open_store, start_run
     from flowstage.settings import load_project
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -121,8 +121,8 @@ def baseline(preds: dict[str, list[str]], db: Path | None, workers: int = 8) -> 
 
 def flowstage_run(root: Path, wf: dict) -> tuple[float, float]:
     """(load + validate seconds, run seconds) through the Python API, SQLite store."""
+    from flowstage.app.runs import open_store, start_run
     from flowstage.model.loader import load
-    from flowstage.runtime import open_store, start_run
     from flowstage.settings import load_project
 
     path = root / "workflows" / f"{wf['name']}.json"

@@ -36,8 +36,8 @@ def run(
     """
     from pathlib import Path as _Path
 
+    from flowstage.app.runs import open_store, start_run
     from flowstage.model.loader import check_graph
-    from flowstage.runtime import open_store, start_run
     from flowstage.settings import load_project
     from flowstage.views.records import run_record
 

@@ -4,7 +4,7 @@ A version holds the workflow file's text, its validated definition, and the text
 files its tasks name (SQL files, Python files, dataflow packages), so `diff` shows every change
 and the content hash moves when any of them does. Deploying content that is already current
 makes no version; deploying content equal to an older version makes that version current again.
-Runs by name use the current version's definition (`runtime.resolve_workflow`).
+Runs by name use the current version's definition (`app.workflows.resolve_workflow`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowstage.app.runs import who
 from flowstage.errors import DefinitionError, NotFoundError, Problem, StoreError, UsageError
 from flowstage.model.workflow import Workflow
-from flowstage.runtime import who
 from flowstage.settings import CONFIG_FILE, STATE_DIR, Project
 from flowstage.stores.base import RunStore
 from flowstage.stores.deployments import DeployOutcome, WorkflowVersion

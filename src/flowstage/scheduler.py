@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from flowstage.app.liveness import runner_alive
+from flowstage.app.runs import BegunRun, begin_run, drive, new_run_id
 from flowstage.engine.ports import Clock, SystemClock
 from flowstage.engine.scheduling import STATUS_RULES, CronSchedule, due_times, event_fires, zone
 from flowstage.errors import FlowstageError
 from flowstage.model.workflow import AfterWorkflows, Workflow
-from flowstage.runtime import BegunRun, begin_run, drive, new_run_id, runner_alive
 from flowstage.settings import Project
 from flowstage.stores.base import RunStore
 from flowstage.stores.deployments import ActiveRun, Claim, Fire

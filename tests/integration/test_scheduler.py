@@ -180,7 +180,7 @@ def test_a_scheduled_run_records_its_version_logical_time_and_trigger_variables(
 
 
 def test_event_triggers_all_and_any_count_runs_that_ended_while_no_scheduler_was_up(local: tuple[Project, SqlRunStore]) -> None:
-    from flowstage.runtime import start_run
+    from flowstage.app.runs import start_run
 
     project, store = local
     noop = "tasks:\n  - {name: work, python: tasks/jobs.py:noop, in_process: true}\n"
@@ -190,7 +190,7 @@ def test_event_triggers_all_and_any_count_runs_that_ended_while_no_scheduler_was
     project.write("workflows/either.yaml", "name: either\ntrigger: {after: {workflows: [a, b], when: any}}\n" + noop)
     proj = load_project(root=project.root)
     deploy(proj, [project.root / "workflows"], store=store)
-    from flowstage.runtime import resolve_workflow
+    from flowstage.app.workflows import resolve_workflow
 
     def run(name: str) -> None:
         found = resolve_workflow(proj, name, store=store)

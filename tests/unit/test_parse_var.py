@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from flowstage.app.workflows import parse_var
 from flowstage.errors import UsageError
-from flowstage.runtime import parse_var
 
 
 @pytest.mark.parametrize(

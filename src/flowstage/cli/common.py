@@ -22,6 +22,6 @@ def project_for(ref: str | None = None) -> Project:
 
 
 def store_for(project: Project) -> RunStore:
-    from flowstage.runtime import open_store
+    from flowstage.app.runs import open_store
 
     return open_store(project)

@@ -178,8 +178,8 @@ def rollback_cmd(name: str, version: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of times.")
 def schedule_cmd(name: str, count: int, as_json: bool) -> None:
     """The next fire times of workflow NAME (its current deployed version, else the file)."""
+    from flowstage.app.workflows import resolve_workflow
     from flowstage.engine.scheduling import CronSchedule
-    from flowstage.runtime import resolve_workflow
 
     project = project_for(name)
     found = resolve_workflow(project, name)

@@ -27,7 +27,7 @@ def _short_time(ts: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Run history, newest first."""
-    from flowstage.runtime import effective_status
+    from flowstage.app.liveness import effective_status
     from flowstage.views.records import run_summary
 
     store = store_for(project_for())
@@ -57,7 +57,8 @@ def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_jso
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(run_id: str, as_json: bool) -> None:
     """The dynamic view of RUN_ID: each task's status, attempts, times, error, metrics, saved variables."""
-    from flowstage.runtime import effective_status, get_run
+    from flowstage.app.liveness import effective_status
+    from flowstage.app.runs import get_run
     from flowstage.views.records import run_record
 
     store = store_for(project_for())
@@ -99,7 +100,8 @@ def show_cmd(run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: bool) -> None:
     """Log lines of RUN_ID (of one TASK)."""
-    from flowstage.runtime import effective_status, get_run
+    from flowstage.app.liveness import effective_status
+    from flowstage.app.runs import get_run
 
     store = store_for(project_for())
     run = get_run(store, run_id)
@@ -144,9 +146,10 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def graph_cmd(workflow: str | None, run_id: str | None, fmt: str, output: Path | None) -> None:
     """The static view of WORKFLOW, or with --run the dynamic view of a run."""
+    from flowstage.app.runs import get_run
+    from flowstage.app.workflows import find_workflow
     from flowstage.engine.plan import compile_plan
     from flowstage.model.workflow import Workflow
-    from flowstage.runtime import find_workflow, get_run
     from flowstage.views import graph
 
     project = project_for(workflow)

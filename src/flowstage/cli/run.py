@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -142,40 +141,48 @@ def _finish(run: StoredRun, as_json: bool) -> None:
         failed = [t for t in run.tasks if str(t.status) in ("failed", "timed_out") and t.error]
         for t in failed[:10] if run.status != "succeeded" else []:
             click.echo(f"  {t.name}: {t.error}", err=True)
-    code = int(ExitCode.OK if run.status == "succeeded" else ExitCode.RUN_FAILED)
-    if threading.active_count() > 1:
-        # an in-process task that timed out or was cancelled may still hold a thread: do not wait for it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    raise SystemExit(int(ExitCode.OK if run.status == "succeeded" else ExitCode.RUN_FAILED))
+
+
+def _detached(run_id: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"id": run_id, "status": "running"})
+    else:
+        click.echo(f"run {run_id} started in the background: flowstage show {run_id} / flowstage logs {run_id} --follow")
 
 
 @click.command("run")
 @click.argument("workflow")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a run variable (repeatable).")
 @click.option("--executor", default=None, metavar="URL", help="Executor: local (default).")
+@click.option("--detach", is_flag=True, help="Run in a runner process of its own; print the run id and return.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
-def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_json: bool, quiet: bool) -> None:
+def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, detach: bool, as_json: bool, quiet: bool) -> None:
     """Run WORKFLOW (a name or a file) to its end."""
-    from flowstage.runtime import parse_var, resolve_workflow, start_run
+    from flowstage.app.runs import start_run
+    from flowstage.app.workflows import parse_var, resolve_workflow
 
     project = project_for(workflow)
+    overrides = dict(parse_var(v) for v in variables)
+    if detach:
+        from flowstage.app.detached import detach_run
+
+        path = Path(workflow)
+        ref = str(path.resolve()) if path.is_file() else workflow
+        _detached(detach_run(project, ref, variables=overrides, executor=executor), as_json)
+        return
     store = store_for(project)
     found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
-    wf, source = found.workflow, found.source
-    os.chdir(project.root)  # tasks and DuckDB read relative paths from the project root
-    overrides = dict(parse_var(v) for v in variables)
     progress = _progress(as_json, quiet)
     try:
         run = start_run(
             project,
-            wf,
+            found.workflow,
             store=store,
             variables=overrides,
             version=found.version,
-            source=source,
+            source=found.source,
             executor=executor,
             observer=progress,
             on_created=progress.start if progress else None,
@@ -189,14 +196,19 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, as_
 @click.command("resume")
 @click.argument("run_id")
 @click.option("--executor", default=None, metavar="URL")
+@click.option("--detach", is_flag=True, help="Resume in a runner process of its own and return.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
-def resume_cmd(run_id: str, executor: str | None, as_json: bool, quiet: bool) -> None:
+def resume_cmd(run_id: str, executor: str | None, detach: bool, as_json: bool, quiet: bool) -> None:
     """Run again what failed, timed out, was cancelled or never ran in RUN_ID."""
-    from flowstage.runtime import resume_run
+    from flowstage.app.runs import resume_run
 
     project = project_for()
-    os.chdir(project.root)
+    if detach:
+        from flowstage.app.detached import detach_resume
+
+        _detached(detach_resume(project, run_id, executor=executor), as_json)
+        return
     store = store_for(project)
     progress = _progress(as_json, quiet)
     try:
@@ -214,7 +226,7 @@ def resume_cmd(run_id: str, executor: str | None, as_json: bool, quiet: bool) ->
 @click.option("--json", "as_json", is_flag=True)
 def cancel_cmd(run_id: str, as_json: bool) -> None:
     """Stop RUN_ID: running tasks are killed, pending ones cancelled."""
-    from flowstage.runtime import cancel_run
+    from flowstage.app.runs import cancel_run
 
     store = store_for(project_for())
     run = cancel_run(store, run_id)

@@ -13,6 +13,7 @@ kind               task?   data
 run_started        no      {} (status ``running``)
 run_resumed        no      {"by": who}                     (status ``running``)
 run_variables      no      {"variables": {...}}            the run scope after a `save:`
+run_code           no      {"version", "files", "folder"}  the deployed version's files it runs
 cancel_requested   no      {}
 run_finished       no      {"reason"?: text}               (status = the run's final status)
 task_status        yes     {"set": {field: value}, ...}    status = the task's new status; `set`
@@ -41,6 +42,7 @@ from flowstage.model.statuses import TaskStatus
 RUN_STARTED = "run_started"
 RUN_RESUMED = "run_resumed"
 RUN_VARIABLES = "run_variables"
+RUN_CODE = "run_code"
 CANCEL_REQUESTED = "cancel_requested"
 RUN_FINISHED = "run_finished"
 TASK_STATUS = "task_status"
@@ -48,7 +50,7 @@ TASK_NOTE = "task_note"
 ATTEMPT_STARTED = "attempt_started"
 ATTEMPT_UPDATED = "attempt_updated"
 
-RUN_KINDS = frozenset({RUN_STARTED, RUN_RESUMED, RUN_VARIABLES, CANCEL_REQUESTED, RUN_FINISHED})
+RUN_KINDS = frozenset({RUN_STARTED, RUN_RESUMED, RUN_VARIABLES, RUN_CODE, CANCEL_REQUESTED, RUN_FINISHED})
 TASK_KINDS = frozenset({TASK_STATUS, TASK_NOTE, ATTEMPT_STARTED, ATTEMPT_UPDATED})
 KINDS = RUN_KINDS | TASK_KINDS
 
@@ -136,6 +138,7 @@ __all__ = [
     "ATTEMPT_UPDATED",
     "CANCEL_REQUESTED",
     "KINDS",
+    "RUN_CODE",
     "RUN_FINISHED",
     "RUN_RESUMED",
     "RUN_STARTED",

@@ -6,7 +6,6 @@ entry-point group (a class with `spec` and a `run(job, ctx)` method).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +13,10 @@ from typing import Any
 
 from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
+from flowstage.plugins import Registry
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = {
-    kind: f"flowstage.tasks.{kind}" for kind in ("python", "shell", "sql", "http", "wait_for", "workflow", "dataflow", "crawl")
-}
+_BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl")
 
 
 @dataclass
@@ -28,8 +26,6 @@ class RunResources:
     root: Path
     connections: Connections
     store_url: str = ""
-    #: starts (or resumes) a sub-run: (workflow ref, job, ctx) -> the ended child run
-    subrun: Callable[[str, AttemptSpec, TaskContext], Any] | None = None
     #: the data catalog (crawlers write it, dataflows read `{catalog: name}` sources from it)
     catalog: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -60,16 +56,15 @@ class TaskContext:
 Runner = Callable[[AttemptSpec, TaskContext], Outcome]
 
 
-def runner_for(kind: str) -> Runner:
-    module = _BUILTIN.get(kind)
-    if module is not None:
-        fn: Runner = importlib.import_module(module).run
-        return fn
-    from importlib.metadata import entry_points
+def _plugin(cls: Any) -> Runner:
+    run: Runner = cls().run
+    return run
 
-    for ep in entry_points(group="flowstage.task_kinds"):
-        cls: Any = ep.load()
-        if getattr(cls.spec, "kind", None) == kind:
-            plugin: Runner = cls().run
-            return plugin
-    raise LookupError(f"no runner for task kind {kind!r}")
+
+TASK_KINDS = Registry("flowstage.task_kinds", {kind: f"flowstage.tasks.{kind}:run" for kind in _BUILTIN}, what="task kind")
+
+
+def runner_for(kind: str) -> Runner:
+    """The `run(attempt, ctx)` of task kind `kind` (a plug-in's is its class's `run`)."""
+    found = TASK_KINDS.get(kind)
+    return _plugin(found) if isinstance(found, type) else found

@@ -1,0 +1,65 @@
+"""The registries the application layer chooses from: executors by URL scheme, notifiers by kind.
+
+An executor factory is called as ``factory(url, project=..., workflow=...)`` and returns an
+`ExecutorPort`; `local` is built in, others come from the ``flowstage.executors`` entry-point
+group (``dask`` will be one). Notifiers (``flowstage.notifiers``) are looked up by the kind
+named in flowstage.yaml. Dataflow engines live in `flowstage.data.engine.ENGINES`, task kinds in
+`flowstage.tasks.TASK_KINDS`: the same `Registry`, one per extension point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowstage.errors import DefinitionError
+from flowstage.model.workflow import Workflow
+from flowstage.plugins import Registry
+from flowstage.settings import Project
+
+EXECUTORS = Registry("flowstage.executors", {"local": "flowstage.app.registry:local_executor"}, what="executor")
+NOTIFIERS = Registry("flowstage.notifiers", {}, what="notifier")
+
+
+def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
+    """The local executor: a pool of `max_parallel` slots, with the run's connections and catalog."""
+    from flowstage.connections import Connections
+    from flowstage.executors.local import LocalExecutor
+    from flowstage.tasks import RunResources
+
+    resources = RunResources(
+        root=project.root,
+        connections=Connections(project.connections),
+        store_url=project.store_url,
+        catalog=catalog_for(project),
+    )
+    return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
+
+
+def executor_for(project: Project, workflow: Workflow, override: str | None = None) -> Any:
+    """The executor the run asks for (`--executor`, FLOWSTAGE_EXECUTOR, flowstage.yaml; default local)."""
+    url = override or project.executor or "local"
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    try:
+        factory = EXECUTORS.get(scheme)
+    except LookupError as exc:
+        raise DefinitionError(f"executor {url!r} is not available ({exc})") from None
+    return factory(url, project=project, workflow=workflow)
+
+
+def catalog_for(project: Project) -> Any:
+    """The catalog in the project's run store, on connections of its own (crawls run in task threads)."""
+    from flowstage.stores.sql.catalog import SqlCatalog
+    from flowstage.stores.sql.store import SqlRunStore
+
+    class _Lazy:
+        _catalog: SqlCatalog | None = None
+
+        def __getattr__(self, name: str) -> Any:
+            if self._catalog is None:
+                self._catalog = SqlCatalog(SqlRunStore(project.store_url))
+            return getattr(self._catalog, name)
+
+    return _Lazy()
+
+
+__all__ = ["EXECUTORS", "NOTIFIERS", "catalog_for", "executor_for", "local_executor"]

@@ -1,0 +1,354 @@
+"""Runs: start, resume and cancel; the one place an engine, an executor and a store come together.
+
+Every function takes the project it works on and the store to record in: nothing here reads or
+changes process-wide state (no working directory, no exit), so one process — a scheduler, a
+server — can host many runs of several projects. `detached` starts the same runs in runner
+processes of their own.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from flowstage.app.code import PinnedCode, pin
+from flowstage.app.liveness import effective_status, kill_orphans, process_started, runner_alive
+from flowstage.app.registry import executor_for
+from flowstage.app.subruns import SubRuns
+from flowstage.engine.hooks import Hooks
+from flowstage.engine.plan import compile_plan
+from flowstage.engine.ports import Batch, Event, TaskRun
+from flowstage.engine.projection import RUN_CODE
+from flowstage.engine.runner import RunInfo, Runner
+from flowstage.errors import NotFoundError, RunError, RunInterrupted, UsageError
+from flowstage.model.statuses import RUN_RESUMABLE, RunStatus
+from flowstage.model.workflow import Workflow
+from flowstage.settings import Project
+from flowstage.stores.base import NewRun, RunStore, StoredRun
+
+Observer = Callable[[Event, TaskRun | None], None]
+
+
+def open_store(project: Project) -> RunStore:
+    """The project's run store (migrated to the current schema)."""
+    from flowstage.stores.sql.store import SqlRunStore
+
+    return SqlRunStore(project.store_url)
+
+
+def new_run_id() -> str:
+    """A short, unique, roughly time-ordered id."""
+    # 8 random hex digits: a scheduler may start a thousand runs within one second
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(4)
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def run_scope(workflow: Workflow, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's variables: the workflow's defaults under the run-time overrides."""
+    return {**workflow.variables, **dict(overrides)}
+
+
+def logical_datetime(workflow: Workflow, at: float) -> datetime:
+    """A run's logical time as templates see it: in the trigger's time zone (so `run.date` is its local date)."""
+    if workflow.trigger is not None and workflow.trigger.timezone.upper() != "UTC":
+        from flowstage.engine.scheduling import zone
+
+        return datetime.fromtimestamp(at, zone(workflow.trigger.timezone))
+    return datetime.fromtimestamp(at, UTC)
+
+
+def get_run(store: RunStore, run_id: str) -> StoredRun:
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    return run
+
+
+@contextmanager
+def _signals_cancel() -> Iterator[None]:
+    """SIGTERM cancels the run in progress instead of killing the runner (main thread only)."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel: a second signal must not cut the shutdown short
+        raise RunInterrupted()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: the host of this run handles its own signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _flusher(project: Project, workflow: Workflow, executor: Any) -> Callable[[Callable[[int, str], None]], str | None] | None:
+    """Auto flush after a successful run, on the run's own connections."""
+    items = workflow.preferences.flush
+    if not items:
+        return None
+
+    def flush(log: Callable[[int, str], None]) -> str | None:
+        from flowstage.data.flush import refresh
+
+        return refresh(items, executor.resources.connections, project.root, log)
+
+    return flush
+
+
+def _version_files(store: RunStore, name: str, version: int | None) -> dict[str, str]:
+    if version is None:
+        return {}
+    from flowstage.stores.sql.deployments import deployments_for
+
+    deployments = deployments_for(store)
+    found = deployments.version(name, version) if deployments is not None else None
+    return dict(found.files) if found is not None else {}
+
+
+def pinned(project: Project, workflow: Workflow, store: RunStore, version: int | None) -> PinnedCode:
+    """`workflow` reading the files kept with its deployed `version`."""
+    return pin(workflow, version, _version_files(store, workflow.name, version), project.state_dir)
+
+
+def _runner(
+    project: Project,
+    workflow: Workflow,
+    *,
+    info: RunInfo,
+    store: RunStore,
+    variables: Mapping[str, Any],
+    executor: str | None,
+    depth: int,
+    hooks: Hooks | None,
+    observer: Observer | None,
+    prior: Mapping[str, TaskRun] | None = None,
+) -> Runner:
+    exe = executor_for(project, workflow, executor)
+    return Runner(
+        plan=compile_plan(workflow),
+        info=info,
+        store=store,
+        executor=exe,
+        variables=variables,
+        prior=prior,
+        hooks=hooks,
+        observer=observer,
+        on_success=_flusher(project, workflow, exe),
+        subruns=SubRuns(project, executor=executor, depth=depth),
+    )
+
+
+@dataclass
+class BegunRun:
+    """A run recorded in the store (status running, tasks pending), ready to be driven to its end."""
+
+    id: str
+    runner: Runner
+    store: RunStore
+
+
+def begin_run(
+    project: Project,
+    workflow: Workflow,
+    *,
+    store: RunStore,
+    variables: Mapping[str, Any] | None = None,
+    version: int | None = None,
+    source: str | None = None,
+    executor: str | None = None,
+    observer: Observer | None = None,
+    hooks: Hooks | None = None,
+    parent_run_id: str | None = None,
+    depth: int = 0,
+    logical_time: datetime | float | None = None,
+    run_id: str | None = None,
+) -> BegunRun:
+    """Record a new run of `workflow`; `drive` then runs it. `logical_time` defaults to now.
+
+    A deployed `version` runs with the files kept with it (see `flowstage.app.code`).
+    """
+    overrides = dict(variables or {})
+    code = pinned(project, workflow, store, version)
+    workflow = code.workflow
+    plan = compile_plan(workflow)
+    run_id = run_id or new_run_id()
+    now = time.time()
+    if logical_time is None:
+        logical_at = now
+    elif isinstance(logical_time, datetime):
+        logical_at = logical_time.timestamp()
+    else:
+        logical_at = float(logical_time)
+    scope = run_scope(workflow, overrides)
+    tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
+    host = socket.gethostname()
+    info = RunInfo(run_id, workflow.name, version, logical_datetime(workflow, logical_at), str(project.root), host)
+    runner = _runner(
+        project, workflow, info=info, store=store, variables=scope, executor=executor, depth=depth, hooks=hooks, observer=observer
+    )
+    store.create_run(
+        NewRun(
+            id=run_id,
+            workflow=workflow.name,
+            version=version,
+            definition=workflow.to_dict(),
+            variables=scope,
+            overrides=overrides,
+            root=str(project.root),
+            logical_time=logical_at,
+            started_at=now,
+            runner_pid=os.getpid(),
+            runner_host=host,
+            runner_started=process_started(),
+            tasks=tasks,
+            source=source,
+            parent_run_id=parent_run_id,
+        )
+    )
+    if code.files:
+        store.record(Batch(run_id=run_id, events=[Event(run_id, now, RUN_CODE, None, None, code.record())]))
+    return BegunRun(run_id, runner, store)
+
+
+def drive(run: BegunRun) -> StoredRun:
+    """Run a begun run to its end and return the stored run."""
+    with _signals_cancel():
+        run.runner.run()
+    return get_run(run.store, run.id)
+
+
+def start_run(
+    project: Project,
+    workflow: Workflow,
+    *,
+    store: RunStore,
+    on_created: Callable[[str], None] | None = None,
+    **options: Any,
+) -> StoredRun:
+    """Run `workflow` to its end and return the stored run (options as `begin_run`)."""
+    begun = begin_run(project, workflow, store=store, **options)
+    if on_created is not None:
+        on_created(begun.id)
+    return drive(begun)
+
+
+def resume_run(
+    project: Project,
+    run_id: str,
+    *,
+    store: RunStore,
+    executor: str | None = None,
+    observer: Observer | None = None,
+    hooks: Hooks | None = None,
+    depth: int = 0,
+    on_claimed: Callable[[str], None] | None = None,
+) -> StoredRun:
+    """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
+    run = get_run(store, run_id)
+    shown = effective_status(run)
+    if shown not in {s.value for s in RUN_RESUMABLE}:
+        if shown == RunStatus.RUNNING.value:
+            raise UsageError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
+        raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
+    workflow = Workflow.model_validate(run.definition)
+    if run.version is not None:
+        pinned(project, workflow, store, run.version)  # its files, written again if the folder was removed
+    claimed = store.claim(
+        run_id,
+        expect_status=run.status,
+        expect_heartbeat=run.heartbeat_at,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=process_started(),
+        at=time.time(),
+        by=who(),
+    )
+    if not claimed:
+        raise RunError(f"run {run_id} was taken over by another process")
+    kill_orphans(run)
+    if on_claimed is not None:
+        on_claimed(run.id)
+    info = RunInfo(
+        run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, socket.gethostname()
+    )
+    runner = _runner(
+        project,
+        workflow,
+        info=info,
+        store=store,
+        variables=run.variables,
+        executor=executor,
+        depth=depth,
+        hooks=hooks,
+        observer=observer,
+        prior={t.name: t for t in run.tasks},
+    )
+    return drive(BegunRun(run_id, runner, store))
+
+
+def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun:
+    """Ask the runner of `run_id` to stop; end the run here if its runner is gone."""
+    run = get_run(store, run_id)
+    shown = effective_status(run)
+    reason = f"run cancelled by {who()}"
+    if shown == RunStatus.INTERRUPTED.value:
+        kill_orphans(run)
+        store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=reason)
+        return get_run(store, run_id)
+    if shown != RunStatus.RUNNING.value:
+        raise UsageError(f"run {run_id} already {shown}; nothing to cancel")
+    store.request_cancel(run_id, time.time())
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = get_run(store, run_id)
+        if run.status != RunStatus.RUNNING.value:
+            return run
+        if not runner_alive(run):
+            kill_orphans(run)
+            store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=reason)
+            return get_run(store, run_id)
+    raise RunError(f"run {run_id}: cancel requested, but the runner has not stopped within {wait:g}s")
+
+
+def fail_orphan(store: RunStore, run: StoredRun, *, reason: str) -> StoredRun:
+    """End an interrupted run as failed (a server set to `orphans: fail` does this on start)."""
+    kill_orphans(run)
+    store.finish_orphan(run.id, status=RunStatus.FAILED.value, at=time.time(), reason=reason)
+    return get_run(store, run.id)
+
+
+__all__ = [
+    "BegunRun",
+    "begin_run",
+    "cancel_run",
+    "drive",
+    "fail_orphan",
+    "get_run",
+    "logical_datetime",
+    "new_run_id",
+    "open_store",
+    "pinned",
+    "resume_run",
+    "start_run",
+    "who",
+]

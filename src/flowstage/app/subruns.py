@@ -1,0 +1,139 @@
+"""Sub-runs: the `workflow:` attempts of a run, started by the driver's side, never in a task slot.
+
+The driver hands every attempt of kind `workflow` to `SubRuns` (an executor port of its own): each
+sub-run is a normal run with its own record (`parent_run_id`), driven on a thread of this
+process by a runner and executor of its own. Killing the attempt asks the sub-run to cancel; a
+resumed parent resumes the sub-run its copy's earlier attempt left, when that one can be resumed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from flowstage.engine.ports import AttemptSpec, Outcome, Reports
+from flowstage.errors import FlowstageError, RunError
+from flowstage.logging import NOTICE
+from flowstage.model.kinds import WorkflowSpec
+from flowstage.model.statuses import RUN_RESUMABLE, TaskStatus
+from flowstage.settings import Project
+
+MAX_SUBRUN_DEPTH = 8
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.killed = False
+        self._cancel: list[Any] = []
+
+    def on_kill(self, callback: Any) -> None:
+        with self._lock:
+            self._cancel.append(callback)
+            killed = self.killed
+        if killed:
+            callback()
+
+    def kill(self) -> None:
+        with self._lock:
+            self.killed = True
+            callbacks = list(self._cancel)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the store went away: the sub-run will show as interrupted
+                pass
+
+
+class SubRuns:
+    """Starts (or resumes) the sub-run of a `workflow:` attempt on a thread of its own."""
+
+    def __init__(self, project: Project, *, executor: str | None, depth: int) -> None:
+        self.project = project
+        self.executor = executor
+        self.depth = depth
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, attempt: AttemptSpec, reports: Reports) -> _Handle:
+        handle = _Handle()
+        thread = threading.Thread(
+            target=self._work, args=(attempt, reports, handle), name=f"flowstage-subrun-{attempt.task}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+        return handle
+
+    def _work(self, attempt: AttemptSpec, reports: Reports, handle: _Handle) -> None:
+        try:
+            outcome = self._run(attempt, reports, handle)
+        except FlowstageError as exc:
+            outcome = Outcome(TaskStatus.FAILED, error=str(exc))
+        except BaseException as exc:  # the error boundary of the sub-run's thread
+            outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        reports.done(outcome)
+
+    def _run(self, attempt: AttemptSpec, reports: Reports, handle: _Handle) -> Outcome:
+        from flowstage.app.liveness import effective_status
+        from flowstage.app.runs import open_store, resume_run, start_run
+        from flowstage.app.workflows import resolve_workflow
+
+        spec = attempt.spec
+        assert isinstance(spec, WorkflowSpec)
+        if self.depth >= MAX_SUBRUN_DEPTH:
+            raise RunError(f"sub-workflows nest deeper than {MAX_SUBRUN_DEPTH} levels (a workflow calling itself?)")
+        store = open_store(self.project)
+        control = open_store(self.project)  # cancel requests come from the parent's loop thread
+        try:
+
+            def watch(run_id: str) -> None:
+                reports.subrun(run_id)
+                handle.on_kill(lambda: control.request_cancel(run_id, time.time()))
+
+            # the sub-run this copy's earlier attempt left (its id is recorded when it starts)
+            mine = [a for a in attempt.previous if a.get("instance") == attempt.instance]
+            earlier = [a.get("sub_run_id") or a.get("metrics", {}).get("sub_run_id") for a in mine]
+            earlier_id = next((i for i in reversed(earlier) if i), None)
+            result = None
+            if earlier_id is not None:
+                previous = store.get_run(earlier_id)
+                if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
+                    watch(earlier_id)
+                    result = resume_run(self.project, earlier_id, store=store, executor=self.executor, depth=self.depth + 1)
+            if result is None:
+                found = resolve_workflow(self.project, spec.workflow, store=store)
+
+                def created(run_id: str) -> None:
+                    watch(run_id)
+                    reports.log(NOTICE, f"sub-run {run_id} of {found.workflow.name} started")
+
+                result = start_run(
+                    self.project,
+                    found.workflow,
+                    store=store,
+                    variables=attempt.task_variables,
+                    version=found.version,
+                    source=found.source,
+                    executor=self.executor,
+                    parent_run_id=attempt.run_id,
+                    on_created=created,
+                    depth=self.depth + 1,
+                )
+        finally:
+            store.close()
+            control.close()
+        metrics = {"sub_run_id": result.id}
+        if result.status == "succeeded":
+            return Outcome(TaskStatus.SUCCEEDED, value=result.variables, metrics=metrics)
+        status = TaskStatus.TIMED_OUT if result.status == "timed_out" else TaskStatus.FAILED
+        return Outcome(status, error=f"sub-run {result.id} of {spec.workflow} {result.status}", metrics=metrics)
+
+    def shutdown(self) -> None:
+        # a killed sub-run cancels itself within a heartbeat: give it the time to record that
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+__all__ = ["MAX_SUBRUN_DEPTH", "SubRuns"]

@@ -1,0 +1,126 @@
+"""Finding workflows: by file, by name (the current deployed version first), and `--var` values."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowstage.errors import DefinitionError, NotFoundError, UsageError
+from flowstage.model.workflow import Workflow
+from flowstage.settings import Project
+from flowstage.stores.base import RunStore
+
+
+def parse_var(text: str) -> tuple[str, Any]:
+    """``k=v`` from ``--var``: v is a YAML 1.2 scalar (numbers, booleans, null), a flow list or
+    mapping (``[EU, US]``, ``{a: 1}``), else text — anything that does not parse stays text."""
+    if "=" not in text:
+        raise UsageError(f"--var {text!r}: expected NAME=VALUE")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key.isidentifier():
+        raise UsageError(f"--var {text!r}: {key!r} is not a variable name")
+    from flowstage.model.yamlsource import parse, resolve_scalar
+
+    stripped = value.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return key, parse(stripped, "--var").data
+        except DefinitionError:
+            return key, value  # `{{ 7*7 }}` and the like: text, never a template
+    return key, resolve_scalar(value)
+
+
+@dataclass(frozen=True)
+class FoundWorkflow:
+    """A workflow looked up by name or file, and the deployed version it is (None for a file)."""
+
+    workflow: Workflow
+    source: str
+    version: int | None = None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return Path(ref).suffix in (".yaml", ".yml", ".json") or os.sep in ref or Path(ref).is_file()
+
+
+def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkflow | None:
+    """The current deployed version of `name`, if it was ever deployed."""
+    from flowstage.stores.sql.deployments import deployments_for
+
+    if store is None:
+        url = project.store_url
+        if url.startswith("sqlite"):
+            from flowstage.stores.sql.store import _sqlite_file
+
+            path = _sqlite_file(url)
+            if path == ":memory:" or not Path(path).exists():
+                return None  # no store yet, so nothing was deployed
+        from flowstage.app.runs import open_store
+
+        opened = open_store(project)
+        try:
+            return _deployed(project, name, opened)
+        finally:
+            opened.close()
+    deployments = deployments_for(store)
+    if deployments is None:
+        return None
+    found = deployments.workflow(name)
+    if found is None:
+        return None
+    workflow = Workflow.model_validate(found.definition)
+    return FoundWorkflow(workflow, f"{name} v{found.current_version} (deployed)", found.current_version)
+
+
+def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = None) -> FoundWorkflow:
+    """A workflow by file path; by name, its current deployed version, else the file in `workflows/`.
+
+    `store` is the run store to look deployments up in (opened from the project when omitted).
+    """
+    if not _looks_like_path(ref):
+        deployed = _deployed(project, ref, store)
+        if deployed is not None:
+            return deployed
+    workflow, source = _find_file(project, ref)
+    return FoundWorkflow(workflow, source, None)
+
+
+def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
+    """A workflow by file path, or by name: the current deployed version, else from `workflows/`."""
+    found = resolve_workflow(project, ref)
+    return found.workflow, found.source
+
+
+def _find_file(project: Project, ref: str) -> tuple[Workflow, str]:
+    """A workflow by file path, or by name from the project's `workflows/` folder."""
+    from flowstage.model.loader import load
+
+    path = Path(ref)
+    if _looks_like_path(ref):
+        if not path.is_absolute() and not path.exists():
+            alt = project.root / path
+            path = alt if alt.exists() else path
+        return load(path), str(path)
+    folder = project.root / "workflows"
+    for suffix in (".yaml", ".yml", ".json"):
+        candidate = folder / f"{ref}{suffix}"
+        if candidate.is_file():
+            wf = load(candidate)
+            if wf.name == ref:
+                return wf, str(candidate)
+    if folder.is_dir():
+        import re
+
+        pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$", re.MULTILINE)
+        for candidate in sorted(folder.iterdir()):
+            if candidate.suffix in (".yaml", ".yml", ".json") and pattern.search(candidate.read_text(errors="replace")):
+                wf = load(candidate)
+                if wf.name == ref:
+                    return wf, str(candidate)
+    raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")
+
+
+__all__ = ["FoundWorkflow", "find_workflow", "parse_var", "resolve_workflow"]

@@ -174,5 +174,33 @@ class MemoryRunStore:
             out = [(i, copy.deepcopy(e)) for i, e in self._events if e.run_id == run_id and i > after]
         return out[:limit]
 
+    # ------------------------------------------------------------------ the stores kept beside the runs
+    @property
+    def deployments(self) -> DeploymentStore:
+        """The deployed workflows, their versions and trigger fires, beside these runs."""
+        found: DeploymentStore | None = self.__dict__.get("_deployments")
+        if found is None:
+            from flowstage.stores.memory_deployments import MemoryDeploymentStore
+
+            found = self.__dict__.setdefault("_deployments", MemoryDeploymentStore(self))
+        return found
+
+    @property
+    def catalog(self) -> CatalogStore:
+        """The data catalog beside these runs."""
+        found: CatalogStore | None = self.__dict__.get("_catalog")
+        if found is None:
+            from flowstage.stores.memory_catalog import MemoryCatalog
+
+            found = self.__dict__.setdefault("_catalog", MemoryCatalog())
+        return found
+
 
 __all__ = ["LogLine", "MemoryRunStore"]
+
+# Names for the annotations of `deployments` and `catalog` (typing only: nothing is imported at run time).
+import typing  # noqa: E402
+
+if typing.TYPE_CHECKING:
+    from flowstage.stores.catalog import CatalogStore
+    from flowstage.stores.deployments import DeploymentStore

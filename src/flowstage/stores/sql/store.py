@@ -551,6 +551,27 @@ class SqlRunStore:
             )
         return [(r["id"], Event(r["run_id"], r["at"], r["kind"], r["task"], r["status"], _loads(r["data"], {}))) for r in rows]
 
+    # ------------------------------------------------------------------ the stores that share its database
+    @property
+    def deployments(self) -> DeploymentStore:
+        """The deployed workflows, their versions and trigger fires, in this store's database."""
+        found: DeploymentStore | None = self.__dict__.get("_deployments")
+        if found is None:
+            from flowstage.stores.sql.deployments import SqlDeploymentStore
+
+            found = self.__dict__.setdefault("_deployments", SqlDeploymentStore(self))
+        return found
+
+    @property
+    def catalog(self) -> CatalogStore:
+        """The data catalog in this store's database."""
+        found: CatalogStore | None = self.__dict__.get("_catalog")
+        if found is None:
+            from flowstage.stores.sql.catalog import SqlCatalog
+
+            found = self.__dict__.setdefault("_catalog", SqlCatalog(self))
+        return found
+
 
 def _task_row(t: TaskRun) -> dict[str, Any]:
     return {
@@ -626,3 +647,10 @@ def _clean(exc: BaseException, url: str) -> str:
 
 
 __all__ = ["HEAD_REVISION", "SqlRunStore", "mask_url"]
+
+# Names for the annotations of `deployments` and `catalog` (typing only: nothing is imported at run time).
+import typing  # noqa: E402
+
+if typing.TYPE_CHECKING:
+    from flowstage.stores.catalog import CatalogStore
+    from flowstage.stores.deployments import DeploymentStore

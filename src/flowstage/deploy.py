@@ -17,25 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from flowstage.app.runs import who
-from flowstage.errors import DefinitionError, NotFoundError, Problem, StoreError, UsageError
+from flowstage.errors import DefinitionError, NotFoundError, Problem, UsageError
 from flowstage.model.workflow import Workflow
 from flowstage.settings import CONFIG_FILE, STATE_DIR, Project
 from flowstage.stores.base import RunStore
-from flowstage.stores.deployments import DeployOutcome, WorkflowVersion
-from flowstage.stores.sql.deployments import SqlDeploymentStore, deployments_for
+from flowstage.stores.deployments import DeploymentStore, DeployOutcome, WorkflowVersion
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
 #: files a task names that are kept with the version (text files of the project, at most this size)
 REFERENCED_SUFFIXES = (".sql", ".py", ".yaml", ".yml", ".json")
 MAX_REFERENCED_BYTES = 1_000_000
-
-
-def deployment_store(store: RunStore) -> SqlDeploymentStore:
-    """The deployments kept beside `store` (an error for a store that keeps none)."""
-    found = deployments_for(store)
-    if found is None:
-        raise StoreError("this run store keeps no deployments; use a SQLite or PostgreSQL store")
-    return found
 
 
 def _is_package(path: Path, text: str) -> bool:
@@ -152,7 +143,7 @@ def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: floa
         if p.workflow.name in seen:
             raise UsageError(f"two files name the workflow {p.workflow.name!r}: {seen[p.workflow.name]} and {p.source}")
         seen[p.workflow.name] = p.source
-    deployments = deployment_store(store)
+    deployments: DeploymentStore = store.deployments
     by = who()
     now = time.time() if at is None else at
     return [
@@ -172,7 +163,8 @@ def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: floa
 def deploy_text(project: Project, text: str, *, store: RunStore, source: str = "<api>", at: float | None = None) -> DeployOutcome:
     """Deploy a workflow given as text (what `POST /workflows` receives)."""
     p = prepare_text(project, text, source)
-    return deployment_store(store).deploy(
+    deployments: DeploymentStore = store.deployments
+    return deployments.deploy(
         name=p.workflow.name,
         definition=p.workflow.to_dict(),
         text=p.text,
@@ -185,10 +177,11 @@ def deploy_text(project: Project, text: str, *, store: RunStore, source: str = "
 
 def rollback(name: str, version: int, *, store: RunStore, at: float | None = None) -> DeployOutcome:
     """Make an earlier version of `name` current again (a new activation; no version is removed)."""
-    return deployment_store(store).rollback(name, version, at=time.time() if at is None else at, by=who())
+    deployments: DeploymentStore = store.deployments
+    return deployments.rollback(name, version, at=time.time() if at is None else at, by=who())
 
 
-def version_of(deployments: SqlDeploymentStore, name: str, version: int) -> WorkflowVersion:
+def version_of(deployments: DeploymentStore, name: str, version: int) -> WorkflowVersion:
     found = deployments.version(name, version)
     if found is None:
         if deployments.workflow(name) is None:
@@ -221,7 +214,6 @@ def diff(old: WorkflowVersion, new: WorkflowVersion) -> str:
 __all__ = [
     "deploy",
     "deploy_text",
-    "deployment_store",
     "diff",
     "prepare",
     "prepare_text",

@@ -36,8 +36,7 @@ from flowstage.errors import FlowstageError
 from flowstage.model.workflow import AfterWorkflows, Workflow
 from flowstage.settings import Project
 from flowstage.stores.base import RunStore
-from flowstage.stores.deployments import ActiveRun, Claim, Fire
-from flowstage.stores.sql.deployments import SqlDeploymentStore, deployments_for
+from flowstage.stores.deployments import ActiveRun, Claim, DeploymentStore, Fire
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +135,9 @@ class Scheduler:
         report: Callable[[str], None] | None = None,
         keep_history: bool = False,
     ) -> None:
-        deployments = deployments_for(store)
-        if deployments is None:
-            raise FlowstageError("the scheduler needs a SQL run store (SQLite or PostgreSQL)")
         self.project = project
         self.store = store
-        self.deployments: SqlDeploymentStore = deployments
+        self.deployments: DeploymentStore = store.deployments
         self.clock: Clock = clock or SystemClock()
         self.rate = float(getattr(self.clock, "rate", 1.0))
         self.poll = poll

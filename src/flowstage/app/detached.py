@@ -137,10 +137,8 @@ def _main(argv: list[str] | None = None) -> int:
             workflow, version, source = found.workflow, found.version, found.source
             if args.version is not None and args.version != version:
                 from flowstage.model.workflow import Workflow
-                from flowstage.stores.sql.deployments import deployments_for
 
-                deployments = deployments_for(store)
-                kept = deployments.version(workflow.name, args.version) if deployments is not None else None
+                kept = store.deployments.version(workflow.name, args.version)
                 if kept is None:
                     raise RunError(f"{workflow.name} has no version {args.version}")
                 workflow, version = Workflow.model_validate(kept.definition), args.version

@@ -48,15 +48,18 @@ def executor_for(project: Project, workflow: Workflow, override: str | None = No
 
 def catalog_for(project: Project) -> Any:
     """The catalog in the project's run store, on connections of its own (crawls run in task threads)."""
-    from flowstage.stores.sql.catalog import SqlCatalog
-    from flowstage.stores.sql.store import SqlRunStore
+    from flowstage.stores.catalog import CatalogStore
 
     class _Lazy:
-        _catalog: SqlCatalog | None = None
+        """Opens the store on first use: most runs crawl nothing."""
+
+        _catalog: CatalogStore | None = None
 
         def __getattr__(self, name: str) -> Any:
             if self._catalog is None:
-                self._catalog = SqlCatalog(SqlRunStore(project.store_url))
+                from flowstage.stores.sql.store import SqlRunStore
+
+                self._catalog = SqlRunStore(project.store_url).catalog
             return getattr(self._catalog, name)
 
     return _Lazy()

@@ -117,10 +117,7 @@ def _flusher(project: Project, workflow: Workflow, executor: Any) -> Callable[[C
 def _version_files(store: RunStore, name: str, version: int | None) -> dict[str, str]:
     if version is None:
         return {}
-    from flowstage.stores.sql.deployments import deployments_for
-
-    deployments = deployments_for(store)
-    found = deployments.version(name, version) if deployments is not None else None
+    found = store.deployments.version(name, version)
     return dict(found.files) if found is not None else {}
 
 

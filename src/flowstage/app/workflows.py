@@ -48,8 +48,6 @@ def _looks_like_path(ref: str) -> bool:
 
 def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkflow | None:
     """The current deployed version of `name`, if it was ever deployed."""
-    from flowstage.stores.sql.deployments import deployments_for
-
     if store is None:
         url = project.store_url
         if url.startswith("sqlite"):
@@ -65,10 +63,7 @@ def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkf
             return _deployed(project, name, opened)
         finally:
             opened.close()
-    deployments = deployments_for(store)
-    if deployments is None:
-        return None
-    found = deployments.workflow(name)
+    found = store.deployments.workflow(name)
     if found is None:
         return None
     workflow = Workflow.model_validate(found.definition)

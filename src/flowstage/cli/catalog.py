@@ -12,7 +12,7 @@ from flowstage.errors import NotFoundError
 from flowstage.views.records import iso
 
 if TYPE_CHECKING:
-    from flowstage.stores.sql.catalog import CatalogTable
+    from flowstage.stores.catalog import CatalogTable
 
 
 def _entry(t: CatalogTable, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -37,13 +37,9 @@ def _entry(t: CatalogTable, history: list[dict[str, Any]] | None = None) -> dict
 @click.option("--json", "as_json", is_flag=True)
 def catalog_cmd(name: str | None, as_json: bool) -> None:
     """The data catalog: tables, or one table's columns, location, row estimate and schema history."""
-    from flowstage.stores.sql.catalog import SqlCatalog, describe_change
-    from flowstage.stores.sql.store import SqlRunStore
+    from flowstage.stores.catalog import CatalogStore, describe_change
 
-    store = store_for(project_for())
-    if not isinstance(store, SqlRunStore):
-        raise NotFoundError("the catalog lives in a SQL run store")
-    catalog = SqlCatalog(store)
+    catalog: CatalogStore = store_for(project_for()).catalog
     if name is None:
         tables = catalog.tables()
         if as_json:

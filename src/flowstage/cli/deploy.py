@@ -71,12 +71,10 @@ def deploy_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def workflows_cmd(as_json: bool) -> None:
     """Deployed workflows: current version, trigger, next run, last run."""
-    from flowstage.deploy import deployment_store
-
     store = store_for(project_for())
     now = time.time()
     found: list[dict[str, Any]] = []
-    for w in deployment_store(store).workflows():
+    for w in store.deployments.workflows():
         trigger = w.definition.get("trigger") or None
         last = store.list_runs(workflow=w.name, limit=1)
         found.append(
@@ -107,10 +105,9 @@ def workflows_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def versions_cmd(name: str, as_json: bool) -> None:
     """The versions of workflow NAME, newest first (the current one marked)."""
-    from flowstage.deploy import deployment_store
     from flowstage.errors import NotFoundError
 
-    deployments = deployment_store(store_for(project_for()))
+    deployments = store_for(project_for()).deployments
     current = deployments.workflow(name)
     if current is None:
         raise NotFoundError(f"workflow {name!r} was never deployed")
@@ -143,9 +140,9 @@ def versions_cmd(name: str, as_json: bool) -> None:
 @click.argument("new", type=int)
 def diff_cmd(name: str, old: int, new: int) -> None:
     """A unified diff between versions OLD and NEW of workflow NAME (and the files they reference)."""
-    from flowstage.deploy import deployment_store, diff, version_of
+    from flowstage.deploy import diff, version_of
 
-    deployments = deployment_store(store_for(project_for()))
+    deployments = store_for(project_for()).deployments
     text = diff(version_of(deployments, name, old), version_of(deployments, name, new))
     if text:
         click.echo(text, nl=False)

@@ -22,7 +22,7 @@ from flowstage.data.engine import NULL_MARKERS
 from flowstage.errors import RunError
 from flowstage.model.dataflow import format_of
 from flowstage.redact import scrub
-from flowstage.stores.sql.catalog import CatalogTable
+from flowstage.stores.catalog import CatalogTable
 
 _EXACT_COUNT_BYTES = 64 * 1024 * 1024  # below this, count rows exactly; above, estimate from a sample
 

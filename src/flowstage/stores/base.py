@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
+
+if TYPE_CHECKING:
+    from flowstage.stores.catalog import CatalogStore
+    from flowstage.stores.deployments import DeploymentStore
 
 
 @dataclass
@@ -111,6 +115,16 @@ class RunStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    @property
+    def deployments(self) -> DeploymentStore:
+        """The deployed workflows, their versions and trigger fires, kept beside these runs."""
+        ...
+
+    @property
+    def catalog(self) -> CatalogStore:
+        """The data catalog kept beside these runs."""
+        ...
 
 
 def end_attempts(attempts: list[dict[str, Any]], status: str, reason: str, at: float) -> list[dict[str, Any]]:

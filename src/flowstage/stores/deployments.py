@@ -7,7 +7,11 @@ every change of the current version is an *activation*, so the history stays com
 A *fire* is one start of a workflow by its trigger. Fires are keyed by (workflow, logical
 time): whoever inserts the row starts the run; everyone else sees the key taken. Event triggers
 also record the watched runs each fire *consumed*, one row per run, under the same rule.
-`SqlDeploymentStore` (stores/sql/deployments.py) implements `DeploymentStore`.
+
+`DeploymentStore` is the port. `MemoryDeploymentStore` (stores/memory_deployments.py) is its
+reference implementation and `SqlDeploymentStore` (stores/sql/deployments.py) keeps it in a SQL
+run store's database; a run store hands out its own as `store.deployments` (`HasDeployments`),
+since fires and event triggers read that store's runs.
 """
 
 from __future__ import annotations
@@ -162,6 +166,14 @@ class DeploymentStore(Protocol):
 
     def version(self, name: str, version: int) -> WorkflowVersion | None: ...
 
+    def version_files(self, name: str, version: int) -> dict[str, str]:
+        """The project files kept with a version, {path relative to the project root: text}.
+
+        What a run of that version reads instead of the files on disk (SQL, Python, packages).
+        Raises NotFoundError when `name` has no such version.
+        """
+        ...
+
     def activations(self, name: str) -> list[Activation]: ...
 
     def stamp(self) -> tuple[Any, ...]:
@@ -197,7 +209,9 @@ class DeploymentStore(Protocol):
         """`claim_fire` for many schedule fires, each with its max_active_runs, in one transaction."""
         ...
 
-    def fires(self, workflow: str, *, limit: int = 100) -> list[Fire]: ...
+    def fires(self, workflow: str, *, limit: int = 100) -> list[Fire]:
+        """The fires of `workflow`, the latest logical time first, each with the runs it consumed."""
+        ...
 
     def orphan_fires(self, *, since: float) -> list[Fire]:
         """Fires since `since` whose run was never created (their scheduler died in between)."""
@@ -218,6 +232,13 @@ class DeploymentStore(Protocol):
         ...
 
 
+class HasDeployments(Protocol):
+    """A run store that keeps deployments beside its runs."""
+
+    @property
+    def deployments(self) -> DeploymentStore: ...
+
+
 __all__ = [
     "Activation",
     "ActiveRun",
@@ -226,6 +247,7 @@ __all__ = [
     "DeployedWorkflow",
     "DeploymentStore",
     "Fire",
+    "HasDeployments",
     "WorkflowVersion",
     "content_hash",
     "trigger_keys",

@@ -9,10 +9,15 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.model.statuses import TaskStatus
 from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
+
+if TYPE_CHECKING:
+    from flowstage.stores.catalog import CatalogStore
+    from flowstage.stores.deployments import DeploymentStore
 
 
 class MemoryRunStore:
@@ -173,6 +178,27 @@ class MemoryRunStore:
         with self._lock:
             out = [(i, copy.deepcopy(e)) for i, e in self._events if e.run_id == run_id and i > after]
         return out[:limit]
+
+    # ------------------------------------------------------------------ the stores kept beside the runs
+    @property
+    def deployments(self) -> DeploymentStore:
+        """The deployed workflows, their versions and trigger fires, beside these runs."""
+        found: DeploymentStore | None = self.__dict__.get("_deployments")
+        if found is None:
+            from flowstage.stores.memory_deployments import MemoryDeploymentStore
+
+            found = self.__dict__.setdefault("_deployments", MemoryDeploymentStore(self))
+        return found
+
+    @property
+    def catalog(self) -> CatalogStore:
+        """The data catalog beside these runs."""
+        found: CatalogStore | None = self.__dict__.get("_catalog")
+        if found is None:
+            from flowstage.stores.memory_catalog import MemoryCatalog
+
+            found = self.__dict__.setdefault("_catalog", MemoryCatalog())
+        return found
 
 
 __all__ = ["LogLine", "MemoryRunStore"]

@@ -16,7 +16,7 @@ from flowstage.errors import RunError
 from flowstage.logging import INFO, NOTICE
 from flowstage.model.kinds import CrawlSpec
 from flowstage.model.statuses import TaskStatus
-from flowstage.stores.sql.catalog import describe_change
+from flowstage.stores.catalog import describe_change
 from flowstage.tasks import TaskContext
 
 

@@ -67,10 +67,10 @@ class SqlDeploymentStore:
 
     # The run store's transactions turn driver errors into StoreError with the URL masked.
     def _write(self) -> Any:
-        return self.store._write()
+        return self.store.write_transaction()
 
     def _read(self) -> Any:
-        return self.store._read()
+        return self.store.read_transaction()
 
     # ------------------------------------------------------------------ versions
     def _lock_workflow(self, tx: Any, name: str) -> dict[str, Any] | None:
@@ -205,6 +205,14 @@ class SqlDeploymentStore:
             )
         return _version(rows[0]) if rows else None
 
+    def version_files(self, name: str, version: int) -> dict[str, str]:
+        with self._read() as tx:
+            rows = tx.query("SELECT files FROM workflow_versions WHERE workflow = :n AND version = :v", {"n": name, "v": version})
+        if not rows:
+            raise NotFoundError(f"workflow {name!r} has no version {version}")
+        files: dict[str, str] = json.loads(rows[0]["files"])
+        return files
+
     def activations(self, name: str) -> list[Activation]:
         with self._read() as tx:
             rows = tx.query(
@@ -329,7 +337,19 @@ class SqlDeploymentStore:
                 f"SELECT {_FIRE_COLUMNS} FROM trigger_fires WHERE workflow = :w ORDER BY logical_time DESC LIMIT :limit",
                 {"w": workflow, "limit": int(limit)},
             )
-        return [_fire(r) for r in rows]
+            found = [_fire(r) for r in rows]
+            if found:
+                oldest = found[-1].logical_time
+                consumed = tx.query(
+                    "SELECT run_id, fire_time FROM trigger_consumed WHERE workflow = :w AND fire_time >= :t ORDER BY run_id",
+                    {"w": workflow, "t": oldest},
+                )
+                by_time: dict[float, list[str]] = {}
+                for c in consumed:
+                    by_time.setdefault(float(c["fire_time"]), []).append(c["run_id"])
+                for f in found:
+                    f.consumed = by_time.get(f.logical_time, [])
+        return found
 
     def orphan_fires(self, *, since: float) -> list[Fire]:
         with self._read() as tx:
@@ -383,11 +403,6 @@ class SqlDeploymentStore:
         return None if value is None else float(value)
 
 
-def deployments_for(store: Any) -> SqlDeploymentStore | None:
-    """The deployment store beside a run store (None for a store that keeps no deployments)."""
-    return SqlDeploymentStore(store) if isinstance(store, SqlRunStore) else None
-
-
 def _workflow(r: Any) -> DeployedWorkflow:
     return DeployedWorkflow(
         name=r["name"],
@@ -430,4 +445,4 @@ def _fire(r: Any) -> Fire:
     )
 
 
-__all__ = ["SqlDeploymentStore", "deployments_for"]
+__all__ = ["SqlDeploymentStore"]

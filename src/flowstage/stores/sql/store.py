@@ -19,13 +19,17 @@ import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
 from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
+
+if TYPE_CHECKING:
+    from flowstage.stores.catalog import CatalogStore
+    from flowstage.stores.deployments import DeploymentStore
 
 HEAD_REVISION = "0003"
 _BUSY_TIMEOUT_MS = 120_000
@@ -550,6 +554,27 @@ class SqlRunStore:
                 {"id": run_id, "after": after, "limit": int(limit)},
             )
         return [(r["id"], Event(r["run_id"], r["at"], r["kind"], r["task"], r["status"], _loads(r["data"], {}))) for r in rows]
+
+    # ------------------------------------------------------------------ the stores that share its database
+    @property
+    def deployments(self) -> DeploymentStore:
+        """The deployed workflows, their versions and trigger fires, in this store's database."""
+        found: DeploymentStore | None = self.__dict__.get("_deployments")
+        if found is None:
+            from flowstage.stores.sql.deployments import SqlDeploymentStore
+
+            found = self.__dict__.setdefault("_deployments", SqlDeploymentStore(self))
+        return found
+
+    @property
+    def catalog(self) -> CatalogStore:
+        """The data catalog in this store's database."""
+        found: CatalogStore | None = self.__dict__.get("_catalog")
+        if found is None:
+            from flowstage.stores.sql.catalog import SqlCatalog
+
+            found = self.__dict__.setdefault("_catalog", SqlCatalog(self))
+        return found
 
 
 def _task_row(t: TaskRun) -> dict[str, Any]:

@@ -1125,3 +1125,250 @@ def test_resume_of_a_random_run_never_reruns_a_succeeded_task(sc: Scenario) -> N
     assert second.status is RunStatus.SUCCEEDED
     for name in succeeded:
         assert second.tasks[name].attempts == first.tasks[name].attempts
+
+
+# --------------------------------------------------------------------------- the event log is the record
+
+
+def replayed(result: Result) -> dict[str, TaskRun]:
+    from flowstage.engine.projection import fresh, replay
+
+    return replay(fresh(result.run.tasks), result.events)
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios())
+def test_replaying_the_events_of_a_random_run_gives_its_stored_projection_back(sc: Scenario) -> None:
+    result = execute(sc.workflow, FakeExecutor(sc.outcomes, hold=sc.hold))
+    assert replayed(result) == result.tasks
+    finished = [e for e in result.events if e.kind == "run_finished"]
+    assert [e.status for e in finished] == [str(result.status)]
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios())
+def test_replaying_a_resumed_run_from_its_first_event_gives_its_projection_back(sc: Scenario) -> None:
+    store = MemoryRunStore()
+    first = execute(sc.workflow, FakeExecutor(sc.outcomes, hold=sc.hold), store=store)
+    if first.status is RunStatus.SUCCEEDED:
+        return
+    prior = {t.name: t for t in first.run.tasks}
+    again = execute(sc.workflow, FakeExecutor(), prior=prior, store=store)
+    assert replayed(again) == again.tasks
+
+
+def test_every_status_change_of_a_task_is_an_event_with_its_fields() -> None:
+    result = execute(
+        """
+        name: w
+        preferences: {retry_delay: 0s}
+        tasks:
+          - {name: flaky, shell: "true", retries: 1}
+        """,
+        FakeExecutor({"flaky": ["failed", "succeeded"]}),
+    )
+    kinds = [(e.kind, e.status) for e in result.events if e.task == "flaky"]
+    assert kinds == [
+        ("attempt_started", None),
+        ("task_status", "running"),
+        ("attempt_updated", None),
+        ("task_status", "retrying"),
+        ("attempt_started", None),
+        ("task_status", "running"),
+        ("attempt_updated", None),
+        ("task_status", "succeeded"),
+    ]
+    assert replayed(result)["flaky"] == result.tasks["flaky"]
+
+
+def test_process_sub_run_and_wait_reports_are_events() -> None:
+    class Reporting(FakeExecutor):
+        def submit(self, job: AttemptSpec, reports: Reports) -> FakeHandle:
+            reports.process(4242)
+            reports.note("waits for the warehouse lock")
+            reports.subrun("child-1")
+            return super().submit(job, reports)
+
+    result = execute("name: w\ntasks: [{name: a, shell: 'true'}]\n", Reporting())
+    changes = [e.data.get("set") or e.data for e in result.events if e.task == "a" and e.kind in ("attempt_updated", "task_note")]
+    assert {"pid": 4242, "host": ""} in changes or any(c.get("pid") == 4242 for c in changes)
+    assert {"reason": "waits for the warehouse lock"} in changes
+    assert {"sub_run_id": "child-1"} in changes
+    attempt = result.tasks["a"].attempts[0]
+    assert attempt["pid"] == 4242
+    assert attempt["sub_run_id"] == "child-1"
+    assert result.tasks["a"].reason is None  # the wait ended with the attempt
+    assert replayed(result)["a"] == result.tasks["a"]
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def test_a_raising_hook_is_logged_and_never_changes_the_run() -> None:
+    from flowstage.engine.hooks import Hooks
+
+    calls: list[str] = []
+
+    def bad_event(event: Event, task: TaskRun | None) -> None:
+        calls.append(event.kind)
+        raise RuntimeError("observer broke")
+
+    def bad_attempt(task: TaskRun, attempt: Mapping[str, Any]) -> None:
+        raise ValueError("attempt hook broke")
+
+    def bad_run(status: RunStatus, tasks: Mapping[str, TaskRun]) -> None:
+        calls.append(f"run {status}")
+        raise KeyError("run hook broke")
+
+    workflow = wf("name: w\ntasks: [{name: a, shell: 'true'}, {name: b, shell: 'true', after: [a]}]\n")
+    store = MemoryRunStore()
+    plain = execute(workflow, store=store, run_id="plain")
+    plan = compile_plan(workflow)
+    store.create_run(
+        NewRun(
+            id="hooked",
+            workflow="w",
+            version=None,
+            definition=workflow.to_dict(),
+            variables={},
+            overrides={},
+            root="/nonexistent",
+            logical_time=0.0,
+            started_at=0.0,
+            runner_pid=0,
+            runner_host="test",
+            runner_started=0.0,
+            tasks=[TaskRun(name=n, stage=plan.stage_names[plan.nodes[n].stage]) for n in plan.nodes],
+        )
+    )
+    info = RunInfo("hooked", "w", None, datetime(2026, 3, 1, tzinfo=UTC), "/nonexistent")
+    hooks = Hooks(after_event=[bad_event], after_attempt=[bad_attempt], after_run=[bad_run])
+    runner = Runner(plan=plan, info=info, store=store, executor=FakeExecutor(), variables={}, hooks=hooks)
+    assert runner.run() is RunStatus.SUCCEEDED
+    run = store.get_run("hooked")
+    assert run is not None
+    assert run.status == "succeeded"
+    assert [t.status for t in run.tasks] == [t.status for t in plain.run.tasks]
+    assert "run_finished" in calls
+    assert calls[-1] == "run succeeded"
+    messages = [s.line.message for s in store.logs("hooked")]
+    assert any("hook" in m and "observer broke" in m for m in messages)
+    assert any("attempt hook broke" in m for m in messages)
+    assert any("run hook broke" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [({}, RunStatus.SUCCEEDED), ({"a": "failed"}, RunStatus.FAILED)],
+)
+def test_after_run_hooks_see_every_final_status(outcomes: dict[str, str], expected: RunStatus) -> None:
+    from flowstage.engine.hooks import Hooks
+
+    seen: list[RunStatus] = []
+    workflow = wf("name: w\ntasks: [{name: a, shell: 'true'}]\n")
+    store = MemoryRunStore()
+    execute(workflow, store=store, run_id="seed")
+    plan = compile_plan(workflow)
+    store.create_run(
+        NewRun(
+            id="r",
+            workflow="w",
+            version=None,
+            definition=workflow.to_dict(),
+            variables={},
+            overrides={},
+            root="/x",
+            logical_time=0.0,
+            started_at=0.0,
+            runner_pid=0,
+            runner_host="t",
+            runner_started=0.0,
+            tasks=[TaskRun(name="a", stage=plan.stage_names[0])],
+        )
+    )
+    runner = Runner(
+        plan=plan,
+        info=RunInfo("r", "w", None, datetime(2026, 3, 1, tzinfo=UTC), "/x"),
+        store=store,
+        executor=FakeExecutor(outcomes),
+        variables={},
+        hooks=Hooks(after_run=[lambda status, tasks: seen.append(status)]),
+    )
+    assert runner.run() is expected
+    assert seen == [expected]
+
+
+# --------------------------------------------------------------------------- handlers and stage defaults (SPEC §2.1)
+
+HANDLER_STAGES = """
+name: w
+stages:
+  - name: main
+    tasks:
+      - {name: extract, shell: "true"}
+  - name: catch
+    tasks:
+      - {name: on_error, shell: "true", after: {extract: failure}}
+  - name: next
+    tasks:
+      - {name: load, shell: "true"}
+  - name: finally
+    tasks:
+      - {name: cleanup, shell: "true", after: {load: completion}}
+  - name: last
+    tasks:
+      - {name: report, shell: "true"}
+"""
+
+HANDLER_TABLE = [
+    # outcomes, expected statuses, run status
+    (
+        "happy path: the unneeded catch is skipped and never blocks what follows",
+        {},
+        {"on_error": S.SKIPPED, "load": S.SUCCEEDED, "cleanup": S.SUCCEEDED, "report": S.SUCCEEDED},
+        RunStatus.SUCCEEDED,
+    ),
+    (
+        "a caught failure lets the main line go on",
+        {"extract": "failed"},
+        {"on_error": S.SUCCEEDED, "load": S.SUCCEEDED, "cleanup": S.SUCCEEDED, "report": S.SUCCEEDED},
+        RunStatus.SUCCEEDED,
+    ),
+    (
+        "a failed catch stops the main line",
+        {"extract": "failed", "on_error": "failed"},
+        {"on_error": S.FAILED, "load": S.SKIPPED, "cleanup": S.SKIPPED, "report": S.SKIPPED},
+        RunStatus.FAILED,
+    ),
+    (
+        "a finally never lets the main line go on after an uncaught failure",
+        {"load": "failed"},
+        {"on_error": S.SKIPPED, "load": S.FAILED, "cleanup": S.SUCCEEDED, "report": S.SKIPPED},
+        RunStatus.FAILED,
+    ),
+]
+
+
+@pytest.mark.parametrize(("outcomes", "expected", "run"), [r[1:] for r in HANDLER_TABLE], ids=[r[0] for r in HANDLER_TABLE])
+def test_stage_defaults_look_past_handlers(outcomes: dict[str, str], expected: dict[str, TaskStatus], run: RunStatus) -> None:
+    result = execute(HANDLER_STAGES, FakeExecutor(outcomes))
+    assert {n: result.status_of(n) for n in expected} == expected
+    assert result.status is run
+    if expected["report"] is S.SKIPPED:
+        assert result.tasks["report"].reason == "needs every task of stage 'next' to succeed; load " + (
+            "failed" if outcomes.get("load") else "was skipped"
+        )
+
+
+def test_a_skipped_main_line_task_still_skips_every_later_stage() -> None:
+    result = execute(
+        """
+        name: w
+        stages:
+          - {name: one, tasks: [{name: a, shell: "true", if: "false"}]}
+          - {name: two, tasks: [{name: b, shell: "true"}]}
+          - {name: three, tasks: [{name: c, shell: "true"}]}
+        """
+    )
+    assert result.statuses() == {"a": S.SKIPPED, "b": S.SKIPPED, "c": S.SKIPPED}
+    assert result.tasks["c"].reason == "needs every task of stage 'two' to succeed; b was skipped"

@@ -22,17 +22,10 @@ NOTIFIERS = Registry("flowstage.notifiers", {}, what="notifier")
 
 def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
     """The local executor: a pool of `max_parallel` slots, with the run's connections and catalog."""
-    from flowstage.connections import Connections
     from flowstage.executors.local import LocalExecutor
     from flowstage.tasks import RunResources
 
-    resources = RunResources(
-        root=project.root,
-        connections=Connections(project.connections),
-        store_url=project.store_url,
-        catalog=catalog_for(project),
-    )
-    return LocalExecutor(resources, max_workers=workflow.preferences.max_parallel)
+    return LocalExecutor(RunResources.for_project(project), max_workers=workflow.preferences.max_parallel)
 
 
 def executor_for(project: Project, workflow: Workflow, override: str | None = None) -> Any:
@@ -46,23 +39,4 @@ def executor_for(project: Project, workflow: Workflow, override: str | None = No
     return factory(url, project=project, workflow=workflow)
 
 
-def catalog_for(project: Project) -> Any:
-    """The catalog in the project's run store, on connections of its own (crawls run in task threads)."""
-    from flowstage.stores.catalog import CatalogStore
-
-    class _Lazy:
-        """Opens the store on first use: most runs crawl nothing."""
-
-        _catalog: CatalogStore | None = None
-
-        def __getattr__(self, name: str) -> Any:
-            if self._catalog is None:
-                from flowstage.stores.sql.store import SqlRunStore
-
-                self._catalog = SqlRunStore(project.store_url).catalog
-            return getattr(self._catalog, name)
-
-    return _Lazy()
-
-
-__all__ = ["EXECUTORS", "NOTIFIERS", "catalog_for", "executor_for", "local_executor"]
+__all__ = ["EXECUTORS", "NOTIFIERS", "executor_for", "local_executor"]

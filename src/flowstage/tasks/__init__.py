@@ -14,6 +14,7 @@ from typing import Any
 from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.plugins import Registry
+from flowstage.settings import Project
 from flowstage.tasks._process import ProcessHandle
 
 _BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl")
@@ -30,8 +31,41 @@ class RunResources:
     catalog: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_project(cls, project: Project) -> RunResources:
+        """The resources of a run of `project`, built on the side that runs its attempts."""
+        return cls(
+            root=project.root,
+            connections=Connections(project.connections),
+            store_url=project.store_url,
+            catalog=_LazyCatalog(project.store_url),
+        )
+
     def close(self) -> None:
         self.connections.close()
+        if isinstance(self.catalog, _LazyCatalog):
+            self.catalog.close()
+
+
+class _LazyCatalog:
+    """The catalog in the run store, opened on first use (most runs crawl nothing), on its own connections."""
+
+    def __init__(self, store_url: str) -> None:
+        self.store_url = store_url
+        self._store: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._store is None:
+            from flowstage.stores.sql.store import SqlRunStore
+
+            self._store = SqlRunStore(self.store_url)
+        return getattr(self._store.catalog, name)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 @dataclass

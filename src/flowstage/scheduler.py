@@ -314,9 +314,11 @@ class Scheduler:
         return started
 
     def _alive(self, run: ActiveRun) -> bool:
+        """A run counts against `max_active_runs` while its driver beats (or waits for a worker thread)."""
         with self._lock:
-            if run.id in self._running:
-                return True
+            future = self._running.get(run.id)
+        if future is not None and not future.running() and not future.done():
+            return True  # recorded, queued for a worker thread: its driver has not begun to beat
         return runner_alive(run)
 
     def _fire(self, entry: _Entry, logical_time: float, *, kind: str, reason: str, consumed: list[str] | None = None) -> Fire:

@@ -81,7 +81,12 @@ def test_sql_shell_and_python_attempts_run_from_their_message_in_a_fresh_process
     project.write("tasks/calc.py", "def double(n):\n    print('doubling', n)\n    return n * 2\n")
     env = project.env()
 
-    sql = attempt(project.root, "q", SqlSpec.model_validate({"sql": "SELECT :n * 7 AS v", "params": {"n": 6}, "connection": "local"}), save="v")
+    sql = attempt(
+        project.root,
+        "q",
+        SqlSpec.model_validate({"sql": "SELECT :n * 7 AS v", "params": {"n": 6}, "connection": "local"}),
+        save="v",
+    )
     outcome, _ = run_in_fresh_process(sql, env)
     assert outcome.status is TaskStatus.SUCCEEDED
     assert outcome.value == 42

@@ -59,19 +59,23 @@ def show_cmd(run_id: str, as_json: bool) -> None:
     """The dynamic view of RUN_ID: each task's status, attempts, times, error, metrics, saved variables."""
     from flowstage.app.liveness import effective_status
     from flowstage.app.runs import get_run
-    from flowstage.views.records import run_record
+    from flowstage.views.records import run_code, run_record
 
     store = store_for(project_for())
     run = get_run(store, run_id)
     shown = effective_status(run)
+    code = run_code(store, run_id)
     if as_json:
-        emit_json(run_record(run, shown))
+        emit_json(run_record(run, shown, code))
         return
     took = f"{run.ended_at - run.started_at:.2f}s" if run.ended_at else ""
     click.echo(f"run {run.id}  workflow {run.workflow}" + (f" v{run.version}" if run.version else "") + f"  {shown}  {took}")
     click.echo(f"started {_short_time(run.started_at)}" + (f"  ended {_short_time(run.ended_at)}" if run.ended_at else ""))
     for r in run.resumes:
         click.echo(f"resumed by {r.get('by')} at {_short_time(r.get('at'))}")
+    if code is not None:
+        files = ", ".join(f"{path} {digest.removeprefix('sha256:')[:12]}" for path, digest in code["files"].items())
+        click.echo(f"code: v{code['version']} files {files}")
     if run.variables:
         click.echo("variables: " + ", ".join(f"{k}={v!r}" for k, v in run.variables.items()))
     click.echo("")

@@ -55,9 +55,19 @@ def run_summary(run: StoredRun, status: str | None = None) -> dict[str, Any]:
     }
 
 
-def run_record(run: StoredRun, status: str | None = None) -> dict[str, Any]:
+def run_code(store: Any, run_id: str) -> dict[str, Any] | None:
+    """Which deployed version's files a run reads (recorded right after it started), if any."""
+    for _, event in store.events(run_id, limit=4):
+        if event.kind == "run_code":
+            return {"version": event.data.get("version"), "files": dict(event.data.get("files") or {})}
+    return None
+
+
+def run_record(run: StoredRun, status: str | None = None, code: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole run: summary, variables, every task with its attempts."""
     out = run_summary(run, status)
+    if code is not None:
+        out["code"] = code
     out.update(
         {
             "variables": run.variables,

@@ -165,15 +165,15 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
 
     project = project_for(workflow)
     overrides = dict(parse_var(v) for v in variables)
+    store = store_for(project)
+    found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
     if detach:
         from flowstage.app.detached import detach_run
 
         path = Path(workflow)
         ref = str(path.resolve()) if path.is_file() else workflow
-        _detached(detach_run(project, ref, variables=overrides, executor=executor), as_json)
+        _detached(detach_run(project, ref, variables=overrides, version=found.version, executor=executor), as_json)
         return
-    store = store_for(project)
-    found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
     progress = _progress(as_json, quiet)
     try:
         run = start_run(

@@ -26,7 +26,7 @@ from flowstage.app.liveness import effective_status, kill_orphans, process_start
 from flowstage.app.registry import executor_for
 from flowstage.app.subruns import SubRuns
 from flowstage.engine.hooks import Hooks
-from flowstage.engine.plan import compile_plan
+from flowstage.engine.plan import Plan, compile_plan
 from flowstage.engine.ports import Batch, Event, TaskRun
 from flowstage.engine.projection import RUN_CODE
 from flowstage.engine.runner import RunInfo, Runner
@@ -138,10 +138,11 @@ def _runner(
     hooks: Hooks | None,
     observer: Observer | None,
     prior: Mapping[str, TaskRun] | None = None,
+    plan: Plan | None = None,
 ) -> Runner:
     exe = executor_for(project, workflow, executor)
     return Runner(
-        plan=compile_plan(workflow),
+        plan=plan or compile_plan(workflow),
         info=info,
         store=store,
         executor=exe,
@@ -200,7 +201,16 @@ def begin_run(
     host = socket.gethostname()
     info = RunInfo(run_id, workflow.name, version, logical_datetime(workflow, logical_at), str(project.root), host)
     runner = _runner(
-        project, workflow, info=info, store=store, variables=scope, executor=executor, depth=depth, hooks=hooks, observer=observer
+        project,
+        workflow,
+        info=info,
+        store=store,
+        variables=scope,
+        executor=executor,
+        depth=depth,
+        hooks=hooks,
+        observer=observer,
+        plan=plan,
     )
     store.create_run(
         NewRun(

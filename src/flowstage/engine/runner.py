@@ -277,9 +277,11 @@ class Runner:
             if node.stage == 0:
                 return Decision(Action.RUN)
             if node.stage not in self.stage_default:
-                before = [
-                    (self.plan.stage_names[k], [self._stage_task(n) for n in self.plan.stages[k]]) for k in range(node.stage)
-                ]
+                # the nearest earlier stage with main-line tasks decides (stages of handlers hand on)
+                k = node.stage - 1
+                while k > 0 and all(self.handler[n] for n in self.plan.stages[k]):
+                    k -= 1
+                before = [(self.plan.stage_names[k], [self._stage_task(n) for n in self.plan.stages[k]])]
                 self.stage_default[node.stage] = stage_verdict(before)
             return self.stage_default[node.stage]
         return decide([Requirement(p, c, self._status(p)) for p, c in node.requires], node.when)

@@ -197,7 +197,7 @@ def _statement_type(text: str) -> str:
 LOCK_POLL_SECONDS = (0.02, 0.05)
 #: a waiter gives up this long before its deadline, so that the attempt's record tells what it
 #: waited for (the runner would otherwise end it at the deadline with a bare "timed out")
-LOCK_DEADLINE_MARGIN_SECONDS = 0.1
+LOCK_DEADLINE_MARGIN_SECONDS = 0.25
 
 
 def _no_note(_reason: str | None) -> None:

@@ -235,10 +235,14 @@ class _Waiting:
         self.started = time.time()
         self.noted = False
 
-    def turn(self) -> float:
-        """Called each time the lock is found taken: how long to sleep before looking again."""
+    def turn(self, *, contended: bool = True) -> float:
+        """Called each time the lock is found taken: how long to sleep before looking again.
+
+        `contended` is False while only another thread of this process is opening the file (and
+        has not found it held elsewhere): a wait of a few milliseconds that is not worth telling.
+        """
         wait = self.wait
-        if not self.noted:
+        if contended and not self.noted:
             self.noted = True
             held = "the warehouse lock" if self.name == "warehouse" else f"the lock of DuckDB connection {self.name!r}"
             wait.note(f"waits for {held} (held by another process)")
@@ -267,6 +271,7 @@ class _DuckFile:
         self.cond = threading.Condition()
         self.holders = 0
         self.opening = False  # a thread of this process is taking the lock: the others wait for it
+        self.contended = False  # ... and found it held by another process
         self.fd: int | None = None
         self.conn: Any = None
 
@@ -276,7 +281,7 @@ class _DuckFile:
         try:
             with self.cond:
                 while self.holders == 0 and self.opening:
-                    self.cond.wait(waiting.turn())
+                    self.cond.wait(waiting.turn(contended=self.contended))
                 if self.holders > 0:
                     cursor = self.conn.cursor()
                     self.holders += 1
@@ -286,11 +291,11 @@ class _DuckFile:
                 fd, conn = self._open(name, url, waiting)
             except BaseException:
                 with self.cond:
-                    self.opening = False
+                    self.opening = self.contended = False
                     self.cond.notify_all()
                 raise
             with self.cond:
-                self.fd, self.conn, self.opening = fd, conn, False
+                self.fd, self.conn, self.opening, self.contended = fd, conn, False, False
                 try:
                     cursor = conn.cursor()
                 except BaseException:
@@ -315,6 +320,7 @@ class _DuckFile:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    self.contended = True
                     time.sleep(waiting.turn())
             while True:
                 try:
@@ -323,6 +329,7 @@ class _DuckFile:
                     # a program that does not take our lock (the DuckDB CLI, an older flowstage) has it open
                     if "lock" not in str(exc).lower():
                         raise _cannot_open(name, url, exc) from None
+                    self.contended = True
                     time.sleep(waiting.turn())
                 except Exception as exc:
                     raise _cannot_open(name, url, exc) from None

@@ -1,7 +1,7 @@
 """Concurrent runs take turns on the embedded DuckDB warehouse instead of failing on its file lock.
 
 DuckDB lets one process at a time open a database file. Twenty `flowstage run` processes that each
-write the warehouse (a SQL task and a dataflow) must all succeed, every row in place; an attempt
+write the warehouse (a SQL task, a dataflow, an auto flush) must all succeed, every row in place; an attempt
 that finds the warehouse held by another process says so (its note) and gives up at its deadline
 or when killed; inside one process, tasks share the open warehouse and are not serialised.
 """
@@ -35,6 +35,7 @@ RUNS = 20
 ORDERS = "order_id,amount\n1,10.5\n2,20\n3,7.25\n"
 WORKFLOW = """
 name: busy
+preferences: {flush: [orders_summary]}
 stages:
   - name: write
     tasks:
@@ -52,13 +53,23 @@ stages:
           sink: {table: orders_loaded, mode: append}
 """
 WAITING = "waits for the warehouse lock (held by another process)"
-HOLDER = """
+HOLDERS = {
+    # another flowstage process: it holds our lock
+    "flowstage": """
 import fcntl, os, sys
 fd = os.open(sys.argv[1] + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
-"""
+""",
+    # a program that opens the database without our lock (the DuckDB CLI, a notebook)
+    "duckdb": """
+import duckdb, sys
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+""",
+}
 
 
 def wait_all(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[int, str, str]]:
@@ -88,6 +99,7 @@ def warehouse_rows(project: Project, sql: str) -> list[tuple[Any, ...]]:
 def test_twenty_runs_at_once_that_write_the_warehouse_all_succeed(project: Project) -> None:
     project.write("workflows/busy.yaml", WORKFLOW)
     project.write("data/orders.csv", ORDERS)
+    project.write("sql/orders_summary.sql", "SELECT count(*) AS orders FROM orders_loaded")
     env = project.env()
 
     results = wait_all([project.popen("run", "busy", "--json", env=env) for _ in range(RUNS)], timeout=120)
@@ -102,6 +114,9 @@ def test_twenty_runs_at_once_that_write_the_warehouse_all_succeed(project: Proje
     assert seen == [(run_id, "busy") for run_id in run_ids]
     loaded = warehouse_rows(project, "SELECT order_id, count(*) FROM orders_loaded GROUP BY order_id ORDER BY order_id")
     assert loaded == [(1, RUNS), (2, RUNS), (3, RUNS)]
+    # every run's auto flush rebuilt the summary after its own load (later runs' loads may follow)
+    [(orders,)] = warehouse_rows(project, "SELECT orders FROM orders_summary")
+    assert 3 <= orders <= 3 * RUNS
 
 
 # ------------------------------------------------------------------ waiting for another process
@@ -113,10 +128,10 @@ def warehouse(tmp_path: Path) -> Path:
 class Holder:
     """Another process holding the warehouse lock until `release`."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, how: str = "flowstage") -> None:
         database.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", HOLDERS[how], str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "held"
@@ -130,9 +145,9 @@ class Holder:
             self.proc.stdout.close()
 
 
-@pytest.fixture
-def holder(warehouse: Path) -> Iterator[Holder]:
-    held = Holder(warehouse)
+@pytest.fixture(params=list(HOLDERS))
+def holder(warehouse: Path, request: pytest.FixtureRequest) -> Iterator[Holder]:
+    held = Holder(warehouse, request.param)
     try:
         yield held
     finally:

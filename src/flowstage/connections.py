@@ -5,6 +5,14 @@ URLs are SQLAlchemy URLs (``sqlite:///``, ``postgresql+psycopg://``, ``mysql+pym
 one transaction, ``:name`` parameters always bound by the driver, and `cancel()` that stops the
 running statement on the server (PostgreSQL cancel request, MySQL ``KILL QUERY``, DuckDB and
 SQLite interrupt). Every error leaves here with the URL and password masked.
+
+DuckDB lets one process at a time open a database file. So that concurrent runs take turns
+instead of failing on DuckDB's own lock, a DuckDB file is held under a lock of ours
+(``fcntl.flock`` on ``<file>.lock``) only while a session, a cursor (a dataflow) or a flush uses
+it: the database is opened after the lock is taken and closed before it is released. Inside one
+process the holding is shared and counted, with one database instance and a cursor per user, so
+parallel tasks of a run (and runs hosted side by side) are not serialised by it. A waiter polls
+the lock, tells what it waits for (`LockWait.note`) and gives up when killed or at its deadline.
 """
 
 from __future__ import annotations
@@ -13,9 +21,13 @@ import abc
 import contextlib
 import datetime as dt
 import decimal
+import itertools
+import os
+import random
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +37,10 @@ from flowstage.redact import mask_url, scrub
 
 class QueryError(RunError):
     """A statement failed on the database (the message is masked)."""
+
+
+class LockTimeout(RunError):
+    """The attempt's deadline passed while it waited for a DuckDB file another process held."""
 
 
 @dataclass
@@ -175,11 +191,226 @@ def _statement_type(text: str) -> str:
         return "SELECT"
 
 
+# ---------------------------------------------------------------------------- DuckDB file lock
+
+#: how often a waiter looks at the lock again (seconds, with jitter so waiters do not move in step)
+LOCK_POLL_SECONDS = (0.02, 0.05)
+#: a waiter gives up this long before its deadline, so that the attempt's record tells what it
+#: waited for (the runner would otherwise end it at the deadline with a bare "timed out")
+LOCK_DEADLINE_MARGIN_SECONDS = 0.25
+
+
+def _no_note(_reason: str | None) -> None:
+    return None
+
+
+def _not_killed() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """How an attempt waits for a DuckDB file another process holds: what it tells, when it stops."""
+
+    #: when the attempt must have ended (seconds since the epoch); None waits without a bound
+    deadline: float | None = None
+    #: the attempt's timeout in seconds, for the message when the deadline passes
+    timeout: float | None = None
+    #: whether the attempt was killed (the wait then ends at once)
+    killed: Callable[[], bool] = _not_killed
+    #: told what the attempt waits for, and None once it has the lock
+    note: Callable[[str | None], None] = _no_note
+
+
+def _lock_name(name: str) -> str:
+    return "the DuckDB warehouse lock" if name == "warehouse" else f"the lock of DuckDB connection {name!r}"
+
+
+class _Waiting:
+    """One acquisition's wait: noted on its first turn, un-noted at the end, stopped by kill or deadline."""
+
+    def __init__(self, name: str, wait: LockWait) -> None:
+        self.name = name
+        self.wait = wait
+        self.started = time.time()
+        self.noted = False
+
+    def turn(self, *, contended: bool = True) -> float:
+        """Called each time the lock is found taken: how long to sleep before looking again.
+
+        `contended` is False while only another thread of this process is opening the file (and
+        has not found it held elsewhere): a wait of a few milliseconds that is not worth telling.
+        """
+        wait = self.wait
+        if contended and not self.noted:
+            self.noted = True
+            held = "the warehouse lock" if self.name == "warehouse" else f"the lock of DuckDB connection {self.name!r}"
+            wait.note(f"waits for {held} (held by another process)")
+        if wait.killed():
+            raise RunError(f"cancelled while waiting for {_lock_name(self.name)}")
+        pause = random.uniform(*LOCK_POLL_SECONDS)
+        if wait.deadline is not None:
+            left = wait.deadline - LOCK_DEADLINE_MARGIN_SECONDS - time.time()
+            if left <= 0:
+                timeout = wait.timeout if wait.timeout is not None else wait.deadline - self.started
+                raise LockTimeout(f"timed out after {timeout:g}s waiting for {_lock_name(self.name)}")
+            pause = min(pause, left)
+        return pause
+
+    def done(self) -> None:
+        if self.noted:
+            self.noted = False
+            self.wait.note(None)
+
+
+class _DuckFile:
+    """A DuckDB database file as this process uses it: our lock on it, its open database, its holders."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.cond = threading.Condition()
+        self.holders = 0
+        self.opening = False  # a thread of this process is taking the lock: the others wait for it
+        self.contended = False  # ... and found it held by another process
+        self.fd: int | None = None
+        self.conn: Any = None
+
+    def acquire(self, name: str, url: str, wait: LockWait) -> Any:
+        """A new cursor on the database, the file held (by this process) until `release`."""
+        waiting = _Waiting(name, wait)
+        try:
+            with self.cond:
+                while self.holders == 0 and self.opening:
+                    self.cond.wait(waiting.turn(contended=self.contended))
+                if self.holders > 0:
+                    cursor = self.conn.cursor()
+                    self.holders += 1
+                    return cursor
+                self.opening = True
+            try:
+                fd, conn = self._open(name, url, waiting)
+            except BaseException:
+                with self.cond:
+                    self.opening = self.contended = False
+                    self.cond.notify_all()
+                raise
+            with self.cond:
+                self.fd, self.conn, self.opening, self.contended = fd, conn, False, False
+                try:
+                    cursor = conn.cursor()
+                except BaseException:
+                    self._close()
+                    self.cond.notify_all()
+                    raise
+                self.holders = 1
+                self.cond.notify_all()
+                return cursor
+        finally:
+            waiting.done()
+
+    def _open(self, name: str, url: str, waiting: _Waiting) -> tuple[int, Any]:
+        import fcntl
+
+        import duckdb
+
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self.contended = True
+                    time.sleep(waiting.turn())
+            while True:
+                try:
+                    return fd, duckdb.connect(self.path)
+                except duckdb.IOException as exc:
+                    # a program that does not take our lock (the DuckDB CLI, an older flowstage) has it open
+                    if "lock" not in str(exc).lower():
+                        raise _cannot_open(name, url, exc) from None
+                    self.contended = True
+                    time.sleep(waiting.turn())
+                except Exception as exc:
+                    raise _cannot_open(name, url, exc) from None
+        except BaseException:
+            os.close(fd)  # closing the descriptor releases the lock
+            raise
+
+    def release(self) -> None:
+        with self.cond:
+            self.holders -= 1
+            if self.holders == 0:
+                self._close()
+
+    def _close(self) -> None:
+        """Close the database, then release the lock: the next process can open the file."""
+        conn, fd = self.conn, self.fd
+        self.conn = self.fd = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_FILES: dict[str, _DuckFile] = {}
+_FILES_LOCK = threading.Lock()
+
+
+def _duck_file(path: str) -> _DuckFile:
+    key = os.path.realpath(path)
+    with _FILES_LOCK:
+        found = _FILES.get(key)
+        if found is None:
+            found = _FILES[key] = _DuckFile(key)
+        return found
+
+
+def _cannot_open(name: str, url: str, exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"connection {name!r} ({mask_url(url)}) cannot be opened: {scrub(str(exc), [url])}")
+
+
+def _duck_path(url: str) -> str:
+    path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
+    return path or ":memory:"
+
+
+class DuckCursor:
+    """A cursor on a DuckDB database that holds the database file until it is closed."""
+
+    def __init__(self, cursor: Any, release: Callable[[], None]) -> None:
+        self._cursor = cursor
+        self._release = release
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._cursor, attr)
+
+    def close(self) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                self._cursor.close()
+        finally:
+            self._release()
+
+    def __enter__(self) -> DuckCursor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 class DuckSession(Session):
-    def __init__(self, name: str, url: str, conn: Any) -> None:
+    def __init__(self, name: str, url: str, conn: Any, release: Callable[[], None] = lambda: None) -> None:
         super().__init__(name, url)
         self.conn = conn
-        self.conn.execute("BEGIN TRANSACTION")
+        self._release: Callable[[], None] | None = release
+        try:
+            self.conn.execute("BEGIN TRANSACTION")
+        except Exception as exc:
+            self.close()
+            raise self.error(exc) from None
 
     def execute(self, sql: str, params: Mapping[str, Any], *, max_rows: int | None = None) -> StatementResult:
         text = to_dollar_params(sql)
@@ -219,6 +450,9 @@ class DuckSession(Session):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class AlchemySession(Session):
@@ -311,13 +545,19 @@ def _sqlite_transactions(engine: Any) -> None:
 
 
 class Connections:
-    """The connections of one run: engines created on first use, disposed at the end."""
+    """The connections of one run: engines created on first use, disposed at the end.
+
+    DuckDB files are held only while a session or a cursor is open (see the module's docstring);
+    an in-memory DuckDB database lives as long as the run's connections.
+    """
 
     def __init__(self, urls: Mapping[str, str]) -> None:
         self.urls = dict(urls)
         self._lock = threading.Lock()
         self._engines: dict[str, Any] = {}
-        self._duck: dict[str, Any] = {}
+        self._duck: dict[str, Any] = {}  # in-memory DuckDB databases
+        self._held: dict[int, Callable[[], None]] = {}  # releases of the DuckDB files held, by holding
+        self._holdings = itertools.count()
 
     def url(self, name: str) -> str:
         try:
@@ -330,9 +570,9 @@ class Connections:
         return list(self.urls.values())
 
     @contextlib.contextmanager
-    def transaction(self, name: str, *, timeout: float | None = None) -> Iterator[Session]:
+    def transaction(self, name: str, *, timeout: float | None = None, wait: LockWait | None = None) -> Iterator[Session]:
         """A session whose work commits when the block ends well and rolls back otherwise."""
-        session = self.session(name, timeout=timeout)
+        session = self.session(name, timeout=timeout, wait=wait)
         try:
             yield session
             session.commit()
@@ -342,39 +582,57 @@ class Connections:
         finally:
             session.close()
 
-    def session(self, name: str, *, timeout: float | None = None) -> Session:
+    def session(self, name: str, *, timeout: float | None = None, wait: LockWait | None = None) -> Session:
+        """One connection for one attempt; on a DuckDB file it holds the file until it is closed.
+
+        Args:
+            name: the connection's name.
+            timeout: the attempt's timeout (a statement timeout on PostgreSQL).
+            wait: how to wait for a DuckDB file another process holds (default: without a bound).
+        """
         url = self.url(name)
         if url.startswith("duckdb:"):
-            return DuckSession(name, url, self._duck_cursor(name, url))
+            cursor, release = self._duck_cursor(name, url, wait or LockWait())
+            return DuckSession(name, url, cursor, release)
         return AlchemySession(name, url, self._engine(name, url), timeout)
 
-    def duck_cursor(self, name: str) -> Any:
-        """A new cursor on the DuckDB database of connection `name` (autocommit)."""
+    def duck_cursor(self, name: str, *, wait: LockWait | None = None) -> DuckCursor:
+        """A new cursor on the DuckDB database of connection `name` (autocommit).
+
+        The database file stays held by this process until the cursor is closed: close it.
+        """
         url = self.url(name)
         if not url.startswith("duckdb:"):
             raise DefinitionError(f"connection {name!r} is not a DuckDB database")
-        return self._duck_cursor(name, url)
+        cursor, release = self._duck_cursor(name, url, wait or LockWait())
+        return DuckCursor(cursor, release)
 
-    def _duck_cursor(self, name: str, url: str) -> Any:
+    def _duck_cursor(self, name: str, url: str, wait: LockWait) -> tuple[Any, Callable[[], None]]:
+        path = _duck_path(url)
+        if path == ":memory:":
+            with self._lock:
+                conn = self._duck.get(name)
+                if conn is None:
+                    import duckdb
+
+                    conn = self._duck[name] = duckdb.connect(":memory:")
+                return conn.cursor(), lambda: None
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file = _duck_file(path)
+        cursor = file.acquire(name, url, wait)
+        key = next(self._holdings)
+
+        def release() -> None:
+            with self._lock:
+                held = self._held.pop(key, None)
+            if held is not None:
+                file.release()
+
         with self._lock:
-            conn = self._duck.get(name)
-            if conn is None:
-                import duckdb
-
-                path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
-                path = path or ":memory:"
-                if path != ":memory:":
-                    from pathlib import Path
-
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    conn = duckdb.connect(path)
-                except Exception as exc:
-                    raise ConnectionError(
-                        f"connection {name!r} ({mask_url(url)}) cannot be opened: {scrub(str(exc), [url])}"
-                    ) from None
-                self._duck[name] = conn
-            return conn.cursor()
+            self._held[key] = release
+        return cursor, release
 
     def _engine(self, name: str, url: str) -> Any:
         with self._lock:
@@ -403,6 +661,10 @@ class Connections:
                     conn.close()
             self._engines.clear()
             self._duck.clear()
+            # a session or cursor left open must not keep a DuckDB file from other processes
+            held = list(self._held.values())
+        for release in held:
+            release()
 
 
 def run_statements(

@@ -4,7 +4,9 @@ A package compiles to one query that DuckDB plans and runs whole: files are read
 readers and written by ``COPY ... TO`` (no row passes through Python on the file-to-file path);
 tables of the warehouse are read and written in place; tables of other databases move as Arrow
 record batches (`data/arrow_io.py`). Variables are bound as ``$name`` parameters; the compiled
-query must be exactly one SELECT, so no expression can become another statement.
+query must be exactly one SELECT, so no expression can become another statement. A dataflow holds
+the warehouse file from its first source to its sink (other DuckDB files only while it reads or
+writes them), waiting as `DataflowRequest.wait` says while another process holds one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowstage.connections import Connections, to_dollar_params
+from flowstage.connections import Connections, LockWait, to_dollar_params
 from flowstage.data.compile import Compiled, compile_package, ident, literal, qualified
 from flowstage.errors import DefinitionError, RunError
 from flowstage.model.dataflow import Package, Sink, Source, format_of
@@ -50,6 +52,8 @@ class DataflowRequest:
     catalog: CatalogLookup | None = None
     log: Callable[[str], None] = lambda _m: None
     package_file: str | None = None
+    #: how to wait for a DuckDB file another process holds (default: without a bound)
+    wait: LockWait | None = None
 
 
 class DataflowEngine(Protocol):
@@ -112,7 +116,7 @@ class DuckDBEngine:
         started = time.perf_counter()
         conns = request.connections
         warehouse_url = conns.url("warehouse")
-        con = conns.duck_cursor("warehouse")
+        con = conns.duck_cursor("warehouse", wait=request.wait)
         cancel(con.interrupt)
         attached: dict[str, str] = {}
         registered: list[str] = []
@@ -197,7 +201,7 @@ class DuckDBEngine:
             self.where[name] = src.table.split(".")[-1]
             return f"SELECT * FROM {qualified(src.table)}"
         if url.startswith("duckdb:"):
-            table = _read_duck(request.connections, src.connection, src.table, src.query, request.variables)
+            table = _read_duck(request.connections, src.connection, src.table, src.query, request.variables, request.wait)
         else:
             from flowstage.data.arrow_io import read_arrow
 
@@ -237,7 +241,7 @@ class DuckDBEngine:
             batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
             reader = batches(100_000)
             if url.startswith("duckdb:"):
-                other = request.connections.duck_cursor(sink.connection)
+                other = request.connections.duck_cursor(sink.connection, wait=request.wait)
                 try:
                     other.register("__flowstage_input", reader)
                     written = self._to_duck_table(
@@ -421,9 +425,16 @@ def _per_source(scans: Mapping[str, int], where: Mapping[str, str]) -> dict[str,
     return out
 
 
-def _read_duck(connections: Connections, name: str, table: str | None, query: str | None, variables: Mapping[str, Any]) -> Any:
+def _read_duck(
+    connections: Connections,
+    name: str,
+    table: str | None,
+    query: str | None,
+    variables: Mapping[str, Any],
+    wait: LockWait | None = None,
+) -> Any:
     """A table (or query) of another DuckDB database, through its own cursor, as an Arrow table."""
-    cur = connections.duck_cursor(name)
+    cur = connections.duck_cursor(name, wait=wait)
     try:
         text, bound = _bind(query, variables) if query is not None else (f"SELECT * FROM {qualified(table or '')}", {})
         rel = cur.sql(text, params=bound) if bound else cur.sql(text)

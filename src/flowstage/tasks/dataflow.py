@@ -1,13 +1,16 @@
 """``dataflow:`` tasks: run a package (a file in packages/ or inline) on its engine.
 
 Variables, highest first: the task's `variables:`, the package's own `variables:`, the run scope.
-Metrics: rows read (in all and per source), rows written, bytes written, seconds.
+Metrics: rows read (in all and per source), rows written, bytes written, seconds. A DuckDB
+dataflow holds the warehouse file while it runs; while another process holds it, the attempt waits
+its turn (told as its reason) until its deadline.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from flowstage.connections import LockTimeout
 from flowstage.data.engine import DataflowRequest, engine_for
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.logging import INFO
@@ -15,6 +18,7 @@ from flowstage.model.dataflow import Package, load_package
 from flowstage.model.kinds import DataflowSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
+from flowstage.tasks.sql import lock_wait
 
 
 def package_of(spec: DataflowSpec, root: Path) -> tuple[Package, str | None]:
@@ -39,8 +43,12 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
         catalog=ctx.resources.catalog,
         log=lambda message: ctx.log(INFO, message),
         package_file=file,
+        wait=lock_wait(job, ctx),
     )
-    result = engine_for(package.engine).run(request, ctx.handle.on_kill)
+    try:
+        result = engine_for(package.engine).run(request, ctx.handle.on_kill)
+    except LockTimeout as exc:
+        return Outcome(TaskStatus.TIMED_OUT, error=str(exc))
     m = result.metrics
     ctx.log(
         INFO,

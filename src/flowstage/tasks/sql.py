@@ -3,7 +3,8 @@
 `params:` are bound by the driver (``:name``), never pasted into the text. `save: var` keeps
 the first column of the first row (none when no row), `save: {var: column}` named columns of the
 first row, `save_rows: var` every row as a mapping (at most 10,000: more is an error). A timeout
-or cancel stops the statement on the server, and the transaction is rolled back.
+or cancel stops the statement on the server, and the transaction is rolled back. On a DuckDB file
+another process holds, the attempt waits its turn (told as its reason) until its deadline.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flowstage.connections import StatementResult, run_statements, split_statements, to_json_value
+from flowstage.connections import LockTimeout, LockWait, StatementResult, run_statements, split_statements, to_json_value
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError, RunError
 from flowstage.logging import DEBUG
@@ -39,6 +40,12 @@ def statements_of(spec: SqlSpec, root: Path) -> list[str]:
     return statements
 
 
+def lock_wait(job: AttemptSpec, ctx: TaskContext) -> LockWait:
+    """How the attempt waits for a DuckDB file another process holds: noted, until killed or its deadline."""
+    handle = ctx.handle
+    return LockWait(deadline=job.deadline, timeout=job.timeout, killed=lambda: handle.killed, note=ctx.note)
+
+
 def _first_row(result: StatementResult | None) -> dict[str, Any] | None:
     if result is None or not result.rows:
         return None
@@ -50,7 +57,10 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     assert isinstance(spec, SqlSpec)
     statements = statements_of(spec, Path(job.root))
     timeout = job.timeout
-    session = ctx.resources.connections.session(spec.connection, timeout=timeout)
+    try:
+        session = ctx.resources.connections.session(spec.connection, timeout=timeout, wait=lock_wait(job, ctx))
+    except LockTimeout as exc:
+        return Outcome(TaskStatus.TIMED_OUT, error=str(exc))
     ctx.handle.on_kill(session.cancel)
     max_rows = MAX_SAVED_ROWS if spec.save_rows else (1 if job.save is not None else 0)
     try:

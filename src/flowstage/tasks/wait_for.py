@@ -1,7 +1,8 @@
 """``wait_for:`` sensors: a file glob, or a SQL query whose first value is true-ish.
 
 Checked every `poke` until it holds; the task's `timeout` bounds the wait (the attempt then times
-out like any other). A kill wakes the sensor at once.
+out like any other). A kill wakes the sensor at once. A query on a DuckDB file holds the file only
+while it runs; while another process holds it, the sensor waits its turn (until its deadline).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import glob
 import threading
 from pathlib import Path
 
-from flowstage.connections import run_statements, split_statements
+from flowstage.connections import LockTimeout, run_statements, split_statements
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import DEBUG, INFO
 from flowstage.model.kinds import WaitForSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
+from flowstage.tasks.sql import lock_wait
 
 
 def _files(pattern: str, root: Path) -> list[str]:
@@ -45,7 +47,10 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
             ctx.log(DEBUG, f"no file yet for {target.file}")
         else:
             assert query is not None
-            session = ctx.resources.connections.session(target.connection)
+            try:
+                session = ctx.resources.connections.session(target.connection, wait=lock_wait(job, ctx))
+            except LockTimeout as exc:
+                return Outcome(TaskStatus.TIMED_OUT, error=str(exc), metrics={"checks": checks})
             ctx.handle.on_kill(session.cancel)
             try:
                 last, _ = run_statements(session, split_statements(query), target.params, max_rows=1)

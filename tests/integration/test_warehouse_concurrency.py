@@ -329,3 +329,40 @@ def test_sql_tasks_of_one_process_use_the_warehouse_at_the_same_time(warehouse: 
     con = duckdb.connect(str(warehouse), read_only=True)
     assert con.execute("SELECT x FROM quick").fetchall() == [(7,)]
     con.close()
+
+
+def test_a_task_waiting_for_the_warehouse_shows_the_wait_as_its_reason(project: Project, warehouse: Path) -> None:
+    project.write(
+        "workflows/queued.yaml",
+        """
+        name: queued
+        tasks:
+          - name: write
+            sql: CREATE TABLE queued AS SELECT 1 AS x
+        """,
+    )
+    held = Holder(warehouse)
+    proc = project.popen("run", "queued")
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().split()[1]
+
+        def reason() -> str | None:
+            shown = project.cli("show", run_id, "--json")
+            value: str | None = tasks_of(record_of(shown))["write"]["reason"]
+            return value
+
+        assert wait_until(reason, 30, "the wait to be recorded") == "waits for the warehouse lock (held by another process)"
+        held.release()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        held.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    task = tasks_of(record_of(project.cli("show", run_id, "--json")))["write"]
+    assert task["status"] == "succeeded"
+    assert task["reason"] is None

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowstage.connections import Connections
+from flowstage.connections import Connections, LockWait
 from flowstage.data.compile import literal
 from flowstage.data.engine import NULL_MARKERS
 from flowstage.errors import RunError
@@ -94,14 +94,18 @@ def crawl_files(
 
 
 def crawl_tables(
-    connections: Connections, connection: str, patterns: Sequence[str], prefix: str | None = None
+    connections: Connections,
+    connection: str,
+    patterns: Sequence[str],
+    prefix: str | None = None,
+    wait: LockWait | None = None,
 ) -> list[CatalogTable]:
     """One catalog entry per table of `connection` matching any of `patterns` (``schema.table`` globs)."""
     import sqlalchemy as sa
 
     url = connections.url(connection)
     if url.startswith("duckdb:"):
-        return _crawl_duck_tables(connections, connection, patterns, prefix)
+        return _crawl_duck_tables(connections, connection, patterns, prefix, wait)
     try:
         engine = sa.create_engine(url)
     except (ModuleNotFoundError, ValueError, sa.exc.ArgumentError) as exc:
@@ -176,9 +180,9 @@ def _row_estimate(engine: Any, schema: str, table: str) -> int | None:
 
 
 def _crawl_duck_tables(
-    connections: Connections, connection: str, patterns: Sequence[str], prefix: str | None
+    connections: Connections, connection: str, patterns: Sequence[str], prefix: str | None, wait: LockWait | None
 ) -> list[CatalogTable]:
-    con = connections.duck_cursor(connection)
+    con = connections.duck_cursor(connection, wait=wait)
     try:
         rows = con.execute(
             "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() WHERE database_name = current_database()"

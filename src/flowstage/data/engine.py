@@ -27,6 +27,7 @@ from flowstage.connections import Connections, LockWait, to_dollar_params
 from flowstage.data.compile import Compiled, compile_package, ident, literal, qualified
 from flowstage.errors import DefinitionError, RunError
 from flowstage.model.dataflow import Package, Sink, Source, format_of
+from flowstage.plugins import Registry
 from flowstage.redact import scrub
 
 NULL_MARKERS = ["", "NA", "N/A", "NULL", "null"]
@@ -60,10 +61,18 @@ class DataflowEngine(Protocol):
     def run(self, request: DataflowRequest, cancel: Callable[[Callable[[], None]], None]) -> DataflowResult: ...
 
 
+#: dataflow engines by name; `spark` and others come from the `flowstage.dataflow_engines` entry points
+ENGINES = Registry("flowstage.dataflow_engines", {"duckdb": "flowstage.data.engine:DuckDBEngine"}, what="dataflow engine")
+
+
 def engine_for(name: str) -> DataflowEngine:
-    if name == "duckdb":
-        return DuckDBEngine()
-    raise DefinitionError(f"dataflow engine {name!r} is not available here (duckdb is)")
+    """A new engine of kind `name` (a class or factory registered under that name)."""
+    try:
+        factory = ENGINES.get(name)
+    except LookupError as exc:
+        raise DefinitionError(f"dataflow engine {name!r} is not available here ({exc})") from None
+    engine: DataflowEngine = factory()
+    return engine
 
 
 def _resolve(path: str, root: Path) -> str:

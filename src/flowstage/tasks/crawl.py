@@ -18,6 +18,7 @@ from flowstage.model.kinds import CrawlSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.stores.catalog import describe_change
 from flowstage.tasks import TaskContext
+from flowstage.tasks.sql import lock_wait
 
 
 def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
@@ -41,7 +42,7 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
         ]
     else:
         assert target.connection is not None
-        found = crawl_tables(ctx.resources.connections, target.connection, target.tables, target.table)
+        found = crawl_tables(ctx.resources.connections, target.connection, target.tables, target.table, lock_wait(job, ctx))
         if not found:
             raise RunError(f"crawl {target.connection}: no table matches {', '.join(target.tables)}")
     tables: list[dict[str, Any]] = []

@@ -551,8 +551,11 @@ class Connections:
     an in-memory DuckDB database lives as long as the run's connections.
     """
 
-    def __init__(self, urls: Mapping[str, str]) -> None:
+    def __init__(self, urls: Mapping[str, str], *, root: str | os.PathLike[str] | None = None) -> None:
         self.urls = dict(urls)
+        #: the project root: relative file names in DuckDB queries are looked up there, whatever
+        #: the working directory of the process hosting the run
+        self.root = str(root) if root is not None else None
         self._lock = threading.Lock()
         self._engines: dict[str, Any] = {}
         self._duck: dict[str, Any] = {}  # in-memory DuckDB databases
@@ -593,6 +596,7 @@ class Connections:
         url = self.url(name)
         if url.startswith("duckdb:"):
             cursor, release = self._duck_cursor(name, url, wait or LockWait())
+            self._search_root(cursor)
             return DuckSession(name, url, cursor, release)
         return AlchemySession(name, url, self._engine(name, url), timeout)
 
@@ -605,7 +609,13 @@ class Connections:
         if not url.startswith("duckdb:"):
             raise DefinitionError(f"connection {name!r} is not a DuckDB database")
         cursor, release = self._duck_cursor(name, url, wait or LockWait())
+        self._search_root(cursor)
         return DuckCursor(cursor, release)
+
+    def _search_root(self, cursor: Any) -> None:
+        if self.root is not None:
+            quoted = self.root.replace("'", "''")
+            cursor.execute(f"SET SESSION file_search_path = '{quoted}'")
 
     def _duck_cursor(self, name: str, url: str, wait: LockWait) -> tuple[Any, Callable[[], None]]:
         path = _duck_path(url)

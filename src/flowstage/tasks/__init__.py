@@ -36,7 +36,7 @@ class RunResources:
         """The resources of a run of `project`, built on the side that runs its attempts."""
         return cls(
             root=project.root,
-            connections=Connections(project.connections),
+            connections=Connections(project.connections, root=project.root),
             store_url=project.store_url,
             catalog=_LazyCatalog(project.store_url),
         )

@@ -1204,6 +1204,29 @@ def test_process_sub_run_and_wait_reports_are_events() -> None:
 # --------------------------------------------------------------------------- hooks
 
 
+def record_new_run(store: MemoryRunStore, workflow: Workflow, run_id: str) -> Any:
+    """Record a new run of `workflow` (every task pending) for a runner built by the test; its plan."""
+    plan = compile_plan(workflow)
+    store.create_run(
+        NewRun(
+            id=run_id,
+            workflow=workflow.name,
+            version=None,
+            definition=workflow.to_dict(),
+            variables={},
+            overrides={},
+            root="/nonexistent",
+            logical_time=0.0,
+            started_at=0.0,
+            runner_pid=0,
+            runner_host="test",
+            runner_started=0.0,
+            tasks=[TaskRun(name=n, stage=plan.stage_names[node.stage]) for n, node in plan.nodes.items()],
+        )
+    )
+    return plan
+
+
 def test_a_raising_hook_is_logged_and_never_changes_the_run() -> None:
     from flowstage.engine.hooks import Hooks
 
@@ -1223,24 +1246,7 @@ def test_a_raising_hook_is_logged_and_never_changes_the_run() -> None:
     workflow = wf("name: w\ntasks: [{name: a, shell: 'true'}, {name: b, shell: 'true', after: [a]}]\n")
     store = MemoryRunStore()
     plain = execute(workflow, store=store, run_id="plain")
-    plan = compile_plan(workflow)
-    store.create_run(
-        NewRun(
-            id="hooked",
-            workflow="w",
-            version=None,
-            definition=workflow.to_dict(),
-            variables={},
-            overrides={},
-            root="/nonexistent",
-            logical_time=0.0,
-            started_at=0.0,
-            runner_pid=0,
-            runner_host="test",
-            runner_started=0.0,
-            tasks=[TaskRun(name=n, stage=plan.stage_names[plan.nodes[n].stage]) for n in plan.nodes],
-        )
-    )
+    plan = record_new_run(store, workflow, "hooked")
     info = RunInfo("hooked", "w", None, datetime(2026, 3, 1, tzinfo=UTC), "/nonexistent")
     hooks = Hooks(after_event=[bad_event], after_attempt=[bad_attempt], after_run=[bad_run])
     runner = Runner(plan=plan, info=info, store=store, executor=FakeExecutor(), variables={}, hooks=hooks)
@@ -1268,24 +1274,7 @@ def test_after_run_hooks_see_every_final_status(outcomes: dict[str, str], expect
     workflow = wf("name: w\ntasks: [{name: a, shell: 'true'}]\n")
     store = MemoryRunStore()
     execute(workflow, store=store, run_id="seed")
-    plan = compile_plan(workflow)
-    store.create_run(
-        NewRun(
-            id="r",
-            workflow="w",
-            version=None,
-            definition=workflow.to_dict(),
-            variables={},
-            overrides={},
-            root="/x",
-            logical_time=0.0,
-            started_at=0.0,
-            runner_pid=0,
-            runner_host="t",
-            runner_started=0.0,
-            tasks=[TaskRun(name="a", stage=plan.stage_names[0])],
-        )
-    )
+    plan = record_new_run(store, workflow, "r")
     runner = Runner(
         plan=plan,
         info=RunInfo("r", "w", None, datetime(2026, 3, 1, tzinfo=UTC), "/x"),

@@ -11,11 +11,11 @@ it forks and execs the real command, and reports what the command's own tree use
 
 - ``memory_mb``: the peak resident memory of the command and every process it starts, the
   largest of (a) the summed RSS of the supervisor's descendants, sampled from /proc every
-  ``INTERVAL`` seconds (processes alive at the same time add up), (b) the largest single
+  ``INTERVAL`` seconds or so (processes alive at the same time add up), (b) the largest single
   process's own high-water mark (``VmHWM``, exact between samples), and (c) the ``ru_maxrss``
   of the reaped children (the command and the grandchildren it or this supervisor waited for).
-  (c) is a floor of the supervisor's copied pages (about 5-7 MB): a command shorter than one
-  sample shows that much at most.
+  (c) includes the pages the command's pre-exec copy of this supervisor held (about 6 MB): the
+  least any task shows, and what a command shorter than one sample shows.
 - ``cpu_seconds``: user + system time of the reaped children (the command and its waited-for
   descendants; orphans are reaped here too: the supervisor is their subreaper).
 - ``exit_code``: the command's exit code, ``128 + n`` when signal ``n`` ended it.
@@ -31,8 +31,9 @@ import os
 import select
 import signal
 import sys
+import time
 
-INTERVAL = 0.02  # seconds between two samples of the tree
+INTERVAL = 0.02  # seconds between two samples of the tree (longer for a tree slow to sample)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -225,8 +226,10 @@ def main():
                 code = _exit_code(status)
         if code is not None:
             break
+        began = time.monotonic()
         peak_kb = max(peak_kb, _sample(me))
-        select.select([wake_r], [], [], INTERVAL)
+        # a large tree is sampled less often: sampling takes at most a tenth of one CPU
+        select.select([wake_r], [], [], max(INTERVAL, 10 * (time.monotonic() - began)))
         try:
             while os.read(wake_r, 512):
                 pass

@@ -105,8 +105,11 @@ def task_env(job: AttemptSpec, resources: RunSecrets | None = None, extra: dict[
 
 
 def resolve_env(values: Mapping[str, str | EnvSource], resources: RunSecrets) -> dict[str, str]:
-    """A task's `env:` as strings: plain values as written, `{connection: name}` the connection's URL,
-    `{env: NAME}` the runner's variable, `{store: true}` the run store's URL."""
+    """A task's `env:` as strings.
+
+    Plain values as written; `{connection: name}` the connection's URL (env override included),
+    `{env: NAME}` the runner's variable, `{store: true}` the run store's URL.
+    """
     out: dict[str, str] = {}
     for key, value in values.items():
         if isinstance(value, str):

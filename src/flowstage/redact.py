@@ -27,8 +27,8 @@ def password_of(url: str) -> str | None:
     return None
 
 
-def scrub(text: str, urls: Iterable[str] = ()) -> str:
-    """`text` with every URL's password (raw and URL-decoded) and every URL userinfo masked."""
+def secrets_of(urls: Iterable[str]) -> list[str]:
+    """The passwords (raw and URL-decoded) of `urls`, longest first."""
     from urllib.parse import unquote
 
     secrets: set[str] = set()
@@ -39,6 +39,24 @@ def scrub(text: str, urls: Iterable[str] = ()) -> str:
                 if raw:
                     secrets.update({raw, unquote(raw)})
     # longest first, across every URL: a password that starts another must not leave its tail
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return mask_url(text)
+    return sorted(secrets, key=len, reverse=True)
+
+
+class Scrubber:
+    """`scrub` against a fixed set of URLs, their secrets found once (for every log line of a run)."""
+
+    def __init__(self, urls: Iterable[str] = ()) -> None:
+        self._secrets = secrets_of(urls)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        if "://" not in text and "=" not in text:
+            return text  # nothing mask_url could change
+        return mask_url(text)
+
+
+def scrub(text: str, urls: Iterable[str] = ()) -> str:
+    """`text` with every URL's password (raw and URL-decoded) and every URL userinfo masked."""
+    return Scrubber(urls)(text)

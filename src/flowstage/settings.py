@@ -3,12 +3,16 @@
 The root is the folder holding `flowstage.yaml` (searched upward), else the current directory.
 `${ENV_VAR}` is substituted in string values; `FLOWSTAGE_STORE`, `FLOWSTAGE_CONN_<NAME>` and
 `FLOWSTAGE_EXECUTOR` override the file.
+
+The variables substituted into the store and connection URLs are secrets like the URLs
+themselves: `secret_env_names` tells which, so that task processes do not inherit them.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ class Project:
     connections: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
+    #: environment variables substituted into the store or a connection URL (withheld from tasks)
+    secret_env: frozenset[str] = frozenset()
 
     @property
     def state_dir(self) -> Path:
@@ -62,6 +68,54 @@ def _substitute(value: Any, source: Any, path: tuple[Any, ...]) -> Any:
     return value
 
 
+def _refs(value: Any) -> set[str]:
+    """Names of the `${ENV_VAR}` references in `value` (strings, lists, mappings)."""
+    if isinstance(value, str):
+        return set(_ENV_REF.findall(value))
+    if isinstance(value, dict):
+        return set().union(*(_refs(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_refs(v) for v in value))
+    return set()
+
+
+def _secret_refs(data: Any) -> frozenset[str]:
+    if not isinstance(data, dict):
+        return frozenset()
+    return frozenset(_refs(data.get("store")) | _refs(data.get("connections")))
+
+
+_secret_cache_lock = threading.Lock()
+_secret_cache: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
+
+
+def secret_env_names(root: Path) -> frozenset[str]:
+    """The environment variables that `root`'s flowstage.yaml substitutes into its store or connection URLs.
+
+    Read from the file as it is now (cached while it is unchanged); an unreadable or malformed file
+    names none (loading the project reports that).
+    """
+    path = root / CONFIG_FILE
+    try:
+        stat = path.stat()
+    except OSError:
+        return frozenset()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    with _secret_cache_lock:
+        cached = _secret_cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        from flowstage.model.yamlsource import parse
+
+        names = _secret_refs(parse(path.read_text(encoding="utf-8"), str(path)).data)
+    except (OSError, ValueError, DefinitionError):
+        names = frozenset()
+    with _secret_cache_lock:
+        _secret_cache[path] = (stamp, names)
+    return names
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -87,6 +141,7 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
     else:
         root, cfg_path = find_root(start)
     data: dict[str, Any] = {}
+    secret_env: frozenset[str] = frozenset()
     if cfg_path is not None:
         from flowstage.model.yamlsource import parse
 
@@ -104,6 +159,7 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
                 from flowstage.model.workflow import did_you_mean
 
                 raise DefinitionError([source.problem((key,), f"unknown key '{key}'{did_you_mean(key, _KEYS)}")])
+        secret_env = _secret_refs(source.data)
         data = _substitute(source.data, source, ())
         for key in ("store", "executor"):
             if key in data and not isinstance(data[key], str):
@@ -125,4 +181,5 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
         connections={k: resolve_url(v, root) for k, v in connections.items()},
         config=data,
         config_file=cfg_path,
+        secret_env=secret_env,
     )

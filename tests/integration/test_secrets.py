@@ -152,3 +152,43 @@ def test_store_password_appears_nowhere_when_the_store_is_unreachable(project: P
         assert "Traceback" not in result.err
         assert_hidden([PASSWORD], " ".join(args), result.out + result.err)
     assert not Path(project.root / ".flowstage" / "flowstage.db").exists()
+
+
+def test_a_password_in_task_output_and_tracebacks_is_masked(project: Project) -> None:
+    url = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/x"
+    project.write("flowstage.yaml", f"connections:\n  shop: '{url}'\n")
+    project.write("secret.txt", url)
+    project.write(
+        "tasks/leaky.py",
+        """
+        def fail():
+            url = open("secret.txt").read()
+            print("connecting to", url, "with", url.split(":")[2].split("@")[0])
+            raise RuntimeError("cannot use " + url)
+        """,
+    )
+    project.write(
+        "workflows/leaky.yaml",
+        """
+        name: leaky
+        tasks:
+          - {name: py, python: "tasks/leaky.py:fail"}
+          - {name: sh, shell: "cat secret.txt; cat secret.txt >&2"}
+        """,
+    )
+
+    ran = project.cli("run", "leaky", "--json")
+
+    assert ran.code == 1, ran
+    record = record_of(ran)
+    py = tasks_of(record)["py"]
+    assert py["status"] == "failed"
+    assert "RuntimeError: cannot use postgresql+psycopg://postgres:***@127.0.0.1:1/x" in py["error"]
+    logs = project.cli("logs", record["id"])
+    assert "connecting to postgresql+psycopg://postgres:***@127.0.0.1:1/x with ***" in logs.out
+    assert "Traceback" in logs.out  # the traceback is logged, masked
+    assert logs.out.count("postgres:***@127.0.0.1:1/x") >= 4  # both shell streams too
+    for where, text in {"run": ran.out + ran.err, "logs": logs.out + logs.err}.items():
+        assert_hidden([PASSWORD], where, text)
+    for name, data in store_bytes(project).items():
+        assert_hidden([PASSWORD], name, data)

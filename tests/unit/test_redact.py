@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowstage.redact import mask_url, password_of, scrub
+from flowstage.redact import Scrubber, mask_url, password_of, scrub, secrets_of
 
 # (url, mask_url(url), password_of(url))
 URLS = [
@@ -149,3 +149,26 @@ def test_scrub_orders_secrets_across_urls() -> None:
     urls = ["postgresql://a:pw@h/db", "mysql://b:pw123@h/db"]
 
     assert scrub("login with pw123 failed", urls) == "login with *** failed"
+
+
+@pytest.mark.parametrize(("text", "urls", "expected"), TEXTS)
+def test_a_scrubber_masks_every_line_as_scrub_does(text: str, urls: list[str], expected: str) -> None:
+    masker = Scrubber(urls)
+
+    assert masker(text) == expected
+    assert masker(text + "\nsecond line: " + text) == expected + "\nsecond line: " + expected
+
+
+def test_a_scrubber_leaves_a_line_without_secrets_as_it_is() -> None:
+    masker = Scrubber(["postgresql://app:pw@h/db", "duckdb:///w.duckdb"])
+
+    for line in ("", "rows: 10", "a=b c=d", "see https://example.com/docs?page=2"):
+        assert masker(line) == line
+
+
+def test_secrets_of_lists_raw_and_decoded_passwords_longest_first() -> None:
+    assert secrets_of(["postgresql://a:p%40w@h/db", "mysql://b:pw12345@h/db", "sqlite:///x.db"]) == [
+        "pw12345",
+        "p%40w",
+        "p@w",
+    ]

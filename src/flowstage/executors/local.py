@@ -1,7 +1,14 @@
 """The local executor: a pool of `max_parallel` threads.
 
-SQL and in-process tasks run in the thread; python and shell tasks start a child process from
-the thread (isolation, a kill that reaches the whole process group, peak memory measured).
+SQL and other in-thread kinds run in a pool thread; python and shell tasks start a child process
+from it (isolation, a kill that reaches the whole process group, the task's own memory and CPU
+measured). An `in_process: true` python attempt runs on a daemon thread of its own: a thread
+cannot be killed, so one that was killed or abandoned must never hold a slot of the pool nor keep
+the process from exiting (the runner counts running attempts itself, so `max_parallel` holds).
+
+Every log line an attempt reports, and its error, is masked against the run's secrets
+(connection URLs and their passwords, the store URL) before it reaches the runner: a task that
+echoes a URL it was given logs ``***``.
 """
 
 from __future__ import annotations
@@ -9,15 +16,51 @@ from __future__ import annotations
 import threading
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError
 from flowstage.logging import ERROR
 from flowstage.model.statuses import TaskStatus
+from flowstage.redact import Scrubber
 from flowstage.tasks import RunResources, TaskContext, runner_for
 from flowstage.tasks._process import ProcessHandle
 
 SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+class MaskedReports:
+    """`reports` with every log line and error passed through `scrub` first."""
+
+    def __init__(self, reports: Reports, scrub: Scrubber) -> None:
+        self._reports = reports
+        self._scrub = scrub
+
+    def log(self, level: int, message: str) -> None:
+        self._reports.log(level, self._scrub(message))
+
+    def process(self, pid: int) -> None:
+        self._reports.process(pid)
+
+    def note(self, reason: str | None) -> None:
+        self._reports.note(None if reason is None else self._scrub(reason))
+
+    def subrun(self, run_id: str) -> None:
+        self._reports.subrun(run_id)
+
+    def done(self, outcome: Outcome) -> None:
+        if outcome.error:
+            outcome = replace(outcome, error=self._scrub(outcome.error))
+        self._reports.done(outcome)
+
+
+def run_secrets(resources: RunResources) -> list[str]:
+    """The URLs whose passwords must never be logged: the run's connections and its store."""
+    connections = getattr(resources, "connections", None)
+    urls = list(connections.secrets()) if connections is not None else []
+    if resources.store_url:
+        urls.append(resources.store_url)
+    return urls
 
 
 class LocalExecutor:
@@ -25,23 +68,23 @@ class LocalExecutor:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
         self.resources = resources
         self._futures: set[Future[None]] = set()
+        self._scrub = Scrubber(run_secrets(resources))
 
     def submit(self, job: AttemptSpec, reports: Reports) -> ProcessHandle:
         handle = ProcessHandle()
+        masked = MaskedReports(reports, self._scrub)
 
         def work() -> None:
             try:
-                outcome = runner_for(job.spec.kind)(job, TaskContext.reporting_to(reports, handle, self.resources))
+                outcome = runner_for(job.spec.kind)(job, TaskContext.reporting_to(masked, handle, self.resources))
             except FlowstageError as exc:
                 outcome = Outcome(TaskStatus.FAILED, error=str(exc))
             except BaseException as exc:
-                reports.log(ERROR, traceback.format_exc().rstrip())
+                masked.log(ERROR, traceback.format_exc().rstrip())
                 outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-            reports.done(outcome)
+            masked.done(outcome)
 
-        if job.timeout and getattr(job.spec, "in_process", False):
-            # a thread cannot be killed: an in-process attempt that may time out gets its own
-            # (daemon) thread, so that one left behind never holds a slot of the pool
+        if getattr(job.spec, "in_process", False):
             threading.Thread(target=work, name=f"flowstage-{job.task}", daemon=True).start()
             return handle
         future = self._pool.submit(work)
@@ -51,7 +94,8 @@ class LocalExecutor:
 
     def shutdown(self) -> None:
         # Killed attempts need a moment to unwind (a sub-run cancels itself within a heartbeat);
-        # an in-process task that ignores its kill is left behind after the grace period.
+        # an in-process python attempt is not waited for: nothing can stop its thread, and as a
+        # daemon it does not keep the process alive.
         pending = [f for f in self._futures if not f.done()]
         if pending:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)

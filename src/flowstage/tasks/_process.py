@@ -1,26 +1,42 @@
-"""Child processes for tasks: output captured line by line, killed as a group, peak memory measured."""
+"""Child processes for tasks: their environment, output captured line by line, killed as a group, measured.
+
+Every task process runs under the standalone supervisor `_supervise.py`, which measures the
+command's own process tree (peak memory, CPU) and reports it on a pipe; see its docstring for
+why the runner cannot measure a child it forks itself. The environment a task gets leaves out
+the run's secrets unless the task's `env:` asks for them (`task_env`, `resolve_env`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import IO
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from flowstage.engine.ports import AttemptSpec
+from flowstage.errors import DefinitionError
 from flowstage.logging import INFO, WARNING
 
-_PR_SET_PDEATHSIG = 1
+if TYPE_CHECKING:
+    from flowstage.connections import Connections
+    from flowstage.model.kinds import EnvSource
+
+_SUPERVISOR = str(Path(__file__).with_name("_supervise.py"))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+class RunSecrets(Protocol):
+    """What `task_env` and `resolve_env` read of a run's resources (`tasks.RunResources`)."""
+
+    root: Path
+    connections: Connections
+    store_url: str
 
 
 class ProcessHandle:
@@ -61,9 +77,20 @@ class ProcessHandle:
                 os.killpg(self._proc.pid, signal.SIGKILL)
 
 
-def task_env(job: AttemptSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a task's process: the runner's, the attempt's identity, `extra`."""
-    env = dict(os.environ)
+def task_env(job: AttemptSpec, resources: RunSecrets | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a task's process: the runner's minus its secrets, the attempt's identity, `extra`.
+
+    Withheld (SPEC §1): `FLOWSTAGE_CONN_*`, `FLOWSTAGE_STORE` and the variables that flowstage.yaml
+    substitutes into connection or store URLs. A task gets them only through its own `env:`
+    (`extra`, resolved by `resolve_env`).
+    """
+    from flowstage.settings import secret_env_names
+
+    withheld = secret_env_names(Path(resources.root if resources is not None else job.root))
+    env = {
+        k: v for k, v in os.environ.items() if not (k.startswith("FLOWSTAGE_CONN_") or k == "FLOWSTAGE_STORE" or k in withheld)
+    }
+    env.update(job.env)
     env.update(
         {
             "FLOWSTAGE_RUN_ID": job.run_id,
@@ -77,10 +104,45 @@ def task_env(job: AttemptSpec, extra: dict[str, str] | None = None) -> dict[str,
     return env
 
 
+def resolve_env(values: Mapping[str, str | EnvSource], resources: RunSecrets) -> dict[str, str]:
+    """A task's `env:` as strings.
+
+    Plain values as written; `{connection: name}` the connection's URL (env override included),
+    `{env: NAME}` the runner's variable, `{store: true}` the run store's URL.
+    """
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            out[key] = value
+        elif value.connection is not None:
+            out[key] = resources.connections.url(value.connection)
+        elif value.env is not None:
+            if value.env not in os.environ:
+                raise DefinitionError(f"env {key}: environment variable {value.env} is not set")
+            out[key] = os.environ[value.env]
+        else:
+            out[key] = resources.store_url
+    return out
+
+
 def _pump(stream: IO[bytes], level: int, log: Callable[[int, str], None]) -> None:
     for raw in iter(stream.readline, b""):
         log(level, raw.decode("utf-8", "replace").rstrip("\r\n"))
     stream.close()
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a task's process ended and what its own process tree used (None: not measured, e.g. killed)."""
+
+    exit_code: int
+    memory_mb: float | None = None
+    cpu_seconds: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """`memory_mb` and `cpu_seconds`, those that were measured."""
+        found = {"memory_mb": self.memory_mb, "cpu_seconds": self.cpu_seconds}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def run_process(
@@ -92,55 +154,79 @@ def run_process(
     handle: ProcessHandle,
     stdin_data: bytes | None = None,
     pass_fds: Sequence[int] = (),
-    die_with_parent: bool = True,
     on_process: Callable[[int], None] | None = None,
-) -> tuple[int, float]:
-    """Run `argv` to its end; returns (exit code, peak memory in MB).
+) -> ProcessResult:
+    """Run `argv` under the supervisor (`_supervise.py`) to its end.
 
-    stdout lines are logged as info, stderr lines as warning. The child leads its own process
-    group, so a kill reaches everything it started.
+    stdout lines are logged as info, stderr lines as warning. The supervisor leads its own process
+    group, so a kill reaches everything the command started, and it measures the command's own
+    process tree (never the runner: the runner forks no copy of itself that gets measured).
     """
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        pass_fds=tuple(pass_fds),
-        preexec_fn=_die_with_parent if die_with_parent else None,
+    report_r, report_w = os.pipe()
+    cmd = [sys.executable, "-S", "-E", _SUPERVISOR, "--report-fd", str(report_w), "--", *argv]
+    try:
+        # no preexec_fn: subprocess may then spawn without copying the runner (vfork); the
+        # supervisor arms its own parent-death signal and takes its group down with it
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            pass_fds=(report_w, *pass_fds),
+        )
+    except BaseException:
+        os.close(report_r)
+        raise
+    finally:
+        os.close(report_w)
+    try:
+        handle.attach(proc)
+        if on_process is not None:
+            on_process(proc.pid)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        err_thread = threading.Thread(target=_pump, args=(proc.stderr, WARNING, log), daemon=True)
+        err_thread.start()
+        if stdin_data is not None:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(stdin_data)
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        _pump(proc.stdout, INFO, log)
+        err_thread.join(timeout=5)
+        code = proc.wait()
+        return _result(code, _read_report(report_r))
+    finally:
+        os.close(report_r)
+
+
+def _read_report(fd: int) -> dict[str, Any]:
+    """The supervisor's report: written before it exited, so nothing here waits."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    try:
+        report = json.loads(b"".join(chunks)) if chunks else {}
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _result(code: int, report: dict[str, Any]) -> ProcessResult:
+    if not report:  # the supervisor itself was killed (a kill, a runner that died)
+        return ProcessResult(code)
+    memory, cpu = report.get("memory_mb"), report.get("cpu_seconds")
+    return ProcessResult(
+        int(report.get("exit_code", code)),
+        float(memory) if isinstance(memory, int | float) else None,
+        float(cpu) if isinstance(cpu, int | float) else None,
     )
-    handle.attach(proc)
-    if on_process is not None:
-        on_process(proc.pid)
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    err_thread = threading.Thread(target=_pump, args=(proc.stderr, WARNING, log), daemon=True)
-    err_thread.start()
-    if stdin_data is not None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(stdin_data)
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-    _pump(proc.stdout, INFO, log)
-    err_thread.join(timeout=5)
-    # wait4 rather than Popen.wait: it also tells the child's peak memory
-    delay = 0.001
-    while True:
-        try:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            proc.wait()
-            return proc.returncode or 0, 0.0
-        if pid:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    return code, round(usage.ru_maxrss / 1024, 3)
 
 
 def kill_group(pgid: int, not_before: float) -> bool:

@@ -3,14 +3,15 @@
 Reads ``{"target", "kwargs", "root", "result_fd"}`` as JSON on stdin, calls the target with the
 keyword arguments, and writes ``{"ok": true, "value": ...}`` or ``{"ok": false, "error",
 "traceback"}`` to the result file descriptor. Any interpreter (3.8+) can run it.
+
+It runs under the task supervisor (`_supervise.py`), which measures it, and kills it and all it
+started when the runner dies; so nothing here watches the runner.
 """
 
-import ctypes
 import importlib
 import importlib.util
 import json
 import os
-import signal
 import sys
 import traceback
 
@@ -38,21 +39,6 @@ def _load(target, root):
 
 def main():
     # type: () -> None
-    def reap(_signum, _frame):
-        # type: (int, object) -> None
-        try:
-            os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and all it started
-        finally:
-            os._exit(137)
-
-    signal.signal(signal.SIGTERM, reap)
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # told when the runner dies
-    except Exception:
-        pass
-    runner = int(os.environ.get("FLOWSTAGE_RUNNER_PID", "0") or 0)
-    if runner and os.getppid() != runner:
-        reap(0, None)
     request = json.loads(sys.stdin.read())
     out = os.fdopen(request["result_fd"], "w")
     root = request["root"]

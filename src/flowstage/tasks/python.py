@@ -1,4 +1,8 @@
-"""``python:`` tasks: a callable run in a child interpreter (default) or in the runner's process."""
+"""``python:`` tasks: a callable run in a child interpreter (default) or in the runner's process.
+
+The child interpreter runs `_python_child.py` under the task supervisor (see `_process`), with
+the same filtered environment as a shell task; its answer comes back on a pipe of its own.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
         return _in_process(job, spec, log)
     exe = interpreter(spec.interpreter or job.interpreter, job.root)
     read_fd, write_fd = os.pipe()
-    env = task_env(job, {"PYTHONUNBUFFERED": "1"})
+    env = task_env(job, ctx.resources, {"PYTHONUNBUFFERED": "1"})
     request = json.dumps(
         {"target": spec.python, "kwargs": job.kwargs, "root": job.root, "result_fd": write_fd}, default=str
     ).encode()
@@ -93,7 +97,7 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     reader = threading.Thread(target=read_result, daemon=True)
     reader.start()
     try:
-        code, peak_mb = run_process(
+        ended = run_process(
             [exe, _CHILD],
             cwd=job.root,
             env=env,
@@ -102,15 +106,15 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
             stdin_data=request,
             pass_fds=(write_fd,),
             on_process=ctx.process,
-            die_with_parent=False,  # the child arms its own parent-death signal and takes its group down
         )
     finally:
         os.close(write_fd)
     reader.join(timeout=10)
-    metrics = {"memory_mb": peak_mb}
+    metrics = ended.metrics()
     raw = b"".join(result_chunks)
     if not raw:
-        return Outcome(TaskStatus.FAILED, error=f"python process exited with code {code} and no result", metrics=metrics)
+        error = f"python process exited with code {ended.exit_code} and no result"
+        return Outcome(TaskStatus.FAILED, error=error, metrics=metrics)
     answer = json.loads(raw)
     if not answer.get("ok"):
         log(ERROR, answer.get("traceback", "").rstrip())

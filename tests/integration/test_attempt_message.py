@@ -103,3 +103,15 @@ def test_sql_shell_and_python_attempts_run_from_their_message_in_a_fresh_process
     assert outcome.status is TaskStatus.SUCCEEDED
     assert outcome.value == 42
     assert any(line.get("log", [None, ""])[1] == "doubling 21" for line in lines)
+
+
+def test_a_fresh_process_masks_secrets_in_what_it_reports(project: Project) -> None:
+    project.write("flowstage.yaml", "connections:\n  pg: postgresql://app:s3cret-pw@127.0.0.1/shop\n")
+    shell = attempt(
+        project.root, "leak", ShellSpec.model_validate({"shell": "echo url=$URL; exit 1", "env": {"URL": {"connection": "pg"}}})
+    )
+    outcome, lines = run_in_fresh_process(shell, project.env())
+    assert outcome.status is TaskStatus.FAILED
+    text = json.dumps(lines)
+    assert "s3cret-pw" not in text
+    assert any("url=postgresql://app:***@127.0.0.1/shop" in line.get("log", [None, ""])[1] for line in lines)

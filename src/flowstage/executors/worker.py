@@ -51,28 +51,34 @@ class _LineReports:
 
 
 def run_message(message: dict[str, Any], reports: Any) -> Outcome:
-    """Run the attempt `message` describes with resources built here; report through `reports`."""
+    """Run the attempt `message` describes with resources built here; report through `reports`.
+
+    Log lines and errors are masked like the local executor's; `reports.done` gets the outcome.
+    """
+    from flowstage.executors.local import MaskedReports, run_secrets
+    from flowstage.redact import Scrubber
     from flowstage.settings import load_project
     from flowstage.tasks import RunResources, TaskContext, runner_for
     from flowstage.tasks._process import ProcessHandle
 
     attempt = AttemptSpec.from_message(message)
     resources = RunResources.for_project(load_project(root=Path(attempt.root)))
+    reports = MaskedReports(reports, Scrubber(run_secrets(resources)))  # the same masking as the local executor
     try:
-        return runner_for(attempt.kind)(attempt, TaskContext.reporting_to(reports, ProcessHandle(), resources))
+        outcome = runner_for(attempt.kind)(attempt, TaskContext.reporting_to(reports, ProcessHandle(), resources))
     except FlowstageError as exc:
-        return Outcome(TaskStatus.FAILED, error=str(exc))
+        outcome = Outcome(TaskStatus.FAILED, error=str(exc))
     except Exception as exc:  # the error boundary of user code
         reports.log(ERROR, traceback.format_exc().rstrip())
-        return Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     finally:
         resources.close()
+    reports.done(outcome)
+    return outcome
 
 
 def main() -> int:
-    reports = _LineReports(sys.stdout)
-    outcome = run_message(json.loads(sys.stdin.read()), reports)
-    reports.done(outcome)
+    run_message(json.loads(sys.stdin.read()), _LineReports(sys.stdout))
     return 0
 
 

@@ -151,13 +151,16 @@ class MemoryRunStore:
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._written:
             while True:
-                newest = len(self._events) if run_id is None else self._last_event.get(run_id, 0)
-                if newest > cursor:
+                if self._newest_event(run_id) > cursor:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._written.wait(remaining)
+
+    def _newest_event(self, run_id: str | None) -> int:
+        """The id of the newest event (of one run), 0 when there is none (the caller holds the lock)."""
+        return len(self._events) if run_id is None else self._last_event.get(run_id, 0)
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
         with self._lock:

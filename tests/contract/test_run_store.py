@@ -640,6 +640,19 @@ class StoreContract:
             assert waiter.join() is True
             assert waiter.returned_at - committed < 0.5
 
+    def test_closing_the_store_ends_a_wait_in_progress(self, store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store.create_run(new_run("r1"))
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, "r1", timeout=60)
+        assert probe.looked.wait(timeout=30)
+
+        store.close()
+        closed = time.time()
+
+        assert waiter.join() is False
+        assert waiter.returned_at - closed < 5
+
     # ------------------------------------------------------------------ list_runs
     def test_list_runs_newest_first_filtered_by_workflow_and_status_and_limited(self, store: RunStore) -> None:
         store.create_run(new_run("r1", workflow="a", started_at=T0))
@@ -1051,3 +1064,37 @@ class TestPostgresStore(SqlStoreContract):
     @pytest.fixture
     def url(self, pg_schema_url: str) -> str:
         return pg_schema_url
+
+    def test_a_waiter_listens_again_after_its_connection_was_lost(
+        self,
+        url: str,
+        store: SqlRunStore,
+        monkeypatch: pytest.MonkeyPatch,
+        writer_process: Callable[[str], subprocess.Popen[str]],
+    ) -> None:
+        import sqlalchemy as sa
+
+        store.create_run(new_run("r1"))
+        assert store.wait_events(newest_id(store), timeout=0) is False  # opens the listening connection
+        lost = store._listener._conn.info.backend_pid  # type: ignore[union-attr]
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": lost}).scalar_one() is True
+        finally:
+            engine.dispose()
+        writer = writer_process(url)
+        assert writer.stdin is not None
+        assert writer.stdout is not None
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, "r1")
+        assert probe.looked.wait(timeout=30)
+
+        writer.stdin.write("r1 0\n")
+        writer.stdin.flush()
+        committed = float(writer.stdout.readline())
+
+        assert waiter.join() is True
+        assert waiter.returned_at - committed < 0.5
+        assert store._listener._conn.info.backend_pid != lost  # type: ignore[union-attr]

@@ -107,7 +107,7 @@ class RunStore(Protocol):
 
         Returns whether one exists. A write by another process wakes the waiter within 100 ms
         (PostgreSQL: LISTEN/NOTIFY; SQLite: a cheap poll every 25 ms); a write through the same
-        store object wakes it at once.
+        store object wakes it at once. `close` ends every wait in progress with False.
         """
         ...
 

@@ -26,9 +26,12 @@ class MemoryRunStore:
         self._events: list[tuple[int, Event]] = []  # the event of id n is at index n - 1
         self._last_event: dict[str, int] = {}  # run id -> the id of its newest event
         self._logs: list[StoredLog] = []
+        self._closes = 0  # a wait begun before a close ends
 
     def close(self) -> None:
-        pass
+        with self._written:
+            self._closes += 1
+            self._written.notify_all()
 
     def create_run(self, run: NewRun) -> None:
         with self._lock:
@@ -150,7 +153,10 @@ class MemoryRunStore:
     def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._written:
+            closes = self._closes
             while True:
+                if self._closes != closes:
+                    return False
                 if self._newest_event(run_id) > cursor:
                     return True
                 remaining = deadline - time.monotonic()

@@ -213,6 +213,12 @@ class _Wakeups:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.waiters: set[_Waiter] = set()
+        self.closes = 0  # how many times the store was closed: a wait begun before a close ends
+
+    def close(self) -> None:
+        with self.cond:
+            self.closes += 1
+        self.wake(None)
 
     def wake(self, run_ids: Collection[str] | None) -> None:
         """Wake the waiters on these runs (None: every waiter) and those that wait on every run."""
@@ -445,6 +451,7 @@ class SqlRunStore:
             engine.dispose()
 
     def close(self) -> None:
+        self._wakeups.close()
         with self._listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
@@ -628,12 +635,15 @@ class SqlRunStore:
         wakeups = self._wakeups
         with wakeups.cond:
             wakeups.waiters.add(waiter)
+            closes = wakeups.closes
         try:
             while True:
                 with wakeups.cond:
+                    if wakeups.closes != closes:
+                        return False  # the store was closed
                     waiter.woken = False  # before looking: a write committed after this wakes the wait below
                 if listener is not None and not self._listening(listener):
-                    return False  # the store was closed
+                    return False  # closed meanwhile
                 if self._newest_event(run_id) > cursor:
                     return True
                 remaining = deadline - time.monotonic()

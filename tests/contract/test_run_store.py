@@ -558,6 +558,45 @@ class StoreContract:
         assert seen == written
         assert store.events_after(cursor) == []
 
+    def test_a_reader_following_every_run_misses_nothing_while_runs_write_at_once(self, store: RunStore) -> None:
+        writers, batches = 4, 40
+        for w in range(writers):
+            store.create_run(new_run(f"r{w}", started_at=T0 + w))
+        start = newest_id(store)
+        barrier = threading.Barrier(writers + 1)
+        errors: list[BaseException] = []
+
+        def write(w: int) -> None:
+            try:
+                barrier.wait(timeout=30)
+                for n in range(batches):
+                    store.record(Batch(f"r{w}", events=[Event(f"r{w}", T0 + n, "task_note", "extract", None, {"n": n})]))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        seen: list[tuple[int, Event]] = []
+        cursor = start
+        barrier.wait(timeout=30)
+        while True:
+            ended = not any(t.is_alive() for t in threads)
+            page = store.events_after(cursor)
+            seen += page
+            if page:
+                cursor = page[-1][0]
+            elif ended:
+                break  # an empty read begun after every writer ended: nothing more will come
+        for t in threads:
+            t.join(timeout=60)
+
+        assert errors == []
+        assert [i for i, _ in seen] == [i for i, _ in store.events_after(start, limit=writers * batches + 1)]
+        assert len(seen) == writers * batches
+        for w in range(writers):
+            assert [e.data["n"] for _, e in seen if e.run_id == f"r{w}"] == list(range(batches))
+
     # ------------------------------------------------------------------ wait_events
     def test_wait_events_returns_at_once_when_an_event_after_the_cursor_exists(self, store: RunStore) -> None:
         store.create_run(new_run("r1"))
@@ -1075,7 +1114,7 @@ class TestPostgresStore(SqlStoreContract):
         import sqlalchemy as sa
 
         store.create_run(new_run("r1"))
-        assert store.wait_events(newest_id(store), timeout=0) is False  # opens the listening connection
+        assert store.wait_events(newest_id(store), timeout=0.05) is False  # opens the listening connection
         lost = store._listener._conn.info.backend_pid  # type: ignore[union-attr]
         engine = sa.create_engine(url)
         try:

@@ -629,7 +629,7 @@ class SqlRunStore:
 
     def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
         deadline = time.monotonic() + max(timeout, 0.0)
-        listener = self._events_listener()
+        listener = self._events_listener() if timeout > 0 else None  # a look without a wait needs no LISTEN
         interval = _POLL_SECONDS if listener is None else _RECHECK_SECONDS
         waiter = _Waiter(run_id)
         wakeups = self._wakeups

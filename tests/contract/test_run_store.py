@@ -7,14 +7,21 @@ The SQL backends add what only they have: Alembic migrations on first open, a fi
 from __future__ import annotations
 
 import copy
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import flowstage
+from flowstage.engine import projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.logging import DEBUG, ERROR, INFO, NOTICE, WARNING
 from flowstage.model.statuses import TaskStatus
@@ -112,6 +119,93 @@ class Unstorable:
 
 class UnstorableError(Exception):
     pass
+
+
+class Projected:
+    """A run's tasks as a runner keeps them: every change is an event, and the rows are what `apply` makes of them."""
+
+    def __init__(self, store: RunStore, run_id: str, tasks: list[TaskRun]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.initial = projection.fresh(tasks)
+        self.tasks = {t.name: copy.deepcopy(t) for t in self.initial}
+
+    def record(self, *events: Event) -> None:
+        for event in events:
+            projection.apply(self.tasks[event.task or ""], event)
+        names = {e.task for e in events}
+        self.store.record(
+            Batch(self.run_id, tasks=[copy.deepcopy(t) for n, t in self.tasks.items() if n in names], events=list(events))
+        )
+
+    def start(self, name: str, at: float, number: int = 1) -> None:
+        attempt = {"number": number, "status": "running", "started_at": at, "ended_at": None, "error": None}
+        self.record(
+            Event(self.run_id, at, projection.ATTEMPT_STARTED, name, None, {"attempt": attempt}),
+            projection.task_event(self.run_id, at, name, TaskStatus.RUNNING, {"started_at": at}, attempt=number),
+        )
+
+    def end(self, name: str, at: float, status: TaskStatus, number: int = 1, error: str | None = None) -> None:
+        self.record(
+            projection.attempt_event(self.run_id, at, name, number, {"status": str(status), "ended_at": at, "error": error}),
+            projection.task_event(self.run_id, at, name, status, {"ended_at": at, "error": error}, attempt=number),
+        )
+
+
+def time_to_return(call: Callable[[], bool]) -> tuple[bool, float]:
+    began = time.monotonic()
+    result = call()
+    return result, time.monotonic() - began
+
+
+class CheckProbe:
+    """Wraps a store's look at its newest event: `looked` is set once a waiter has looked and found nothing new.
+
+    From then on a waiter cannot miss a write: the test writes only after it, so what it measures
+    is the wake-up, never a write that landed before the wait began.
+    """
+
+    def __init__(self, store: RunStore, monkeypatch: pytest.MonkeyPatch, cursor: int) -> None:
+        self.looked = threading.Event()
+        original = store._newest_event  # type: ignore[attr-defined]
+
+        def newest(run_id: str | None) -> int:
+            found = int(original(run_id))
+            if found <= cursor:
+                self.looked.set()
+            return found
+
+        monkeypatch.setattr(store, "_newest_event", newest)
+
+
+class Waiter:
+    """`wait_events` in a thread, with the wall-clock time it returned."""
+
+    def __init__(self, store: RunStore, cursor: int, run_id: str | None, timeout: float = 30) -> None:
+        self.result: bool | None = None
+        self.returned_at = 0.0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._wait, args=(store, cursor, run_id, timeout), daemon=True)
+        self.thread.start()
+
+    def _wait(self, store: RunStore, cursor: int, run_id: str | None, timeout: float) -> None:
+        try:
+            self.result = store.wait_events(cursor, run_id=run_id, timeout=timeout)
+            self.returned_at = time.time()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self) -> bool:
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "wait_events did not return within its timeout"
+        assert self.error is None, self.error
+        assert self.result is not None
+        return self.result
+
+
+def newest_id(store: RunStore) -> int:
+    found = store.events_after(0, limit=1_000_000)
+    return found[-1][0] if found else 0
 
 
 class StoreContract:
@@ -409,6 +503,195 @@ class StoreContract:
         assert [e.run_id for _, e in store.events("r2")] == ["r2", "r2"]
         assert store.events("unknown") == []
 
+    def test_events_after_reads_one_run_or_every_run_in_id_order_from_a_cursor(self, store: RunStore) -> None:
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        a1, a2 = (Event("r1", T0 + 2 + i, "task_status", "extract", s) for i, s in enumerate(["running", "succeeded"]))
+        b1 = Event("r2", T0 + 3, "task_note", "extract", None, {"reason": "waits for a slot"})
+        store.record(Batch("r1", events=[a1]))
+        store.record(Batch("r2", events=[b1]))
+        store.record(Batch("r1", events=[a2]))
+        store.request_cancel("r2", T0 + 9)
+
+        every = store.events_after(0)
+        ids = [i for i, _ in every]
+
+        assert [e for _, e in every] == [
+            run_started("r1"),
+            run_started("r2", T0 + 1),
+            a1,
+            b1,
+            a2,
+            Event("r2", T0 + 9, "cancel_requested"),
+        ]
+        assert ids == sorted(set(ids))
+        assert all(isinstance(i, int) for i in ids)
+        assert store.events_after(ids[2]) == every[3:]
+        assert store.events_after(ids[-1]) == []
+        assert store.events_after(ids[0] - 1, limit=2) == every[:2]
+        assert store.events_after(0, limit=0) == []
+        assert [e for _, e in store.events_after(0, run_id="r1")] == [run_started("r1"), a1, a2]
+        assert [e for _, e in store.events_after(ids[2], run_id="r1")] == [a2]
+        assert store.events_after(ids[2], run_id="r2") == [every[3], every[5]]
+        assert store.events_after(ids[2], run_id="r2", limit=1) == [every[3]]
+        assert store.events_after(0, run_id="unknown") == []
+        # the per-run reader is the same log
+        assert store.events("r2", after=ids[2]) == store.events_after(ids[2], run_id="r2")
+
+    def test_a_reader_paging_with_its_last_id_sees_every_event_once(self, store: RunStore) -> None:
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        written = [run_started("r1"), run_started("r2", T0 + 1)]
+        for i in range(7):
+            run_id = "r1" if i % 3 else "r2"
+            event = Event(run_id, T0 + 10 + i, "task_note", "extract", None, {"reason": f"note {i}"})
+            store.record(Batch(run_id, events=[event]))
+            written.append(event)
+
+        seen: list[Event] = []
+        cursor = 0
+        while page := store.events_after(cursor, limit=3):
+            assert len(page) <= 3
+            seen += [e for _, e in page]
+            cursor = page[-1][0]
+
+        assert seen == written
+        assert store.events_after(cursor) == []
+
+    def test_a_reader_following_every_run_misses_nothing_while_runs_write_at_once(self, store: RunStore) -> None:
+        writers, batches = 4, 40
+        for w in range(writers):
+            store.create_run(new_run(f"r{w}", started_at=T0 + w))
+        start = newest_id(store)
+        barrier = threading.Barrier(writers + 1)
+        errors: list[BaseException] = []
+
+        def write(w: int) -> None:
+            try:
+                barrier.wait(timeout=30)
+                for n in range(batches):
+                    store.record(Batch(f"r{w}", events=[Event(f"r{w}", T0 + n, "task_note", "extract", None, {"n": n})]))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        seen: list[tuple[int, Event]] = []
+        cursor = start
+        barrier.wait(timeout=30)
+        while True:
+            ended = not any(t.is_alive() for t in threads)
+            page = store.events_after(cursor)
+            seen += page
+            if page:
+                cursor = page[-1][0]
+            elif ended:
+                break  # an empty read begun after every writer ended: nothing more will come
+        for t in threads:
+            t.join(timeout=60)
+
+        assert errors == []
+        assert [i for i, _ in seen] == [i for i, _ in store.events_after(start, limit=writers * batches + 1)]
+        assert len(seen) == writers * batches
+        for w in range(writers):
+            assert [e.data["n"] for _, e in seen if e.run_id == f"r{w}"] == list(range(batches))
+
+    # ------------------------------------------------------------------ wait_events
+    def test_wait_events_returns_at_once_when_an_event_after_the_cursor_exists(self, store: RunStore) -> None:
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        first_of_r2 = store.events("r2")[0][0]
+
+        assert time_to_return(lambda: store.wait_events(0, timeout=30))[0] is True
+        found, took = time_to_return(lambda: store.wait_events(0, run_id="r1", timeout=30))
+        assert found is True
+        assert took < 0.5
+        found, took = time_to_return(lambda: store.wait_events(first_of_r2 - 1, run_id="r2", timeout=30))
+        assert found is True
+        assert took < 0.5
+        assert store.wait_events(first_of_r2, timeout=0) is False
+
+    def test_wait_events_answers_false_after_its_timeout_when_nothing_new_came(self, store: RunStore) -> None:
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        last_of_r1 = store.events("r1")[-1][0]
+
+        found, took = time_to_return(lambda: store.wait_events(newest_id(store), timeout=0.2))
+        assert found is False
+        assert 0.2 <= took < 5
+        # a newer event of another run is not one of this run
+        found, took = time_to_return(lambda: store.wait_events(last_of_r1, run_id="r1", timeout=0.2))
+        assert found is False
+        assert 0.2 <= took < 5
+        assert store.wait_events(last_of_r1, timeout=0) is True
+        assert store.wait_events(0, run_id="unknown", timeout=0.05) is False
+
+    @pytest.mark.parametrize("every_run", [False, True], ids=["one_run", "every_run"])
+    def test_a_write_by_another_thread_wakes_a_waiter_at_once(
+        self, store: RunStore, monkeypatch: pytest.MonkeyPatch, every_run: bool
+    ) -> None:
+        store.create_run(new_run("r1"))
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, None if every_run else "r1")
+        assert probe.looked.wait(timeout=30), "the waiter never looked at the log"
+
+        store.record(Batch("r1", events=[Event("r1", T0 + 5, "task_note", "extract", None, {"reason": "wake up"})]))
+        committed = time.time()
+
+        assert waiter.join() is True
+        assert waiter.returned_at - committed < 0.5
+        assert [e.data for _, e in store.events_after(cursor)] == [{"reason": "wake up"}]
+
+    def test_a_waiter_on_one_run_sleeps_through_events_of_another(self, store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, "r1", timeout=0.3)
+        assert probe.looked.wait(timeout=30)
+
+        store.record(Batch("r2", events=[Event("r2", T0 + 5, "task_note", "extract", None, {"reason": "not yours"})]))
+
+        assert waiter.join() is False
+
+    def test_every_event_writer_wakes_waiters(self, store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store.create_run(new_run("r0"))
+        store.record(Batch("r0", run_status="failed", run_ended_at=T0 + 1))
+        writes: list[Callable[[], object]] = [
+            lambda: store.create_run(new_run("r1", started_at=T0 + 2)),
+            lambda: store.request_cancel("r1", T0 + 3),
+            lambda: store.claim(
+                "r0", expect_status="failed", expect_heartbeat=T0, pid=1, host="h", started=T0, at=T0 + 4, by="a@h"
+            ),
+            lambda: store.finish_orphan("r0", status="cancelled", at=T0 + 5, reason="run cancelled by a@h"),
+        ]
+        for write in writes:
+            cursor = newest_id(store)
+            probe = CheckProbe(store, monkeypatch, cursor)
+            waiter = Waiter(store, cursor, None)
+            assert probe.looked.wait(timeout=30)
+
+            write()
+            committed = time.time()
+
+            assert waiter.join() is True
+            assert waiter.returned_at - committed < 0.5
+
+    def test_closing_the_store_ends_a_wait_in_progress(self, store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store.create_run(new_run("r1"))
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, "r1", timeout=60)
+        assert probe.looked.wait(timeout=30)
+
+        store.close()
+        closed = time.time()
+
+        assert waiter.join() is False
+        assert waiter.returned_at - closed < 5
+
     # ------------------------------------------------------------------ list_runs
     def test_list_runs_newest_first_filtered_by_workflow_and_status_and_limited(self, store: RunStore) -> None:
         store.create_run(new_run("r1", workflow="a", started_at=T0))
@@ -568,6 +851,49 @@ class StoreContract:
             "r1", T0 + 50, "run_finished", None, status, {"reason": "run cancelled by ana@host"}
         )
 
+    @pytest.mark.parametrize("status", ["cancelled", "failed"])
+    def test_finish_orphan_records_events_that_replay_to_the_stored_tasks(self, store: RunStore, status: str) -> None:
+        names = ["done", "broken", "waiting", "busy", "again", "noted"]
+        tasks = [TaskRun(n, "s1" if i < 3 else "s2") for i, n in enumerate(names)]
+        store.create_run(new_run("r1", tasks=tasks))
+        run = Projected(store, "r1", tasks)
+        for name in ("done", "broken", "busy", "again", "noted"):
+            run.start(name, T0 + 1)
+        run.end("done", T0 + 2, TaskStatus.SUCCEEDED)
+        run.end("broken", T0 + 2, TaskStatus.FAILED, error="boom")
+        run.record(projection.attempt_event("r1", T0 + 3, "again", 1, {"status": "failed", "ended_at": T0 + 3, "error": "flaky"}))
+        run.record(projection.task_event("r1", T0 + 3, "again", TaskStatus.RETRYING, {"error": "flaky"}))
+        run.start("again", T0 + 4, number=2)
+        run.record(Event("r1", T0 + 4, projection.TASK_NOTE, "noted", None, {"reason": "waits for a lock"}))
+        before = must_get(store, "r1").tasks
+        assert {t.name: t for t in before} == run.tasks
+        cursor = store.events("r1")[-1][0]
+
+        store.finish_orphan("r1", status=status, at=T0 + 50, reason="run cancelled by ana@host")
+
+        ended = must_get(store, "r1")
+        written = [e for _, e in store.events_after(cursor, run_id="r1")]
+        assert written == projection.orphan_events(
+            before, run_id="r1", status=status, at=T0 + 50, reason="run cancelled by ana@host"
+        )
+        assert written[-1] == Event("r1", T0 + 50, "run_finished", None, status, {"reason": "run cancelled by ana@host"})
+        assert (ended.status, ended.ended_at) == (status, T0 + 50)
+        # the log is the whole record: from the run's first tasks, every event gives back every row
+        assert projection.replay(run.initial, [e for _, e in store.events("r1")]) == {t.name: t for t in ended.tasks}
+        assert [t.name for t in ended.tasks] == names
+        by_name = {t.name: t for t in ended.tasks}
+        assert by_name["done"] == run.tasks["done"]
+        assert by_name["broken"] == run.tasks["broken"]
+        for name in ("waiting", "busy", "again", "noted"):
+            assert (by_name[name].status, by_name[name].ended_at) == (TaskStatus.CANCELLED, T0 + 50)
+            assert by_name[name].reason == "run cancelled by ana@host"
+        assert [a["status"] for a in by_name["again"].attempts] == ["failed", "cancelled"]
+        assert by_name["again"].attempts[1]["error"] == "run cancelled by ana@host"
+        assert by_name["busy"].attempts == [
+            {"number": 1, "status": "cancelled", "started_at": T0 + 1, "ended_at": T0 + 50, "error": "run cancelled by ana@host"}
+        ]
+        assert by_name["waiting"].attempts == []
+
 
 class TestMemoryStore(StoreContract):
     @pytest.fixture
@@ -575,6 +901,53 @@ class TestMemoryStore(StoreContract):
         store = MemoryRunStore()
         yield store
         store.close()
+
+
+# A writer in another process: it opens the store, says "ready", then for each line "RUN N" on its
+# stdin records one event of RUN and prints the wall-clock time its transaction committed.
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from flowstage.engine.ports import Batch, Event
+    from flowstage.stores.sql.store import SqlRunStore
+
+    store = SqlRunStore(sys.argv[1])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        run_id, n = line.split()
+        store.record(Batch(run_id, events=[Event(run_id, 1.0, "task_note", "extract", None, {"reason": "wake " + n})]))
+        print(time.time(), flush=True)
+    store.close()
+    """
+)
+
+
+@pytest.fixture
+def writer_process() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(url: str) -> subprocess.Popen[str]:
+        src = str(Path(flowstage.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", "the writer process did not start"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 class SqlStoreContract(StoreContract):
@@ -610,6 +983,39 @@ class SqlStoreContract(StoreContract):
 
         assert [r.id for r in store.list_runs()] == ["r2", "r1"]
         assert [s.line.message for s in store.logs("r2")] == ["from the second store"]
+
+    @pytest.mark.parametrize("every_run", [False, True], ids=["one_run", "every_run"])
+    def test_a_write_by_another_process_wakes_a_waiter_within_100_ms(
+        self,
+        url: str,
+        store: SqlRunStore,
+        monkeypatch: pytest.MonkeyPatch,
+        writer_process: Callable[[str], subprocess.Popen[str]],
+        record_property: Callable[[str, object], None],
+        every_run: bool,
+    ) -> None:
+        store.create_run(new_run("r1"))
+        writer = writer_process(url)
+        assert writer.stdin is not None
+        assert writer.stdout is not None
+        latencies = []
+        for n in range(5):
+            cursor = newest_id(store)
+            probe = CheckProbe(store, monkeypatch, cursor)
+            waiter = Waiter(store, cursor, None if every_run else "r1")
+            assert probe.looked.wait(timeout=30), "the waiter never looked at the log"
+
+            writer.stdin.write(f"r1 {n}\n")
+            writer.stdin.flush()
+            committed = float(writer.stdout.readline())
+
+            assert waiter.join() is True
+            latencies.append(waiter.returned_at - committed)
+            assert [e.data for _, e in store.events_after(cursor)] == [{"reason": f"wake {n}"}]
+            monkeypatch.undo()
+        record_property("wake_latency_ms", [round(x * 1000, 1) for x in latencies])
+        # 100 ms is the promise; the bound leaves room for a loaded machine, never for a missed wake-up
+        assert max(latencies) < 0.5, latencies
 
     def test_stores_opened_at_once_on_a_new_database_migrate_it_once(self, url: str) -> None:
         opened: list[SqlRunStore] = []
@@ -697,3 +1103,37 @@ class TestPostgresStore(SqlStoreContract):
     @pytest.fixture
     def url(self, pg_schema_url: str) -> str:
         return pg_schema_url
+
+    def test_a_waiter_listens_again_after_its_connection_was_lost(
+        self,
+        url: str,
+        store: SqlRunStore,
+        monkeypatch: pytest.MonkeyPatch,
+        writer_process: Callable[[str], subprocess.Popen[str]],
+    ) -> None:
+        import sqlalchemy as sa
+
+        store.create_run(new_run("r1"))
+        assert store.wait_events(newest_id(store), timeout=0.05) is False  # opens the listening connection
+        lost = store._listener._conn.info.backend_pid  # type: ignore[union-attr]
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": lost}).scalar_one() is True
+        finally:
+            engine.dispose()
+        writer = writer_process(url)
+        assert writer.stdin is not None
+        assert writer.stdout is not None
+        cursor = newest_id(store)
+        probe = CheckProbe(store, monkeypatch, cursor)
+        waiter = Waiter(store, cursor, "r1")
+        assert probe.looked.wait(timeout=30)
+
+        writer.stdin.write("r1 0\n")
+        writer.stdin.flush()
+        committed = float(writer.stdout.readline())
+
+        assert waiter.join() is True
+        assert waiter.returned_at - committed < 0.5
+        assert store._listener._conn.info.backend_pid != lost  # type: ignore[union-attr]

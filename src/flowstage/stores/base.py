@@ -1,7 +1,9 @@
 """The run store's contract: what every backend (memory, SQLite, PostgreSQL) offers.
 
 The runner writes through `record` (a batch in one transaction); the faces read runs, task
-runs and log lines back. `StoreContract` in the tests holds every backend to the same behaviour.
+runs and log lines back, and follow the event log by cursor (`events_after`, with `wait_events`
+to sleep until there is more). `StoreContract` in the tests holds every backend to the same
+behaviour.
 """
 
 from __future__ import annotations
@@ -91,7 +93,27 @@ class RunStore(Protocol):
         limit: int = 10_000,
     ) -> list[StoredLog]: ...
 
-    def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]: ...
+    def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]:
+        """The events of one run after the cursor `after` (`events_after` with a run)."""
+        ...
+
+    def events_after(self, cursor: int, *, run_id: str | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Events whose id is greater than `cursor`, in id order, of one run or (run_id=None) of every run.
+
+        Ids are increasing integers, and an event never becomes visible with an id lower than one
+        already read: a reader that keeps the last id it saw as its cursor misses nothing and
+        reads nothing twice.
+        """
+        ...
+
+    def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
+        """Block until an event with id > `cursor` exists (of `run_id`, if given) or `timeout` seconds pass.
+
+        Returns whether one exists. A write by another process wakes the waiter within 100 ms
+        (PostgreSQL: LISTEN/NOTIFY; SQLite: a cheap poll every 25 ms); a write through the same
+        store object wakes it at once. `close` ends every wait in progress with False.
+        """
+        ...
 
     def request_cancel(self, run_id: str, at: float) -> bool: ...
 
@@ -111,7 +133,12 @@ class RunStore(Protocol):
         ...
 
     def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
-        """End a run whose runner is gone (a cancel of an interrupted run)."""
+        """End a run whose runner is gone (a cancel of an interrupted run).
+
+        Writes the events `projection.orphan_events` gives for the run's tasks and updates the
+        task rows by applying exactly those events, in one transaction: replaying the run's
+        events gives its stored tasks back.
+        """
         ...
 
     def close(self) -> None: ...
@@ -125,13 +152,3 @@ class RunStore(Protocol):
     def catalog(self) -> CatalogStore:
         """The data catalog kept beside these runs."""
         ...
-
-
-def end_attempts(attempts: list[dict[str, Any]], status: str, reason: str, at: float) -> list[dict[str, Any]]:
-    """Attempts of a run ended from outside its runner: those still open end with `status`."""
-    out = []
-    for a in attempts:
-        if a.get("status") in ("running", "pending", "retrying", "interrupted"):
-            a = {**a, "status": status, "ended_at": a.get("ended_at") or at, "error": a.get("error") or reason}
-        out.append(a)
-    return out

@@ -1,19 +1,21 @@
 """The in-memory run store: the reference implementation of the store contract.
 
 Used by tests and by embedded runs that need no history. It copies what goes in and what comes
-out, so callers can never edit the record behind its back.
+out, so callers can never edit the record behind its back. Waiters on the event log sleep on a
+condition that every write of an event notifies.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from flowstage.engine import projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
-from flowstage.model.statuses import TaskStatus
-from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
+from flowstage.stores.base import NewRun, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
@@ -23,13 +25,18 @@ if TYPE_CHECKING:
 class MemoryRunStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._written = threading.Condition(self._lock)  # notified whenever events are added
         self._runs: dict[str, StoredRun] = {}
         self._tasks: dict[str, dict[str, TaskRun]] = {}
-        self._events: list[tuple[int, Event]] = []
+        self._events: list[tuple[int, Event]] = []  # the event of id n is at index n - 1
+        self._last_event: dict[str, int] = {}  # run id -> the id of its newest event
         self._logs: list[StoredLog] = []
+        self._closes = 0  # a wait begun before a close ends
 
     def close(self) -> None:
-        pass
+        with self._written:
+            self._closes += 1
+            self._written.notify_all()
 
     def create_run(self, run: NewRun) -> None:
         with self._lock:
@@ -59,7 +66,11 @@ class MemoryRunStore:
             self._event(Event(run.id, run.started_at, "run_started", None, "running"))
 
     def _event(self, ev: Event) -> None:
-        self._events.append((len(self._events) + 1, copy.deepcopy(ev)))
+        """Append an event (the caller holds the lock)."""
+        event_id = len(self._events) + 1
+        self._events.append((event_id, copy.deepcopy(ev)))
+        self._last_event[ev.run_id] = event_id
+        self._written.notify_all()
 
     def record(self, batch: Batch) -> None:
         # copy the whole batch before touching the record: one that cannot be copied lands not at all
@@ -121,16 +132,46 @@ class MemoryRunStore:
 
     def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
         with self._lock:
-            for t in self._tasks[run_id].values():
-                if t.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING):
-                    t.status = TaskStatus.CANCELLED
-                    t.reason = reason
-                    t.ended_at = at
-                    t.attempts = end_attempts(t.attempts, "cancelled", reason, at)
             run = self._runs[run_id]
+            tasks = self._tasks[run_id]
+            events = projection.orphan_events(list(tasks.values()), run_id=run_id, status=status, at=at, reason=reason)
+            # the task rows are what the events make of them, folded on copies so a failure changes nothing
+            changed = projection.replay([tasks[name] for name in {e.task for e in events if e.task is not None}], events)
+            tasks.update(changed)
+            for ev in events:
+                self._event(ev)
             run.status = status
             run.ended_at = at
-            self._event(Event(run_id, at, "run_finished", None, status, {"reason": reason}))
+
+    def events_after(self, cursor: int, *, run_id: str | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
+        out: list[tuple[int, Event]] = []
+        if limit <= 0:
+            return out
+        with self._lock:
+            for i, e in self._events[max(cursor, 0) :]:
+                if run_id is None or e.run_id == run_id:
+                    out.append((i, copy.deepcopy(e)))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._written:
+            closes = self._closes
+            while True:
+                if self._closes != closes:
+                    return False
+                if self._newest_event(run_id) > cursor:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._written.wait(remaining)
+
+    def _newest_event(self, run_id: str | None) -> int:
+        """The id of the newest event (of one run), 0 when there is none (the caller holds the lock)."""
+        return len(self._events) if run_id is None else self._last_event.get(run_id, 0)
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
         with self._lock:

@@ -10,22 +10,35 @@ migrates, under a lock, only when it is behind.
 Every batch from the runner is one transaction. On SQLite, write transactions start with
 ``BEGIN IMMEDIATE`` so that twenty processes sharing one file queue on the busy timeout instead
 of failing with "database is locked" when a reader upgrades to a writer.
+
+The event log is read by cursor (`events_after`): an event must never become visible with an id
+lower than one a reader already saw. SQLite's single writer gives that for free; on PostgreSQL
+ids come from a sequence and concurrent transactions may commit out of order, so every
+transaction that inserts events takes one transaction-level advisory lock just before it does,
+as its last step, which orders the commits of event writers by id. The same transaction sends
+``pg_notify('flowstage_events', run_id)``, delivered on commit, and `wait_events` listens for it
+on one dedicated connection per store (`_PgListener`); elsewhere a waiter polls ``max(id)``
+every 25 ms. Writes through the same store object wake its waiters at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowstage.engine import projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
-from flowstage.stores.base import NewRun, StoredLog, StoredRun, end_attempts
+from flowstage.stores.base import NewRun, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
@@ -33,6 +46,13 @@ if TYPE_CHECKING:
 
 HEAD_REVISION = "0003"
 _BUSY_TIMEOUT_MS = 120_000
+
+EVENTS_CHANNEL = "flowstage_events"  # the LISTEN/NOTIFY channel; the payload is the run id
+_EVENTS_LOCK = 7150452  # the advisory lock that orders event writers on PostgreSQL (7150451 guards migrations)
+_POLL_SECONDS = 0.025  # how often a waiter without notifications looks for new events
+_RECHECK_SECONDS = 1.0  # a listening waiter looks anyway this often, in case a writer sent no notification
+
+log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
 
@@ -180,6 +200,113 @@ class _AlchemyDriver:
         self.engine.dispose()
 
 
+# --------------------------------------------------------------------------- waiting for events
+class _Waiter:
+    """One thread in `wait_events`: woken when an event of its run (or of any run) may have come."""
+
+    __slots__ = ("run_id", "woken")
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        self.woken = False
+
+
+class _Wakeups:
+    """The waiters of one store, and the condition they sleep on."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiters: set[_Waiter] = set()
+        self.closes = 0  # how many times the store was closed: a wait begun before a close ends
+
+    def close(self) -> None:
+        with self.cond:
+            self.closes += 1
+        self.wake(None)
+
+    def wake(self, run_ids: Collection[str] | None) -> None:
+        """Wake the waiters on these runs (None: every waiter) and those that wait on every run."""
+        with self.cond:
+            woke = False
+            for w in self.waiters:
+                if run_ids is None or w.run_id is None or w.run_id in run_ids:
+                    w.woken = woke = True
+            if woke:
+                self.cond.notify_all()
+
+
+class _PgListener:
+    """One autocommit psycopg connection that LISTENs on `EVENTS_CHANNEL`, pumped by a daemon thread.
+
+    Each notification wakes the waiters of its run. The connection opens on the first wait
+    (`ensure`) and again after it was lost (every waiter is woken then, to look at the table);
+    `close` stops the thread through a pipe, so it never waits for a timeout.
+    """
+
+    def __init__(self, connect: Callable[[], Any], wakeups: _Wakeups) -> None:
+        self._connect = connect
+        self._wakeups = wakeups
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._stop_read, self._stop_write = os.pipe()
+
+    def ensure(self) -> bool:
+        """Listen, if not yet or no longer: once this returns, no notification is missed. False once closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            if self._conn is not None:
+                return True
+            conn = self._connect()
+            try:
+                conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            self._thread = threading.Thread(target=self._pump, args=(conn,), name="flowstage-events-listener", daemon=True)
+            self._thread.start()
+            return True
+
+    def _pump(self, conn: Any) -> None:
+        import select
+
+        try:
+            fd = conn.fileno()
+            while True:
+                ready, _, _ = select.select([fd, self._stop_read], [], [])
+                if self._stop_read in ready:
+                    return
+                runs = {n.payload for n in conn.notifies(timeout=0)}
+                if runs:
+                    self._wakeups.wake(runs)
+        except Exception as exc:
+            log.debug("the event listener lost its connection: %s", type(exc).__name__)
+        finally:
+            with self._lock:
+                if self._conn is conn:
+                    self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._wakeups.wake(None)  # whatever came while nobody listened is in the table: look again
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        os.write(self._stop_write, b"x")
+        if thread is not None:
+            thread.join(timeout=10)
+        if thread is None or not thread.is_alive():
+            os.close(self._stop_read)
+            os.close(self._stop_write)
+        self._wakeups.wake(None)
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     import sqlite3
 
@@ -198,6 +325,11 @@ _RUN_COLUMNS = (
     "runner_pid, runner_host, runner_started, heartbeat_at, cancel_requested_at, resumes, parent_run_id, source"
 )
 _TASK_COLUMNS = "name, stage, status, reason, started_at, ended_at, error, metrics, saved, variables, attempts"
+_UPDATE_TASK = (
+    "UPDATE task_runs SET status = :status, reason = :reason, started_at = :started_at, ended_at = :ended_at, "
+    "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
+    "WHERE run_id = :run_id AND name = :name"
+)
 
 
 class SqlRunStore:
@@ -207,6 +339,11 @@ class SqlRunStore:
         self.url = url
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = False
+        self._alchemy: _AlchemyDriver | None = None
+        self._wakeups = _Wakeups()
+        self._listener: _PgListener | None = None
+        self._listener_lock = threading.Lock()
         try:
             if self.is_sqlite:
                 self.sqlite_path = _sqlite_file(url)
@@ -214,7 +351,9 @@ class SqlRunStore:
                     raise StoreError("an in-memory SQLite run store would forget every run: give the store a file")
                 self.driver: _Driver = _SqliteDriver(self.sqlite_path)
             else:
-                self.driver = _AlchemyDriver(url)
+                self._alchemy = _AlchemyDriver(url)
+                self.driver = self._alchemy
+                self.is_postgres = self._alchemy.engine.dialect.name == "postgresql"
             if migrate:
                 self._migrate()
         except ModuleNotFoundError as exc:
@@ -316,7 +455,29 @@ class SqlRunStore:
             engine.dispose()
 
     def close(self) -> None:
+        self._wakeups.close()
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         self.driver.close()
+
+    def _add_events(self, tx: _Tx, events: Sequence[Event]) -> None:
+        """Insert events, as the last statements of a write transaction (see the module docstring)."""
+        if not events:
+            return
+        if self.is_postgres:
+            tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENTS_LOCK})
+        tx.executemany(
+            "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)",
+            [
+                {"run_id": e.run_id, "at": e.at, "kind": e.kind, "task": e.task, "status": e.status, "data": _dumps(e.data)}
+                for e in events
+            ],
+        )
+        if self.is_postgres:
+            for run_id in sorted({e.run_id for e in events}):
+                tx.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', :run_id)", {"run_id": run_id})
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
@@ -348,35 +509,13 @@ class SqlRunStore:
                     ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
                     [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)],
                 )
-            tx.execute(
-                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, 'run_started', NULL, 'running', '{}')",
-                {"run_id": run.id, "at": run.started_at},
-            )
+            self._add_events(tx, [Event(run.id, run.started_at, projection.RUN_STARTED, None, "running", {})])
+        self._wakeups.wake([run.id])
 
     def record(self, batch: Batch) -> None:
         with self._write() as tx:
             if batch.tasks:
-                tx.executemany(
-                    "UPDATE task_runs SET status = :status, reason = :reason, started_at = :started_at, ended_at = :ended_at, "
-                    "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
-                    "WHERE run_id = :run_id AND name = :name",
-                    [dict(_task_row(t), run_id=batch.run_id) for t in batch.tasks],
-                )
-            if batch.events:
-                tx.executemany(
-                    "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)",
-                    [
-                        {
-                            "run_id": e.run_id,
-                            "at": e.at,
-                            "kind": e.kind,
-                            "task": e.task,
-                            "status": e.status,
-                            "data": _dumps(e.data),
-                        }
-                        for e in batch.events
-                    ],
-                )
+                tx.executemany(_UPDATE_TASK, [dict(_task_row(t), run_id=batch.run_id) for t in batch.tasks])
             if batch.logs:
                 tx.executemany(
                     "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)",
@@ -401,6 +540,9 @@ class SqlRunStore:
                 tx.execute(
                     "UPDATE runs SET variables = :v WHERE id = :id", {"v": _dumps(batch.run_variables), "id": batch.run_id}
                 )
+            self._add_events(tx, batch.events)
+        if batch.events:
+            self._wakeups.wake({e.run_id for e in batch.events})
 
     def heartbeat(self, run_id: str, at: float) -> bool:
         with self._write() as tx:
@@ -414,10 +556,9 @@ class SqlRunStore:
                 "UPDATE runs SET cancel_requested_at = :at WHERE id = :id AND status = 'running'", {"at": at, "id": run_id}
             )
             if count:
-                tx.execute(
-                    "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'cancel_requested', NULL, NULL, '{}')",
-                    {"id": run_id, "at": at},
-                )
+                self._add_events(tx, [Event(run_id, at, projection.CANCEL_REQUESTED, None, None, {})])
+        if count:
+            self._wakeups.wake([run_id])
         return bool(count)
 
     def claim(
@@ -456,43 +597,101 @@ class SqlRunStore:
             )
             if count != 1:
                 return False
-            tx.execute(
-                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'run_resumed', NULL, 'running', :data)",
-                {"id": run_id, "at": at, "data": _dumps({"by": by})},
-            )
+            self._add_events(tx, [Event(run_id, at, projection.RUN_RESUMED, None, "running", {"by": by})])
+        self._wakeups.wake([run_id])
         return True
 
     def finish_orphan(self, run_id: str, *, status: str, at: float, reason: str) -> None:
-        task_status = "cancelled"
         with self._write() as tx:
+            # FOR UPDATE: a write to these rows that commits meanwhile is not overwritten by a stale projection
             rows = tx.query(
-                "SELECT name, attempts FROM task_runs WHERE run_id = :id AND status IN ('pending', 'running', 'retrying')",
+                f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position{'' if self.is_sqlite else ' FOR UPDATE'}",
                 {"id": run_id},
             )
-            tx.executemany(
-                "UPDATE task_runs SET status = :status, reason = :reason, ended_at = :at, attempts = :attempts "
-                "WHERE run_id = :id AND name = :name",
-                [
-                    {
-                        "status": task_status,
-                        "reason": reason,
-                        "at": at,
-                        "id": run_id,
-                        "name": r["name"],
-                        "attempts": _dumps(end_attempts(_loads(r["attempts"], []), task_status, reason, at)),
-                    }
-                    for r in rows
-                ],
-            ) if rows else None
+            tasks = [_task_from_row(r) for r in rows]
+            events = projection.orphan_events(tasks, run_id=run_id, status=status, at=at, reason=reason)
+            touched = {e.task for e in events if e.task is not None}
+            changed = projection.replay([t for t in tasks if t.name in touched], events)
+            if changed:
+                tx.executemany(_UPDATE_TASK, [dict(_task_row(t), run_id=run_id) for t in changed.values()])
             tx.execute(
                 "UPDATE runs SET status = :status, ended_at = :at WHERE id = :id", {"status": status, "at": at, "id": run_id}
             )
-            tx.execute(
-                "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:id, :at, 'run_finished', NULL, :status, :data)",
-                {"id": run_id, "at": at, "status": status, "data": _dumps({"reason": reason})},
-            )
+            self._add_events(tx, events)
+        self._wakeups.wake([run_id])
 
     # ------------------------------------------------------------------ reads
+    def events_after(self, cursor: int, *, run_id: str | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
+        sql = "SELECT id, run_id, at, kind, task, status, data FROM events WHERE id > :after"
+        params: dict[str, Any] = {"after": int(cursor), "limit": max(int(limit), 0)}
+        if run_id is not None:
+            sql += " AND run_id = :run_id"
+            params["run_id"] = run_id
+        with self._read() as tx:
+            rows = tx.query(sql + " ORDER BY id LIMIT :limit", params)
+        return [(r["id"], Event(r["run_id"], r["at"], r["kind"], r["task"], r["status"], _loads(r["data"], {}))) for r in rows]
+
+    def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        listener = self._events_listener() if timeout > 0 else None  # a look without a wait needs no LISTEN
+        interval = _POLL_SECONDS if listener is None else _RECHECK_SECONDS
+        waiter = _Waiter(run_id)
+        wakeups = self._wakeups
+        with wakeups.cond:
+            wakeups.waiters.add(waiter)
+            closes = wakeups.closes
+        try:
+            while True:
+                with wakeups.cond:
+                    if wakeups.closes != closes:
+                        return False  # the store was closed
+                    waiter.woken = False  # before looking: a write committed after this wakes the wait below
+                if listener is not None and not self._listening(listener):
+                    return False  # closed meanwhile
+                if self._newest_event(run_id) > cursor:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with wakeups.cond:
+                    wakeups.cond.wait_for(lambda: waiter.woken, timeout=min(interval, remaining))
+        finally:
+            with wakeups.cond:
+                wakeups.waiters.discard(waiter)
+
+    def _newest_event(self, run_id: str | None) -> int:
+        """The id of the newest event (of one run), 0 when there is none: one index lookup."""
+        if run_id is None:
+            sql, params = "SELECT max(id) AS newest FROM events", {}
+        else:
+            sql, params = "SELECT max(id) AS newest FROM events WHERE run_id = :run_id", {"run_id": run_id}
+        with self._read() as tx:
+            rows = tx.query(sql, params)
+        return int(rows[0]["newest"] or 0) if rows else 0
+
+    def _events_listener(self) -> _PgListener | None:
+        """The store's LISTEN connection (PostgreSQL through psycopg 3), made on first use; None elsewhere."""
+        if not self.is_postgres or self._alchemy is None or self._alchemy.engine.dialect.driver != "psycopg":
+            return None
+        with self._listener_lock:
+            if self._listener is None:
+                engine = self._alchemy.engine
+
+                def connect() -> Any:
+                    import psycopg
+
+                    args, kwargs = engine.dialect.create_connect_args(engine.url)
+                    return psycopg.connect(*args, **kwargs, autocommit=True)
+
+                self._listener = _PgListener(connect, self._wakeups)
+            return self._listener
+
+    def _listening(self, listener: _PgListener) -> bool:
+        try:
+            return listener.ensure()
+        except Exception as exc:
+            raise StoreError(f"run store {self.masked_url}: cannot listen for events: {_clean(exc, self.url)}") from None
+
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
         with self._read() as tx:
             rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = :id", {"id": run_id})

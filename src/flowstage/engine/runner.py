@@ -23,17 +23,15 @@ from typing import Any
 
 from flowstage.engine import attempts
 from flowstage.engine.attempts import RunInfo, jsonable
-from flowstage.engine.decisions import Action, Decision, Requirement, StageTask, decide, is_handler, run_status, stage_verdict
+from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
 from flowstage.engine.plan import Plan
 from flowstage.engine.ports import (
     AttemptSpec,
-    Batch,
     Clock,
     Event,
     ExecutorPort,
     Handle,
-    LogLine,
     Outcome,
     RunStorePort,
     SystemClock,
@@ -41,19 +39,17 @@ from flowstage.engine.ports import (
 )
 from flowstage.engine.projection import (
     ATTEMPT_STARTED,
-    OPEN_ATTEMPT,
     RUN_FINISHED,
     RUN_VARIABLES,
     TASK_NOTE,
-    apply,
-    attempt_event,
     task_event,
 )
-from flowstage.engine.transitions import FINISH, Effect, RunInput, TaskInput, Transition, run_transition, task_transition
+from flowstage.engine.readiness import Readiness
+from flowstage.engine.recorder import Recorder
+from flowstage.engine.transitions import FINISH, Effect, RunInput, TaskInput, Transition, run_transition
 from flowstage.errors import FlowstageError, RunInterrupted
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
-from flowstage.model.conditions import SATISFIED_BY, When
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -159,28 +155,27 @@ class Runner:
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
         self.variables: dict[str, Any] = dict(variables)
-        self.batch = Batch(run_id=info.id)
-        self.ended_attempts: list[tuple[str, int]] = []
-        #: the one record of each task run (a projection of the events below)
-        self.records: dict[str, TaskRun] = {}
-        for name, node in plan.nodes.items():
-            before = prior.get(name) if prior else None
-            self.records[name] = TaskRun(name=name, stage=plan.stage_names[node.stage]) if before is None else _copy(before)
-            if before is not None:
-                self._resume_task(name)
-        status = self._status
-        self.handler = {
-            name: node.requires is not None and is_handler(c for _, c in node.requires) for name, node in plan.nodes.items()
-        }
-        # explicit predecessors not final yet: a task is re-decided only when its answer may change
-        self.unresolved: dict[str, int] = {
-            name: sum(1 for p, _ in node.requires if status(p) not in TASK_FINAL)
+        run_level = LEVELS[self.prefs.log_level]
+        level_of = {name: LEVELS[node.task.log_level] if node.task.log_level else run_level for name, node in plan.nodes.items()}
+        records = {
+            name: TaskRun(name=name, stage=plan.stage_names[node.stage])
+            if prior is None or name not in prior
+            else _copy(prior[name])
             for name, node in plan.nodes.items()
-            if node.requires
         }
-        self.remaining = [sum(1 for n in names if status(n) not in TASK_FINAL) for names in plan.stages]
-        self.stage_open = [False] * len(plan.stages)
-        self.stage_default: dict[int, Decision] = {}
+        self.rec = Recorder(
+            run_id=info.id,
+            store=store,
+            clock=self.clock,
+            hooks=self.hooks,
+            records=records,
+            level_of=level_of,
+            run_level=run_level,
+        )
+        for name in prior or ():
+            if name in records:
+                self._resume_task(name)
+        self.readiness = Readiness(plan, self._status)
         self.ready: deque[str] = deque()
         self.queued: set[str] = set()
         self.running: dict[tuple[str, int], _Running] = {}  # (task, attempt) -> the attempt in flight
@@ -189,61 +184,20 @@ class Runner:
         self.retry_heap: list[_Due] = []
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.to_submit: list[AttemptSpec] = []
-        self.to_evaluate: deque[str] = deque()
         self.cancelled = False
         self.timed_out = False
-        self.run_level = LEVELS[self.prefs.log_level]
-        self.level_of = {
-            name: LEVELS[node.task.log_level] if node.task.log_level else self.run_level for name, node in plan.nodes.items()
-        }
         self.needs_render = {name: attempts.needs_render(node.task) for name, node in plan.nodes.items()}
 
+    @property
+    def records(self) -> dict[str, TaskRun]:
+        """The one record of each task run."""
+        return self.rec.records
+
     def _status(self, name: str) -> TaskStatus:
-        return self.records[name].status
+        return self.rec.records[name].status
 
-    # ------------------------------------------------------------------ recording
     def _log(self, level: int, message: str, task: str | None = None, attempt: int | None = None) -> None:
-        threshold = self.level_of[task] if task else self.run_level
-        if level >= threshold:
-            self.batch.logs.append(LogLine(self.info.id, task, attempt, self.clock.time(), level, message))
-
-    def _emit(self, event: Event) -> None:
-        """Record `event`: fold it into its task's record and queue both for the next write."""
-        if event.task is not None:
-            record = self.records[event.task]
-            apply(record, event)
-            self.batch.tasks.append(record)
-        self.batch.events.append(event)
-
-    def _to(self, name: str, move: TaskInput, changes: dict[str, Any] | None = None, **display: Any) -> Transition:
-        """Move task `name` by the state machine, recording the change (a no-op change records nothing)."""
-        record = self.records[name]
-        step = task_transition(record.status, move)
-        if step.status is not record.status or changes:
-            self._emit(task_event(self.info.id, self.clock.time(), name, step.status, changes or {}, **display))
-        return step
-
-    def _attempt(self, name: str, number: int, changes: dict[str, Any]) -> None:
-        self._emit(attempt_event(self.info.id, self.clock.time(), name, number, changes))
-        if changes.get("status") not in OPEN_ATTEMPT and "status" in changes:
-            self.ended_attempts.append((name, number))
-
-    def _flush(self) -> None:
-        if not self.batch:
-            return
-        batch = self.batch
-        # one projection row per task per batch: the latest
-        batch.tasks = list({id(tr): tr for tr in batch.tasks}.values())
-        self.store.record(batch)  # if this raises, the batch stays to be written by the next flush
-        self.batch = Batch(run_id=self.info.id)
-        if self.hooks:
-            for ev in batch.events:
-                self.hooks.event(ev, self.records.get(ev.task) if ev.task else None)
-            ended, self.ended_attempts = self.ended_attempts, []
-            for name, number in ended:
-                self.hooks.attempt(self.records[name], self.records[name].attempts[number - 1])
-        else:
-            self.ended_attempts.clear()
+        self.rec.log(level, message, task, attempt)
 
     def _resume_task(self, name: str) -> None:
         """A task of a resumed run that did not succeed starts over; attempts its runner left open end."""
@@ -252,56 +206,23 @@ class Runner:
             return
         for number, entry in enumerate(record.attempts, start=1):
             if entry.get("status") in ("running", "pending", "retrying"):
-                self._attempt(
+                self.rec.attempt(
                     name,
                     number,
                     {"status": "interrupted", "error": entry.get("error") or "the runner stopped during this attempt"},
                 )
         if record.status is not TaskStatus.PENDING or any(record.__dict__[k] != v for k, v in _RESET.items()):
             if record.status is TaskStatus.PENDING:
-                self._emit(task_event(self.info.id, self.clock.time(), name, TaskStatus.PENDING, dict(_RESET)))
+                self.rec.emit(task_event(self.info.id, self.clock.time(), name, TaskStatus.PENDING, dict(_RESET)))
             else:
-                self._to(name, TaskInput.RESUME, dict(_RESET))
+                self.rec.move(name, TaskInput.RESUME, dict(_RESET))
 
     # ------------------------------------------------------------------ decisions
-    def _stage_task(self, name: str) -> StageTask:
-        status = self._status(name)
-        caught = status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT) and any(
-            self._status(c) is TaskStatus.SUCCEEDED for c in self.plan.catchers.get(name, ())
-        )
-        return StageTask(name, status, self.handler[name], caught)
-
-    def _decision(self, name: str) -> Decision:
-        node = self.plan.nodes[name]
-        if node.requires is None:
-            if node.stage == 0:
-                return Decision(Action.RUN)
-            if node.stage not in self.stage_default:
-                # the nearest earlier stage with main-line tasks decides (stages of handlers hand on)
-                k = node.stage - 1
-                while k > 0 and all(self.handler[n] for n in self.plan.stages[k]):
-                    k -= 1
-                before = [(self.plan.stage_names[k], [self._stage_task(n) for n in self.plan.stages[k]])]
-                self.stage_default[node.stage] = stage_verdict(before)
-            return self.stage_default[node.stage]
-        return decide([Requirement(p, c, self._status(p)) for p, c in node.requires], node.when)
-
-    def _open_stages(self) -> None:
-        for k in range(len(self.plan.stages)):
-            if not self.stage_open[k]:
-                self.stage_open[k] = True
-                self.to_evaluate.extend(self.plan.stages[k])
-            if self.remaining[k] > 0:
-                break
-
     def _evaluate_all(self) -> None:
-        while self.to_evaluate:
-            name = self.to_evaluate.popleft()
+        for name in self.readiness.candidates():
             if self._status(name) is not TaskStatus.PENDING or name in self.queued or name in self.launch:
                 continue
-            if not self.stage_open[self.plan.nodes[name].stage]:
-                continue
-            d = self._decision(name)
+            d = self.readiness.decide(name)
             if d.action is Action.RUN:
                 self.queued.add(name)
                 self.ready.append(name)
@@ -326,7 +247,7 @@ class Runner:
             data["error"] = error
         if record.ended_at is None or move is not TaskInput.SKIP:
             data["ended_at"] = now
-        step = self._to(name, move, data)
+        step = self.rec.move(name, move, data)
         self._carry(name, step, why=why or reason or error or "")
 
     def _carry(self, name: str, step: Transition, *, why: str) -> None:
@@ -337,7 +258,7 @@ class Runner:
                     if running.handle is not None:
                         running.handle.kill()
                     del self.running[key]
-                    self._attempt(name, key[1], {"status": "cancelled", "ended_at": self.clock.time(), "error": why})
+                    self.rec.attempt(name, key[1], {"status": "cancelled", "ended_at": self.clock.time(), "error": why})
             launch = self.launch.get(name)
             if launch is not None:
                 launch.todo.clear()
@@ -346,21 +267,13 @@ class Runner:
         self.queued.discard(name)
         record = self.records[name]
         status = record.status
-        stage = self.plan.nodes[name].stage
-        self.remaining[stage] -= 1
         text = f"task {name} {status}"
         if record.reason:
             text += f": {record.reason}"
         if record.error and status is not TaskStatus.SUCCEEDED and record.error != record.reason:
             text += f": {record.error}"
         self._log(_LEVEL.get(status, ERROR), text, name, len(record.attempts) or None)
-        for succ, cond in self.plan.successors.get(name, ()):
-            left = self.unresolved[succ] = self.unresolved[succ] - 1
-            satisfied = status in SATISFIED_BY[cond]
-            if left == 0 or satisfied is (self.plan.nodes[succ].when is When.ANY):
-                self.to_evaluate.append(succ)
-        if self.remaining[stage] == 0:
-            self._open_stages()
+        self.readiness.ended(name)
 
     # ------------------------------------------------------------------ starting
     def _begin(self, name: str) -> None:
@@ -385,7 +298,7 @@ class Runner:
                 "ended_at": now,
                 "error": str(exc),
             }
-            self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
+            self.rec.emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
             self._finish(name, TaskInput.FAIL, error=str(exc), changes={"started_at": record.started_at or now})
             return
         fan = task.instances is not None or task.for_each is not None
@@ -418,7 +331,7 @@ class Runner:
         except FlowstageError as exc:
             # a template that cannot render fails the same way on every try: no retry
             entry.update({"status": "failed", "ended_at": now, "error": str(exc)})
-            self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
+            self.rec.emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
             self._task_failed(name, TaskStatus.FAILED, str(exc) if not launch.fan else f"copy {copy}: {exc}")
             return
         changes: dict[str, Any] = {"variables": jsonable(scope) if scope else {}, "reason": None}
@@ -426,8 +339,8 @@ class Runner:
             changes.update({"started_at": now, "ended_at": None, "error": None})
         elif record.status is TaskStatus.RETRYING:
             changes["error"] = None
-        self._emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
-        step = self._to(name, TaskInput.START, changes, attempt=number, instance=copy if launch.fan else None)
+        self.rec.emit(Event(self.info.id, now, ATTEMPT_STARTED, name, None, {"attempt": entry}))
+        step = self.rec.move(name, TaskInput.START, changes, attempt=number, instance=copy if launch.fan else None)
         assert Effect.SUBMIT in step.effects
         launch.tries[copy] = launch.tries.get(copy, 0) + 1
         where = f", copy {copy}" if launch.fan else ""
@@ -445,7 +358,7 @@ class Runner:
                 kwargs=kwargs,
                 variables=scope,
                 root=self.info.root,
-                log_level=self.level_of[name],
+                log_level=self.rec.level_of[name],
                 interpreter=self.prefs.python,
                 task_variables=own,
                 previous=[dict(a) for a in record.attempts[:-1]],
@@ -500,7 +413,7 @@ class Runner:
         launch = self.launch[name]
         record = self.records[name]
         metrics = {"runtime_seconds": round(self.clock.monotonic() - running.started, 6), **outcome.metrics}
-        self._attempt(
+        self.rec.attempt(
             name,
             number,
             {"status": str(outcome.status), "ended_at": self.clock.time(), "error": outcome.error, "metrics": metrics},
@@ -537,8 +450,10 @@ class Runner:
         if saved:
             data["saved"] = saved
             self.variables.update(saved)
-            self.batch.run_variables = jsonable(self.variables)
-            self._emit(Event(self.info.id, self.clock.time(), RUN_VARIABLES, None, None, {"variables": self.batch.run_variables}))
+            self.rec.batch.run_variables = jsonable(self.variables)
+            self.rec.emit(
+                Event(self.info.id, self.clock.time(), RUN_VARIABLES, None, None, {"variables": self.rec.batch.run_variables})
+            )
         self._finish(name, TaskInput.SUCCEED, changes=data)
 
     def _copy_failed(self, name: str, copy: int, status: TaskStatus, error: str, metrics: dict[str, Any] | None) -> None:
@@ -551,10 +466,10 @@ class Runner:
         if launch.tries.get(copy, 0) <= retries and not self._stopped():
             delay = task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
             if launch.fan:
-                step = self._to(name, TaskInput.RETRY_COPY)
+                step = self.rec.move(name, TaskInput.RETRY_COPY)
             else:
                 changes = {"error": error, **({"metrics": metrics} if metrics is not None else {})}
-                step = self._to(name, TaskInput.RETRY, changes, error=error, retry_in=delay)
+                step = self.rec.move(name, TaskInput.RETRY, changes, error=error, retry_in=delay)
             assert Effect.SCHEDULE_RETRY in step.effects
             heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name, copy))
             self._log(WARNING, f"task {name} {label}{status} ({error}); retrying in {delay:g}s", name, len(record.attempts))
@@ -570,15 +485,15 @@ class Runner:
 
     def _on_process(self, name: str, number: int, pid: int) -> None:
         if (name, number) in self.running:
-            self._attempt(name, number, {"pid": pid, "host": self.info.host or socket.gethostname()})
+            self.rec.attempt(name, number, {"pid": pid, "host": self.info.host or socket.gethostname()})
 
     def _on_subrun(self, name: str, number: int, run_id: str) -> None:
         if number <= len(self.records[name].attempts):
-            self._attempt(name, number, {"sub_run_id": run_id})
+            self.rec.attempt(name, number, {"sub_run_id": run_id})
 
     def _on_note(self, name: str, number: int, reason: str | None) -> None:
         if (name, number) in self.running and self.records[name].reason != reason:
-            self._emit(Event(self.info.id, self.clock.time(), TASK_NOTE, name, None, {"reason": reason}))
+            self.rec.emit(Event(self.info.id, self.clock.time(), TASK_NOTE, name, None, {"reason": reason}))
 
     def _on_log(self, name: str, number: int, level: int, message: str) -> None:
         self._log(level, message, name, number)
@@ -594,7 +509,7 @@ class Runner:
                 del self.running[key]
                 error = f"timed out after {running.deadline - running.started:g}s"
                 elapsed = round(mono - running.started, 6)
-                self._attempt(
+                self.rec.attempt(
                     name,
                     number,
                     {
@@ -642,7 +557,7 @@ class Runner:
             if running.handle is not None:
                 running.handle.kill()
             elapsed = round(self.clock.monotonic() - running.started, 6)
-            self._attempt(
+            self.rec.attempt(
                 name,
                 number,
                 {"status": status, "ended_at": self.clock.time(), "error": why, "metrics": {"runtime_seconds": elapsed}},
@@ -661,7 +576,7 @@ class Runner:
         for name, record in self.records.items():
             if record.status not in TASK_FINAL:
                 self._finish(name, TaskInput.CANCEL, reason=why, why=why)
-        self.to_evaluate.clear()
+        self.readiness.clear()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunStatus:
@@ -702,12 +617,12 @@ class Runner:
         self._log(
             NOTICE, f"run {'resumed' if resumed else 'started'}: workflow {self.info.workflow}, {len(self.plan.nodes)} tasks"
         )
-        self._open_stages()
+        self.readiness.open_stages()
         self._evaluate_all()
         while True:
             try:
                 self._start_ready()
-                self._flush()  # recorded before it is acted on
+                self.rec.flush()  # recorded before it is acted on
                 self._submit_all()
                 if not self.running and not self.ready and not self.retry_heap and not self.waiting_copies:
                     break
@@ -728,7 +643,7 @@ class Runner:
                     self._stop_all(timed_out=True)
                 if mono >= next_beat:
                     next_beat = mono + HEARTBEAT_SECONDS
-                    self._flush()
+                    self.rec.flush()
                     if self.store.heartbeat(self.info.id, self.clock.time()):
                         self._stop_all(timed_out=False)
             except (KeyboardInterrupt, RunInterrupted):
@@ -748,20 +663,20 @@ class Runner:
         statuses = {n: r.status for n, r in self.records.items()}
         final = run_status(statuses, self.plan.catchers, cancelled=self.cancelled, timed_out=self.timed_out)
         if final is RunStatus.SUCCEEDED and self.on_success is not None:
-            self._flush()
+            self.rec.flush()
             problem = self.on_success(lambda level, message: self._log(level, message))
             if problem:
                 self._log(ERROR, problem)
                 final = RunStatus.FAILED
         final = run_transition(RunStatus.RUNNING, FINISH[final])
         now = self.clock.time()
-        self.batch.run_status = str(final)
-        self.batch.run_ended_at = now
-        self._emit(Event(self.info.id, now, RUN_FINISHED, None, str(final)))
+        self.rec.batch.run_status = str(final)
+        self.rec.batch.run_ended_at = now
+        self.rec.emit(Event(self.info.id, now, RUN_FINISHED, None, str(final)))
         self._log(NOTICE if final is RunStatus.SUCCEEDED else ERROR, f"run {final}")
-        self._flush()
+        self.rec.flush()
         self.hooks.run(final, self.records)
-        self._flush()  # what a failing hook logged
+        self.rec.flush()  # what a failing hook logged
         return final
 
     def __repr__(self) -> str:

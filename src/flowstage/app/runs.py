@@ -24,6 +24,7 @@ from typing import Any
 from flowstage.app.code import PinnedCode, pin
 from flowstage.app.liveness import effective_status, kill_orphans, process_started, runner_alive
 from flowstage.app.registry import executor_for
+from flowstage.app.stores import open_store
 from flowstage.app.subruns import SubRuns
 from flowstage.engine.hooks import Hooks
 from flowstage.engine.plan import Plan, compile_plan
@@ -37,13 +38,6 @@ from flowstage.settings import Project
 from flowstage.stores.base import NewRun, RunStore, StoredRun
 
 Observer = Callable[[Event, TaskRun | None], None]
-
-
-def open_store(project: Project) -> RunStore:
-    """The project's run store (migrated to the current schema)."""
-    from flowstage.stores.sql.store import SqlRunStore
-
-    return SqlRunStore(project.store_url)
 
 
 def new_run_id() -> str:
@@ -151,7 +145,7 @@ def _runner(
         hooks=hooks,
         observer=observer,
         on_success=_flusher(project, workflow, exe),
-        subruns=SubRuns(project, executor=executor, depth=depth),
+        subruns=SubRuns(project, executor=executor, depth=depth, start=start_run, resume=resume_run),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
@@ -18,6 +19,10 @@ from flowstage.logging import NOTICE
 from flowstage.model.kinds import WorkflowSpec
 from flowstage.model.statuses import RUN_RESUMABLE, TaskStatus
 from flowstage.settings import Project
+from flowstage.stores.base import StoredRun
+
+StartRun = Callable[..., StoredRun]
+ResumeRun = Callable[..., StoredRun]
 
 MAX_SUBRUN_DEPTH = 8
 SHUTDOWN_GRACE_SECONDS = 15.0
@@ -50,8 +55,9 @@ class _Handle:
 class SubRuns:
     """Starts (or resumes) the sub-run of a `workflow:` attempt on a thread of its own."""
 
-    def __init__(self, project: Project, *, executor: str | None, depth: int) -> None:
+    def __init__(self, project: Project, *, executor: str | None, depth: int, start: StartRun, resume: ResumeRun) -> None:
         self.project = project
+        self.start, self.resume = start, resume  # the application's own, handed in (no import loop)
         self.executor = executor
         self.depth = depth
         self._threads: list[threading.Thread] = []
@@ -76,7 +82,7 @@ class SubRuns:
 
     def _run(self, attempt: AttemptSpec, reports: Reports, handle: _Handle) -> Outcome:
         from flowstage.app.liveness import effective_status
-        from flowstage.app.runs import open_store, resume_run, start_run
+        from flowstage.app.stores import open_store
         from flowstage.app.workflows import resolve_workflow
 
         spec = attempt.spec
@@ -100,7 +106,7 @@ class SubRuns:
                 previous = store.get_run(earlier_id)
                 if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
                     watch(earlier_id)
-                    result = resume_run(self.project, earlier_id, store=store, executor=self.executor, depth=self.depth + 1)
+                    result = self.resume(self.project, earlier_id, store=store, executor=self.executor, depth=self.depth + 1)
             if result is None:
                 found = resolve_workflow(self.project, spec.workflow, store=store)
 
@@ -108,7 +114,7 @@ class SubRuns:
                     watch(run_id)
                     reports.log(NOTICE, f"sub-run {run_id} of {found.workflow.name} started")
 
-                result = start_run(
+                result = self.start(
                     self.project,
                     found.workflow,
                     store=store,

@@ -56,7 +56,7 @@ def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkf
             path = _sqlite_file(url)
             if path == ":memory:" or not Path(path).exists():
                 return None  # no store yet, so nothing was deployed
-        from flowstage.app.runs import open_store
+        from flowstage.app.stores import open_store
 
         opened = open_store(project)
         try:

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowstage.cli.common import project_for, store_for
-from flowstage.cli.main import emit_json
+from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.errors import NotFoundError
 from flowstage.views.records import iso
 

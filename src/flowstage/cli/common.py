@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flowstage.settings import Project, load_project
 from flowstage.stores.base import RunStore
+
+
+def emit_json(data: Any) -> None:
+    """Print `data` as the command's one JSON document."""
+    import json
+
+    import click
+
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def project_for(ref: str | None = None) -> Project:

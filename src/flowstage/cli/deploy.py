@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from flowstage.cli.common import project_for, store_for
-from flowstage.cli.main import emit_json
+from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.errors import UsageError
 from flowstage.views.records import iso
 

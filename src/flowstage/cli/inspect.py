@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from flowstage.cli.common import project_for, store_for
-from flowstage.cli.main import emit_json
+from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.errors import UsageError
 from flowstage.logging import LEVELS, level_name
 from flowstage.views.records import iso

@@ -6,7 +6,6 @@ else is an internal error (exit 3) whose traceback is shown only with FLOWSTAGE_
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -14,10 +13,6 @@ from typing import Any
 import click
 
 from flowstage.errors import DefinitionError, ExitCode, FlowstageError, RunInterrupted
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def fail(message: str, code: ExitCode) -> None:

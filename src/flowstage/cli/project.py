@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flowstage.cli.main import emit_json
+from flowstage.cli.common import emit_json
 from flowstage.errors import DefinitionError, ExitCode, Problem, UsageError
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from flowstage.cli.common import project_for, store_for
-from flowstage.cli.main import emit_json
+from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.engine.ports import Event, TaskRun
 from flowstage.errors import ExitCode
 from flowstage.stores.base import StoredRun

@@ -7,10 +7,12 @@ write transaction of the run store, so two crawls of one table never both make v
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstage.stores.catalog import CatalogTable, table_change
-from flowstage.stores.sql.store import SqlRunStore
+
+if TYPE_CHECKING:  # the run store opens these lazily: a type, not an import
+    from flowstage.stores.sql.store import SqlRunStore
 
 
 class SqlCatalog:

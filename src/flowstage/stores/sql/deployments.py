@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstage.engine.scheduling import EndedRun
 from flowstage.errors import NotFoundError
@@ -29,7 +29,6 @@ from flowstage.stores.deployments import (
     content_hash,
     trigger_keys,
 )
-from flowstage.stores.sql.store import SqlRunStore
 
 
 class _Conflict(Exception):
@@ -54,6 +53,9 @@ _WORKFLOW_SELECT = (
     "v.definition, v.content_hash, (SELECT COUNT(*) FROM workflow_versions x WHERE x.workflow = w.name) AS versions "
     "FROM workflows w JOIN workflow_versions v ON v.workflow = w.name AND v.version = w.current_version"
 )
+
+if TYPE_CHECKING:  # the run store opens these lazily: a type, not an import
+    from flowstage.stores.sql.store import SqlRunStore
 _VERSION_COLUMNS = "workflow, version, content_hash, definition, text, files, source, deployed_at, deployed_by"
 _FIRE_COLUMNS = "workflow, logical_time, kind, version, run_id, fired_at, fired_pid, fired_host, reason"
 

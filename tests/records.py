@@ -63,7 +63,4 @@ def shell_wait_for(*paths: str, timeout: float = 120) -> str:
     can act while the task is surely running, instead of racing a `sleep`.
     """
     exists = " && ".join(f"[ -e {shlex.quote(p)} ]" for p in paths)
-    return (
-        f"end=$(( $(date +%s) + {int(timeout)} )); "
-        f"until {exists}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.05; done"
-    )
+    return f"end=$(( $(date +%s) + {int(timeout)} )); until {exists}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.05; done"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,3 +65,17 @@ def shell_wait_for(*paths: str, timeout: float = 120) -> str:
     """
     exists = " && ".join(f"[ -e {shlex.quote(p)} ]" for p in paths)
     return f"end=$(( $(date +%s) + {int(timeout)} )); until {exists}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.05; done"
+
+
+def shell_wait_for_log(task: str, text: str, timeout: float = 120) -> str:
+    """A shell snippet for a task's command: wait until `task` of the same run has logged `text`.
+
+    It reads the run's log lines (every level) through `flowstage logs`, so the task waits on what
+    the other task recorded; it exits 1 after `timeout` seconds. The run's tasks must keep the
+    lines the snippet looks for (`log_level: debug` for debug lines).
+    """
+    logs = f"{shlex.quote(sys.executable)} -m flowstage logs {{{{ run.id }}}} {shlex.quote(task)} --level debug"
+    return (
+        f"end=$(( $(date +%s) + {int(timeout)} )); "
+        f"until {logs} | grep -qF {shlex.quote(text)}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.1; done"
+    )

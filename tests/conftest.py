@@ -2,6 +2,11 @@
 
 Service-backed tests read their URL from FLOWSTAGE_TEST_POSTGRES_URL / FLOWSTAGE_TEST_MYSQL_URL.
 Without it they skip with the reason; with CI=true a missing service is a failure, never a skip.
+
+The suite runs in parallel (`pytest -n auto`), so every test keeps to its own state: its folders
+under tmp_path (`project`), its own PostgreSQL schema (`pg_schema_url`) or MariaDB database
+(`mysql_db_url`), free ports chosen by the OS, and an environment and working directory that
+are put back after it (`isolated_process_state`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,28 @@ def service_url(var: str) -> str:
             pytest.fail(f"{var} is not set, and CI=true: service tests must run in CI")
         pytest.skip(f"{var} is not set (no database for this test)")
     return url
+
+
+# set by pytest itself around each test phase
+_PYTEST_OWN = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state() -> Iterator[None]:
+    """No FLOWSTAGE_* setting of the shell reaches a test (the test service URLs aside), and the
+    environment variables and working directory a test changes are put back after it."""
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    for key in environ:
+        if key.startswith("FLOWSTAGE_") and not key.startswith("FLOWSTAGE_TEST_"):
+            del os.environ[key]
+    yield
+    os.chdir(cwd)
+    for key in set(os.environ) - set(environ) - _PYTEST_OWN:
+        del os.environ[key]
+    for key, value in environ.items():
+        if key not in _PYTEST_OWN and os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

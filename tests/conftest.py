@@ -11,19 +11,52 @@ are put back after it (`isolated_process_state`).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FLOWSTAGE = [sys.executable, "-m", "flowstage"]
+
+
+def _warn_on_unclosed_sqlite() -> None:
+    """Python 3.13 warns (ResourceWarning) when a sqlite3 connection is collected unclosed; before
+    3.13 it closes it silently. Make every connection opened in a test process warn the same way,
+    so a leaked connection fails the suite like a leaked file does."""
+    if sys.version_info >= (3, 13):
+        return
+
+    class TrackedConnection(sqlite3.Connection):
+        def close(self) -> None:
+            self.__dict__["closed_by_owner"] = True
+            super().close()
+
+        def __del__(self) -> None:
+            if not self.__dict__.get("closed_by_owner"):
+                warnings.warn(f"unclosed database in {self!r}", ResourceWarning, stacklevel=1)
+
+    connect = sqlite3.connect
+
+    @functools.wraps(connect)
+    def tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        kwargs.setdefault("factory", TrackedConnection)
+        return connect(*args, **kwargs)
+
+    sqlite3.connect = tracked_connect
+
+
+_warn_on_unclosed_sqlite()
 
 
 def service_url(var: str) -> str:

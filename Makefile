@@ -33,8 +33,10 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
 
+# the suite runs on every core (pytest-xdist): each test keeps to its own folders and databases;
+# worksteal hands a long test's neighbours to idle workers. PYTEST_ARGS adds options (e.g. -x).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

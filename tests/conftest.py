@@ -2,23 +2,61 @@
 
 Service-backed tests read their URL from FLOWSTAGE_TEST_POSTGRES_URL / FLOWSTAGE_TEST_MYSQL_URL.
 Without it they skip with the reason; with CI=true a missing service is a failure, never a skip.
+
+The suite runs in parallel (`pytest -n auto`), so every test keeps to its own state: its folders
+under tmp_path (`project`), its own PostgreSQL schema (`pg_schema_url`) or MariaDB database
+(`mysql_db_url`), free ports chosen by the OS, and an environment and working directory that
+are put back after it (`isolated_process_state`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FLOWSTAGE = [sys.executable, "-m", "flowstage"]
+
+
+def _warn_on_unclosed_sqlite() -> None:
+    """Python 3.13 warns (ResourceWarning) when a sqlite3 connection is collected unclosed; before
+    3.13 it closes it silently. Make every connection opened in a test process warn the same way,
+    so a leaked connection fails the suite like a leaked file does."""
+    if sys.version_info >= (3, 13):
+        return
+
+    class TrackedConnection(sqlite3.Connection):
+        def close(self) -> None:
+            self.__dict__["closed_by_owner"] = True
+            super().close()
+
+        def __del__(self) -> None:
+            if not self.__dict__.get("closed_by_owner"):
+                warnings.warn(f"unclosed database in {self!r}", ResourceWarning, stacklevel=1)
+
+    connect = sqlite3.connect
+
+    @functools.wraps(connect)
+    def tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        kwargs.setdefault("factory", TrackedConnection)
+        return connect(*args, **kwargs)
+
+    sqlite3.connect = tracked_connect
+
+
+_warn_on_unclosed_sqlite()
 
 
 def service_url(var: str) -> str:
@@ -28,6 +66,28 @@ def service_url(var: str) -> str:
             pytest.fail(f"{var} is not set, and CI=true: service tests must run in CI")
         pytest.skip(f"{var} is not set (no database for this test)")
     return url
+
+
+# set by pytest itself around each test phase
+_PYTEST_OWN = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state() -> Iterator[None]:
+    """No FLOWSTAGE_* setting of the shell reaches a test (the test service URLs aside), and the
+    environment variables and working directory a test changes are put back after it."""
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    for key in environ:
+        if key.startswith("FLOWSTAGE_") and not key.startswith("FLOWSTAGE_TEST_"):
+            del os.environ[key]
+    yield
+    os.chdir(cwd)
+    for key in set(os.environ) - set(environ) - _PYTEST_OWN:
+        del os.environ[key]
+    for key, value in environ.items():
+        if key not in _PYTEST_OWN and os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,15 @@
-"""What tests read back from the CLI: the JSON it printed, tasks by name, waiting for a state."""
+"""What tests read back from the CLI: the JSON it printed, tasks by name, waiting for a state.
+
+Tests never sleep to let something happen: they wait for a recorded fact (a row in the store, a
+line on stdout, a file) with a deadline, and tasks that must hold still wait for a file the test
+writes (`shell_wait_for`).
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,3 +55,27 @@ def processes_with(token: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def shell_wait_for(*paths: str, timeout: float = 120) -> str:
+    """A POSIX shell snippet that waits until every path exists; it exits 1 after `timeout` seconds.
+
+    A task that runs it holds still until the test (or another task) writes the files, so a test
+    can act while the task is surely running, instead of racing a `sleep`.
+    """
+    exists = " && ".join(f"[ -e {shlex.quote(p)} ]" for p in paths)
+    return f"end=$(( $(date +%s) + {int(timeout)} )); until {exists}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.05; done"
+
+
+def shell_wait_for_log(task: str, text: str, timeout: float = 120) -> str:
+    """A shell snippet for a task's command: wait until `task` of the same run has logged `text`.
+
+    It reads the run's log lines (every level) through `flowstage logs`, so the task waits on what
+    the other task recorded; it exits 1 after `timeout` seconds. The run's tasks must keep the
+    lines the snippet looks for (`log_level: debug` for debug lines).
+    """
+    logs = f"{shlex.quote(sys.executable)} -m flowstage logs {{{{ run.id }}}} {shlex.quote(task)} --level debug"
+    return (
+        f"end=$(( $(date +%s) + {int(timeout)} )); "
+        f"until {logs} | grep -qF {shlex.quote(text)}; do [ $(date +%s) -lt $end ] || exit 1; sleep 0.1; done"
+    )

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import Project
-from tests.records import processes_with, record_of, tasks_of, wait_until
+from tests.records import processes_with, record_of, shell_wait_for_log, tasks_of, wait_until
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -173,12 +173,12 @@ def test_cancel_of_the_parent_cancels_the_child_run(project: Project) -> None:
     )
     proc = project.popen("run", "parent", "-q")
     try:
-        wait_until(lambda: processes_with(token), 20, "the child run's sleep to start")
+        wait_until(lambda: processes_with(token), 60, "the child run's sleep to start")
         parent_id = runs_of(project, "parent")[0]["id"]
         cancelled = project.cli("cancel", parent_id)
         assert cancelled.code == 0, cancelled
         assert "cancelled" in cancelled.out
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -193,7 +193,7 @@ def test_cancel_of_the_parent_cancels_the_child_run(project: Project) -> None:
     assert child["parent_run_id"] == parent_id
     assert child["status"] == "cancelled"
     assert tasks_of(child)["nap"]["status"] == "cancelled"
-    wait_until(lambda: not processes_with(token), 5, "the child run's sleep to be killed")
+    wait_until(lambda: not processes_with(token), 30, "the child run's sleep to be killed")
 
 
 def test_resume_of_the_parent_resumes_the_same_child_run(project: Project) -> None:
@@ -251,17 +251,20 @@ def test_resume_of_the_parent_resumes_the_same_child_run(project: Project) -> No
 
 # ---------------------------------------------------------------------------------------------- sensors
 def test_file_sensor_succeeds_when_a_parallel_task_creates_the_file(project: Project) -> None:
+    # the producer writes the file once the sensor has recorded a look that found nothing
+    produce = shell_wait_for_log("wait_csv", "no file yet") + " && mkdir -p landing && echo 1 > landing/orders_1.csv"
     project.write(
         "workflows/landing.yaml",
-        """
+        f"""
         name: landing
         tasks:
           - name: produce
-            shell: sleep 0.6 && mkdir -p landing && echo 1 > landing/orders_1.csv
+            shell: {json.dumps(produce)}
           - name: wait_csv
-            wait_for: {file: "landing/*.csv"}
+            wait_for: {{file: "landing/*.csv"}}
             poke: 0.1s
-            timeout: 20s
+            timeout: 150s
+            log_level: debug
             save: found
           - name: consume
             after: [wait_csv]
@@ -304,10 +307,10 @@ def test_file_sensor_times_out_after_its_timeout(project: Project) -> None:
     assert sensor["status"] == "timed_out"
     assert [a["status"] for a in sensor["attempts"]] == ["timed_out"]
     assert "timed out after 1s" in sensor["error"]
-    assert 0.9 <= when(sensor["ended_at"]) - when(sensor["started_at"]) < 5
+    assert 0.9 <= when(sensor["ended_at"]) - when(sensor["started_at"]) < 60
     assert tasks["on_timeout"]["status"] == "succeeded"
     assert record["status"] == "succeeded"  # the timeout was caught
-    assert took < 15
+    assert took < 100
 
 
 def test_sql_sensor_succeeds_once_its_query_is_true(project: Project) -> None:
@@ -316,13 +319,25 @@ def test_sql_sensor_succeeds_once_its_query_is_true(project: Project) -> None:
         "tasks/batch.py",
         """
         import sqlite3
+        import subprocess
+        import sys
         import time
 
 
-        def finish(name):
-            time.sleep(0.6)
-            with sqlite3.connect("lite.db", timeout=10) as conn:
-                conn.execute("INSERT INTO batches VALUES (?, 1)", (name,))
+        def finish(name, run):
+            # the batch ends once the sensor has recorded a look that found it unfinished
+            logs = [sys.executable, "-m", "flowstage", "logs", run, "wait_batch", "--level", "debug"]
+            deadline = time.monotonic() + 120
+            while "condition does not hold yet" not in subprocess.run(logs, capture_output=True, text=True).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sensor never looked")
+                time.sleep(0.1)
+            conn = sqlite3.connect("lite.db", timeout=30)
+            try:
+                with conn:
+                    conn.execute("INSERT INTO batches VALUES (?, 1)", (name,))
+            finally:
+                conn.close()
         """,
     )
     project.write(
@@ -340,14 +355,15 @@ def test_sql_sensor_succeeds_once_its_query_is_true(project: Project) -> None:
             tasks:
               - name: finish_batch
                 python: tasks/batch.py:finish
-                with: {name: "{{ var.batch }}"}
+                with: {name: "{{ var.batch }}", run: "{{ run.id }}"}
               - name: wait_batch
                 wait_for:
                   sql: SELECT COUNT(*) FROM batches WHERE name = :n AND done = 1
                   connection: lite
                   params: {n: "{{ var.batch }}"}
                 poke: 0.1s
-                timeout: 20s
+                timeout: 150s
+                log_level: debug
                 save: done_count
         """,
     )
@@ -572,11 +588,18 @@ def test_for_each_runs_a_copy_per_item_and_save_keeps_the_list_in_order(project:
     project.write(
         "tasks/fan.py",
         """
+        import os
         import time
 
 
-        def shout(region, delay):
-            time.sleep(delay)
+        def shout(region, after):
+            # a copy ends only once the copy it waits for has ended: apac, then us, then eu
+            deadline = time.monotonic() + 60
+            while after != "-" and not os.path.exists(f"{after}.done"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{after} never ended")
+                time.sleep(0.02)
+            open(f"{region}.done", "w").close()
             return region.upper()
         """,
     )
@@ -591,7 +614,7 @@ def test_for_each_runs_a_copy_per_item_and_save_keeps_the_list_in_order(project:
             python: tasks/fan.py:shout
             in_process: true
             # the first item finishes last
-            with: {region: "{{ task.item }}", delay: "{{ 0.6 - 0.3 * task.instance }}"}
+            with: {region: "{{ task.item }}", after: "{{ ['us', 'apac', '-'][task.instance] }}"}
             save: loud
         """,
     )
@@ -640,9 +663,17 @@ def test_max_parallel_bounds_the_copies_running_at_once(project: Project) -> Non
         tasks:
           - name: span
             instances: 5
+            # a copy holds until it sees another one running (or all five have started), so two
+            # run at once whenever two may; its span ends after its end mark
             shell: |
               start=$(date +%s.%N)
-              sleep 0.3
+              touch spans/{{ task.instance }}.start
+              limit=$(( $(date +%s) + 60 ))
+              until [ $(ls spans | grep -c start) -eq 5 ] || [ $(( $(ls spans | grep -c start) - $(ls spans | grep -c end) )) -ge 2 ]; do
+                [ $(date +%s) -lt $limit ] || exit 1
+                sleep 0.02
+              done
+              touch spans/{{ task.instance }}.end
               echo "$start $(date +%s.%N)" > spans/{{ task.instance }}.txt
         """,
     )
@@ -653,7 +684,7 @@ def test_max_parallel_bounds_the_copies_running_at_once(project: Project) -> Non
     assert span["status"] == "succeeded"
     assert sorted(a["instance"] for a in span["attempts"]) == [0, 1, 2, 3, 4]
     spans = []
-    for path in sorted((project.root / "spans").iterdir()):
+    for path in sorted((project.root / "spans").glob("*.txt")):
         start, end = map(float, path.read_text().split())
         spans.append((start, end))
     assert len(spans) == 5

@@ -5,9 +5,10 @@ failing with "database is locked"; PostgreSQL must take the same load. The proje
 (`.flowstage/flowstage.db`) is created by the first of the twenty processes, so they also race
 to migrate a new database.
 
-The workload is sized to make writers collide: a one-second sleep lines the twenty runners up, then
-each task prints a thousand lines, so batches are large and land at the same moment. (With the busy
-timeout at zero, this workload fails with "database is locked" in several of the twenty runs.)
+The workload is sized to make writers collide: the extract tasks of all twenty runs line up at a
+gate (each marks itself ready, then holds until the test, having seen all forty ready, opens it),
+then each task prints a thousand lines, so batches are large and land at the same moment. (With the
+busy timeout at zero, this workload fails with "database is locked" in several of the twenty runs.)
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import pytest
 
 from flowstage.stores.sql.store import SqlRunStore
 from tests.conftest import Project
+from tests.records import shell_wait_for, wait_until
 
 RUNS = 20
 LINES = 1000
+# every extract task leaves a file named by its shell's pid in ready/, then waits for go.ok
+GATE = "mkdir -p ready && touch ready/$$ && " + shell_wait_for("go.ok")
 TASKS = ["extract_a", "extract_b", "transform", "report", "load"]
 WORKFLOW = f"""
 name: five
@@ -31,9 +35,9 @@ stages:
   - name: extract
     tasks:
       - name: extract_a
-        shell: sleep 1; seq 1 {LINES}; echo out-extract_a
+        shell: {json.dumps(f"{GATE}; seq 1 {LINES}; echo out-extract_a")}
       - name: extract_b
-        shell: sleep 1; seq 1 {LINES}; echo out-extract_b
+        shell: {json.dumps(f"{GATE}; seq 1 {LINES}; echo out-extract_b")}
   - name: transform
     tasks:
       - name: transform
@@ -77,7 +81,13 @@ def run_twenty_at_once(project: Project, env: dict[str, str], store_url: str) ->
     project.write("workflows/five.yaml", WORKFLOW)
     project.write("tasks/steps.py", STEPS)
 
-    results = wait_all(start_all(project, env, "run", "five"), timeout=120)
+    procs = start_all(project, env, "run", "five")
+    ready = project.root / "ready"
+    try:
+        wait_until(lambda: ready.is_dir() and len(list(ready.iterdir())) == 2 * RUNS, 240, "every extract task at the gate")
+    finally:
+        (project.root / "go.ok").write_text("")  # also lets the tasks end when the wait failed
+    results = wait_all(procs, timeout=240)
 
     for code, out, err in results:
         assert "database is locked" not in (out + err).lower()
@@ -90,7 +100,7 @@ def run_twenty_at_once(project: Project, env: dict[str, str], store_url: str) ->
     assert len({r["id"] for r in runs}) == RUNS
     assert {(r["workflow"], r["status"]) for r in runs} == {("five", "succeeded")}
 
-    shows = wait_all([project.popen("show", r["id"], "--json", env=env) for r in runs], timeout=60)
+    shows = wait_all([project.popen("show", r["id"], "--json", env=env) for r in runs], timeout=120)
     for (code, out, err), listed_run in zip(shows, runs, strict=True):
         assert code == 0, err
         record = json.loads(out)
@@ -119,6 +129,7 @@ def run_twenty_at_once(project: Project, env: dict[str, str], store_url: str) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_twenty_runs_at_once_on_one_sqlite_store_all_succeed_without_locking(project: Project) -> None:
     db = Path(project.root, ".flowstage", "flowstage.db")
     assert not db.exists()
@@ -129,6 +140,7 @@ def test_twenty_runs_at_once_on_one_sqlite_store_all_succeed_without_locking(pro
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.postgres
 def test_twenty_runs_at_once_on_one_postgres_store_all_succeed(project: Project, pg_schema_url: str) -> None:
     run_twenty_at_once(project, project.env(FLOWSTAGE_STORE=pg_schema_url), pg_schema_url)

@@ -3,7 +3,8 @@ no task recorded as succeeded before the kill runs again (SPEC §2.5, §4, §8).
 
 Every task appends ``start NAME`` and, after a short sleep, ``done NAME`` to a ledger file, so the
 ledger tells which tasks ran and how many times. The runner is killed at a few chosen moments,
-found by watching the ledger.
+found by watching the ledger. The last task holds until the test writes ``release.ok`` after the
+kill, so the run can never end before the moment comes, however slow the machine.
 """
 
 from __future__ import annotations
@@ -26,16 +27,23 @@ from tests.conftest import Project
 TASKS = ["a", "b", "c", "d", "e", "f"]
 
 LEDGER_PY = """
+import os
 import time
 
 
-def step(name, delay):
+def step(name, delay, gate=None):
     with open("ledger.txt", "a") as fh:
         fh.write(f"start {name}\\n")
     time.sleep(delay)
+    deadline = time.monotonic() + 120
+    while gate and not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{gate} never came")
+        time.sleep(0.02)
     with open("ledger.txt", "a") as fh:
         fh.write(f"done {name}\\n")
 """
+RELEASE = "release.ok"
 
 
 def shell_step(name: str) -> str:
@@ -59,7 +67,7 @@ stages:
       - {{name: e, python: tasks/ledger.py:step, with: {{name: e, delay: 0.3}}}}
   - name: four
     tasks:
-      - {{name: f, python: tasks/ledger.py:step, with: {{name: f, delay: 0.3}}, in_process: true}}
+      - {{name: f, python: tasks/ledger.py:step, with: {{name: f, delay: 0, gate: {RELEASE}}}, in_process: true}}
 """
 
 
@@ -86,24 +94,28 @@ def statuses(record: dict[str, Any]) -> dict[str, str]:
 
 
 def start_and_kill(project: Project, moment: Callable[[list[str]], bool]) -> str:
-    """Start `flowstage run ledger`, SIGKILL it once `moment(ledger lines)` holds; the run id."""
+    """Start `flowstage run ledger`, SIGKILL it once `moment(ledger lines)` holds; the run id.
+
+    The last task holds until the kill is done (then `release.ok` lets it, and the resume, end).
+    """
     proc = project.popen("run", "ledger")
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         m = re.match(r"^run (\S+) started$", first.strip())
         assert m, f"unexpected first line {first!r}"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while not moment(ledger(project)):
             assert proc.poll() is None, "the run ended before the moment to kill it"
             assert time.monotonic() < deadline, f"the moment never came; ledger: {ledger(project)}"
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+        (project.root / RELEASE).write_text("")
     assert proc.returncode == -signal.SIGKILL
     return m.group(1)
 
@@ -237,7 +249,7 @@ def long_tasks(ledger_project: Project) -> Iterator[Project]:
 def test_task_processes_die_with_a_killed_runner(long_tasks: Project) -> None:
     run_id = start_and_kill(long_tasks, lambda lines: "start a" in lines and "start b" in lines)
 
-    left = wait_for_no(long_tasks.root, is_task_process, timeout=5)
+    left = wait_for_no(long_tasks.root, is_task_process, timeout=30)
 
     assert not left, f"task processes outlived their runner: {[p.cmdline() for p in left]}"
     assert show(long_tasks, run_id)["status"] == "interrupted"
@@ -246,6 +258,6 @@ def test_task_processes_die_with_a_killed_runner(long_tasks: Project) -> None:
 def test_processes_started_by_a_task_die_with_a_killed_runner(long_tasks: Project) -> None:
     start_and_kill(long_tasks, lambda lines: "start a" in lines and "start b" in lines)
 
-    left = wait_for_no(long_tasks.root, lambda p: True, timeout=2)
+    left = wait_for_no(long_tasks.root, lambda p: True, timeout=30)
 
     assert not left, f"processes outlived their runner: {[p.cmdline() for p in left]}"

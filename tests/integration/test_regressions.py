@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Project
-from tests.records import record_of, tasks_of, wait_until
+from tests.records import record_of, shell_wait_for, tasks_of, wait_until
 
 
 def run_json(project: Project, workflow: str, *args: str, code: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -185,13 +185,18 @@ def test_a_timed_out_in_process_task_does_not_starve_the_next_task(project: Proj
     project.write(
         "tasks/stuck.py",
         """
+        import os
         import time
 
 
         def stuck():
-            time.sleep(5)
+            # holds its thread long past its timeout: until the writer has written (at most 60 s)
+            deadline = time.monotonic() + 60
+            while not os.path.exists("written.txt") and time.monotonic() < deadline:
+                time.sleep(0.05)
         """,
     )
+    # were the slot held, the writer would wait for the stuck thread and time out first
     project.write(
         "workflows/starve.yaml",
         """
@@ -199,7 +204,7 @@ def test_a_timed_out_in_process_task_does_not_starve_the_next_task(project: Proj
         preferences: {max_parallel: 1}
         tasks:
           - {name: stuck, python: tasks/stuck.py:stuck, in_process: true, timeout: 1s}
-          - {name: writer, shell: echo written > written.txt, timeout: 3s}
+          - {name: writer, shell: echo written > written.txt, timeout: 30s}
         """,
     )
     record = run_json(project, "workflows/starve.yaml", code=1)
@@ -328,17 +333,18 @@ def test_mariadb_overwrite_that_fails_midway_keeps_the_old_table(project: Projec
 # ---------------------------------------------------------------------------------------------- sub-run resume
 @pytest.mark.slow
 def test_a_killed_parent_resumes_its_recorded_sub_run_instead_of_starting_another(project: Project) -> None:
+    # the child's second stage holds until the test writes go.ok, after the kill
     project.write(
         "workflows/child.yaml",
-        """
+        f"""
         name: child
         stages:
           - name: first
             tasks:
-              - {name: mark, shell: echo first >> ledger.txt}
+              - {{name: mark, shell: echo first >> ledger.txt}}
           - name: second
             tasks:
-              - {name: wait, shell: sleep 3}
+              - {{name: wait, shell: {json.dumps(shell_wait_for("go.ok"))}}}
         """,
     )
     project.write(
@@ -366,15 +372,16 @@ def test_a_killed_parent_resumes_its_recorded_sub_run_instead_of_starting_anothe
                 return sub_run_id
             return None
 
-        child_id = wait_until(running_sub_run, 15, "the running attempt to record its sub_run_id")
+        child_id = wait_until(running_sub_run, 60, "the running attempt to record its sub_run_id")
         # the child's first stage is recorded done (a kill before that would rightly run it again)
-        wait_until(lambda: tasks_of(show(project, child_id))["mark"]["status"] == "succeeded", 10, "the child's first stage")
+        wait_until(lambda: tasks_of(show(project, child_id))["mark"]["status"] == "succeeded", 60, "the child's first stage")
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+        (project.root / "go.ok").write_text("")
     assert proc.returncode == -signal.SIGKILL
     assert show(project, child_id)["status"] == "interrupted"
 

@@ -96,7 +96,7 @@ class LocalExecutor:
         # Killed attempts need a moment to unwind (a sub-run cancels itself within a heartbeat);
         # an in-process python attempt is not waited for: nothing can stop its thread, and as a
         # daemon it does not keep the process alive.
-        pending = [f for f in self._futures if not f.done()]
+        pending = [f for f in tuple(self._futures) if not f.done()]  # pool threads discard finished ones meanwhile
         if pending:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)

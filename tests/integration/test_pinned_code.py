@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from contextlib import closing
 from typing import Any
 
 from tests.conftest import Project, Result
@@ -43,14 +44,14 @@ def write_version(project: Project, label: str) -> None:
 
 
 def seen(project: Project) -> list[str]:
-    with sqlite3.connect(project.root / "local.db") as db:
+    with closing(sqlite3.connect(project.root / "local.db")) as db, db:
         return [r[0] for r in db.execute("SELECT v FROM seen ORDER BY rowid")]
 
 
 def setup(project: Project) -> None:
     project.write("flowstage.yaml", "connections:\n  local: sqlite:///local.db\n")
     project.write("workflows/pinned.yaml", WORKFLOW)
-    with sqlite3.connect(project.root / "local.db") as db:
+    with closing(sqlite3.connect(project.root / "local.db")) as db, db:
         db.execute("CREATE TABLE seen (v TEXT)")
         db.execute("CREATE TABLE gate (x INT)")
         db.execute("INSERT INTO gate VALUES (1)")
@@ -85,7 +86,7 @@ def test_a_rolled_back_version_runs_its_own_sql_and_code_and_show_says_which(pro
 
 def test_a_resumed_run_reads_the_files_of_its_version_not_todays(project: Project) -> None:
     setup(project)
-    with sqlite3.connect(project.root / "local.db") as db:
+    with closing(sqlite3.connect(project.root / "local.db")) as db, db:
         db.execute("DROP TABLE gate")  # the first try fails
     write_version(project, "deployed")
     ok(project.cli("deploy", "workflows"))
@@ -94,7 +95,7 @@ def test_a_resumed_run_reads_the_files_of_its_version_not_todays(project: Projec
     run_id = json.loads(failed.out)["id"]
 
     write_version(project, "edited-later")
-    with sqlite3.connect(project.root / "local.db") as db:
+    with closing(sqlite3.connect(project.root / "local.db")) as db, db:
         db.execute("CREATE TABLE gate (x INT)")
         db.execute("INSERT INTO gate VALUES (1)")
     resumed = as_json(project.cli("resume", run_id, "--json"))

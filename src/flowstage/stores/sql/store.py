@@ -313,9 +313,12 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [sqlite3.Error]
     import sys
 
-    sa = sys.modules.get("sqlalchemy")
-    if sa is not None:
-        errors.append(sa.exc.SQLAlchemyError)
+    # `sqlalchemy.exc`, not `sqlalchemy`: another thread may be importing SQLAlchemy right now, and a
+    # partly imported package has no `exc` yet
+    exc = sys.modules.get("sqlalchemy.exc")
+    found = getattr(exc, "SQLAlchemyError", None)
+    if isinstance(found, type):
+        errors.append(found)
     return tuple(errors)
 
 

@@ -44,14 +44,21 @@ def _warn_on_unclosed_sqlite() -> None:
 
         def __del__(self) -> None:
             if not self.__dict__.get("closed_by_owner"):
-                warnings.warn(f"unclosed database in {self!r}", ResourceWarning, stacklevel=1)
+                where = self.__dict__.get("opened", "?")
+                warnings.warn(f"unclosed database {where}", ResourceWarning, stacklevel=1)
 
     connect = sqlite3.connect
 
     @functools.wraps(connect)
     def tracked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         kwargs.setdefault("factory", TrackedConnection)
-        return connect(*args, **kwargs)
+        conn = connect(*args, **kwargs)
+        import traceback
+
+        caller = "".join(traceback.format_stack(limit=6)[:-1]).strip().replace("\n", " | ")
+        test = os.environ.get("PYTEST_CURRENT_TEST", "outside a test")
+        conn.__dict__["opened"] = f"{args[0] if args else kwargs.get('database')!s} opened in {test}: {caller}"
+        return conn
 
     sqlite3.connect = tracked_connect
 

@@ -358,7 +358,11 @@ class SqlRunStore:
                 self.driver = self._alchemy
                 self.is_postgres = self._alchemy.engine.dialect.name == "postgresql"
             if migrate:
-                self._migrate()
+                try:
+                    self._migrate()
+                except BaseException:
+                    self.driver.close()  # nothing of a store that could not open stays open
+                    raise
         except ModuleNotFoundError as exc:
             raise StoreError(
                 f"run store {self.masked_url}: driver not installed ({exc.name}); install flowstage[postgres]"

@@ -19,9 +19,13 @@ run_finished       no      {"reason"?: text}               (status = the run's f
 task_status        yes     {"set": {field: value}, ...}    status = the task's new status; `set`
                                                             holds every other field that changed
                                                             (reason, error, started_at, ended_at,
-                                                            metrics, saved, variables); other
-                                                            keys are for display (attempt,
-                                                            instance, retry_in)
+                                                            metrics, saved, variables); the
+                                                            attempt change that caused it, when
+                                                            there is one, rides along as
+                                                            "attempt_started": {...entry} or
+                                                            "attempt_update": {"number", "set"}
+                                                            (folded first); other keys are for
+                                                            display (attempt, instance, retry_in)
 task_note          yes     {"reason": text | None}         a running task waits (for a lock, a
                                                             slot): shown as its reason
 attempt_started    yes     {"attempt": {...entry}}         a new attempt entry, appended
@@ -60,24 +64,49 @@ OPEN_ATTEMPT = frozenset({"running", "pending", "retrying", "interrupted"})
 
 
 def apply(task: TaskRun, event: Event) -> None:
-    """Fold one task event into `task` (in place). Run events leave it as it is."""
+    """Fold one task event into `task` (in place). Run events leave it as it is.
+
+    Events are never changed once made: their values are shared with the record, not copied
+    (attempt entries, which the record changes in place, are copied).
+    """
     data = event.data
     if event.kind == TASK_STATUS:
+        if "attempt_started" in data:
+            task.attempts.append(dict(data["attempt_started"]))
+        if "attempt_update" in data:
+            _update_attempt(task, data["attempt_update"])
         if event.status is not None:
             task.status = TaskStatus(event.status)
         for key, value in data.get("set", {}).items():
             if key not in TASK_FIELDS:
                 raise ValueError(f"task_status sets an unknown field {key!r}")
-            setattr(task, key, copy.deepcopy(value))
+            setattr(task, key, value)
     elif event.kind == TASK_NOTE:
         task.reason = data.get("reason")
     elif event.kind == ATTEMPT_STARTED:
-        task.attempts.append(copy.deepcopy(data["attempt"]))
+        task.attempts.append(dict(data["attempt"]))
     elif event.kind == ATTEMPT_UPDATED:
-        number = int(data["number"])
-        if not 1 <= number <= len(task.attempts):
-            raise ValueError(f"attempt {number} of {task.name} does not exist")
-        task.attempts[number - 1].update(copy.deepcopy(data.get("set", {})))
+        _update_attempt(task, data)
+
+
+def _update_attempt(task: TaskRun, data: dict[str, Any]) -> None:
+    number = int(data["number"])
+    if not 1 <= number <= len(task.attempts):
+        raise ValueError(f"attempt {number} of {task.name} does not exist")
+    task.attempts[number - 1].update(data.get("set", {}))
+
+
+def merged(attempt: Event, status: Event) -> Event | None:
+    """One `task_status` event carrying the attempt change just before it, when both are of one task."""
+    if status.kind != TASK_STATUS or status.task is None or attempt.task != status.task:
+        return None
+    if attempt.kind == ATTEMPT_STARTED and "attempt_started" not in status.data:
+        extra = {"attempt_started": attempt.data["attempt"]}
+    elif attempt.kind == ATTEMPT_UPDATED and "attempt_update" not in status.data:
+        extra = {"attempt_update": attempt.data}
+    else:
+        return None
+    return Event(status.run_id, status.at, TASK_STATUS, status.task, status.status, {**extra, **status.data})
 
 
 def replay(tasks: Iterable[TaskRun], events: Iterable[Event]) -> dict[str, TaskRun]:
@@ -98,12 +127,12 @@ def task_event(run_id: str, at: float, name: str, status: TaskStatus | str, chan
     """A `task_status` event setting `changes` (display-only keys beside them; None values dropped)."""
     data: dict[str, Any] = {k: v for k, v in display.items() if v is not None}
     if changes:
-        data["set"] = copy.deepcopy(changes)
+        data["set"] = dict(changes)
     return Event(run_id, at, TASK_STATUS, name, str(status), data)
 
 
 def attempt_event(run_id: str, at: float, name: str, number: int, changes: dict[str, Any]) -> Event:
-    return Event(run_id, at, ATTEMPT_UPDATED, name, None, {"number": number, "set": copy.deepcopy(changes)})
+    return Event(run_id, at, ATTEMPT_UPDATED, name, None, {"number": number, "set": dict(changes)})
 
 
 def orphan_events(tasks: Sequence[TaskRun], *, run_id: str, status: str, at: float, reason: str) -> list[Event]:
@@ -148,6 +177,7 @@ __all__ = [
     "apply",
     "attempt_event",
     "fresh",
+    "merged",
     "orphan_events",
     "replay",
     "task_event",

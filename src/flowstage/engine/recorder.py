@@ -13,7 +13,7 @@ from typing import Any
 
 from flowstage.engine.hooks import Hooks
 from flowstage.engine.ports import Batch, Clock, Event, LogLine, RunStorePort, TaskRun
-from flowstage.engine.projection import OPEN_ATTEMPT, apply, attempt_event, task_event
+from flowstage.engine.projection import OPEN_ATTEMPT, apply, attempt_event, merged, task_event
 from flowstage.engine.transitions import TaskInput, Transition, task_transition
 
 
@@ -46,17 +46,28 @@ class Recorder:
             self.batch.logs.append(LogLine(self.run_id, task, attempt, self.clock.time(), level, message))
 
     def emit(self, event: Event) -> None:
-        """Record `event`: fold it into its task's record and queue both for the next write."""
+        """Record `event`: fold it into its task's record and queue both for the next write.
+
+        A status change right after the attempt change that caused it is written as one event.
+        """
         if event.task is not None:
             record = self.records[event.task]
             apply(record, event)
             self.batch.tasks.append(record)
+            events = self.batch.events
+            if events:
+                both = merged(events[-1], event)
+                if both is not None:
+                    events[-1] = both
+                    return
         self.batch.events.append(event)
 
     def move(self, name: str, move: TaskInput, changes: dict[str, Any] | None = None, **display: Any) -> Transition:
         """Move task `name` by the state machine, recording the change (a no-op change records nothing)."""
         record = self.records[name]
         step = task_transition(record.status, move)
+        if changes:  # only what really changes goes into the event
+            changes = {k: v for k, v in changes.items() if getattr(record, k) != v}
         if step.status is not record.status or changes:
             self.emit(task_event(self.run_id, self.clock.time(), name, step.status, changes or {}, **display))
         return step

@@ -13,8 +13,10 @@ echoes a URL it was given logs ``***``.
 
 from __future__ import annotations
 
+import queue
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
@@ -63,9 +65,49 @@ def run_secrets(resources: RunResources) -> list[str]:
     return urls
 
 
+class _DaemonThreads:
+    """Daemon threads for in-process attempts, reused while idle.
+
+    Nothing can stop a thread, so one an abandoned attempt holds must never keep the process alive
+    (daemon), and never holds a slot another attempt needs (a new thread starts when none is idle;
+    the runner bounds how many attempts run at once).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1  # that thread is spoken for: the next submit starts another
+        if reuse:
+            self._jobs.put(work)
+        else:
+            threading.Thread(target=self._work, args=(work,), name=self._prefix, daemon=True).start()
+
+    def _work(self, work: Callable[[], None] | None) -> None:
+        while work is not None:
+            work()
+            with self._lock:
+                self._idle += 1
+            work = self._jobs.get()
+
+    def shutdown(self) -> None:
+        """End the idle threads (busy ones end with their attempt, or with the process)."""
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._jobs.put(None)
+
+
 class LocalExecutor:
     def __init__(self, resources: RunResources, max_workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
+        self._in_process = _DaemonThreads("flowstage-in-process")
         self.resources = resources
         self._futures: set[Future[None]] = set()
         self._scrub = Scrubber(run_secrets(resources))
@@ -85,7 +127,7 @@ class LocalExecutor:
             masked.done(outcome)
 
         if getattr(job.spec, "in_process", False):
-            threading.Thread(target=work, name=f"flowstage-{job.task}", daemon=True).start()
+            self._in_process.submit(work)
             return handle
         future = self._pool.submit(work)
         self._futures.add(future)
@@ -100,4 +142,5 @@ class LocalExecutor:
         if pending:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._in_process.shutdown()
         self.resources.close()

@@ -1,0 +1,204 @@
+"""The API's answer and request bodies: pydantic models of their own, decoupled from the store's dataclasses.
+
+Times are ISO 8601 strings with a UTC offset, ids are strings (SPEC §5.1). Run and task
+records keep their free-form parts (variables, metrics, saved values, attempts) as mappings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class Health(Answer):
+    status: str = "ok"
+    version: str
+
+
+class Problem(Answer):
+    """An RFC 9457 problem document (`application/problem+json`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    problems: list[str] | None = Field(default=None, description="file:line:col problems of a rejected workflow")
+
+
+class LastRun(Answer):
+    id: str
+    status: str
+    started_at: str | None
+
+
+class WorkflowSummary(Answer):
+    name: str
+    version: int
+    versions: int
+    deployed_at: str | None
+    description: str | None = None
+    tags: list[str] = []
+    trigger: dict[str, Any] | None = None
+    last_run: LastRun | None = None
+
+
+class WorkflowDetail(WorkflowSummary):
+    definition: dict[str, Any]
+    source: str | None = None
+
+
+class WorkflowVersion(Answer):
+    version: int
+    current: bool
+    hash: str
+    deployed_at: str | None
+    deployed_by: str | None
+    source: str | None
+    files: list[str]
+
+
+class GraphNode(Answer):
+    id: str
+    stage: str
+    kind: str | None = None
+    status: str | None = None
+
+
+class GraphEdge(Answer):
+    from_: str = Field(alias="from", serialization_alias="from")
+    to: str
+    condition: str
+
+
+class StaticGraph(Answer):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    stages: list[str]
+
+
+class RunGraph(Answer):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class Deployed(Answer):
+    name: str
+    version: int
+    previous: int | None = None
+    created: bool
+    activated: bool
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+
+
+class RolledBack(Answer):
+    name: str
+    version: int
+    previous: int | None
+    activated: bool
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunId(Answer):
+    id: str
+
+
+class RunSummary(Answer):
+    id: str
+    workflow: str
+    version: int | None
+    status: str
+    started_at: str | None
+    ended_at: str | None
+    duration_seconds: float | None
+
+
+class RunPage(Answer):
+    items: list[RunSummary]
+    next: str | None = Field(description="the URL of the next page (older runs); null on the last page")
+
+
+class TaskRecord(Answer):
+    name: str
+    stage: str
+    status: str
+    reason: str | None
+    attempts: list[dict[str, Any]]
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    metrics: dict[str, Any]
+    saved: dict[str, Any]
+    variables: dict[str, Any] | None = None
+
+
+class Resume(Answer):
+    by: str | None
+    at: str | None
+
+
+class RunRecord(RunSummary):
+    variables: dict[str, Any]
+    logical_time: str | None
+    resumes: list[Resume]
+    parent_run_id: str | None
+    code: dict[str, Any] | None = None
+    tasks: list[TaskRecord]
+    graph: RunGraph
+
+
+class Cancelled(Answer):
+    id: str
+    status: str
+
+
+class LogEntry(Answer):
+    id: int
+    at: str | None
+    level: str
+    task: str | None
+    attempt: int | None
+    message: str
+
+
+class LogPage(Answer):
+    items: list[LogEntry]
+    next: str | None = Field(description="the URL of the next lines; null when no more lines are recorded yet")
+    after: int = Field(description="the cursor to pass as `after=` to read the lines that come next")
+
+
+class CatalogSummary(Answer):
+    name: str
+    location: str
+    connection: str | None
+    format: str | None
+    columns: list[dict[str, str]]
+    partitions: list[str]
+    row_estimate: int | None
+    version: int
+    updated_at: str | None
+
+
+class SchemaVersion(Answer):
+    version: int
+    columns: list[dict[str, Any]] | None = None
+    partitions: list[str] = []
+    change: dict[str, Any] | None = None
+    at: str | None
+    run_id: str | None = None
+
+
+class CatalogDetail(CatalogSummary):
+    history: list[SchemaVersion]

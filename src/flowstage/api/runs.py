@@ -1,0 +1,159 @@
+"""`/runs`: the run history by cursor, a run's record with its dynamic graph, resume, cancel, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from flowstage.api import models
+from flowstage.api.auth import require
+from flowstage.api.context import ApiContext, context
+from flowstage.api.paging import decode_cursor, runs_page
+from flowstage.api.problems import ApiProblem, from_flowstage, problem_responses
+from flowstage.errors import FlowstageError
+from flowstage.logging import LEVELS, level_name
+from flowstage.model.statuses import RunStatus
+from flowstage.stores.base import StoredRun
+from flowstage.views.records import iso
+
+router = APIRouter(tags=["runs"])
+
+Ctx = Annotated[ApiContext, Depends(context)]
+RunIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200, description="a run id")]
+RunStatusName = Literal["running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+LevelName = Literal["debug", "info", "notice", "warning", "error", "critical"]
+
+assert set(RunStatusName.__args__) == {s.value for s in RunStatus}, "RunStatusName follows RunStatus"  # type: ignore[attr-defined]
+assert set(LevelName.__args__) == set(LEVELS), "LevelName follows the log levels"  # type: ignore[attr-defined]
+
+
+def _run(ctx: ApiContext, run_id: str) -> StoredRun:
+    run = ctx.store.get_run(run_id)
+    if run is None:
+        raise ApiProblem(404, f"no run {run_id!r}")
+    return run
+
+
+@router.get("/runs", response_model=models.RunPage, responses=problem_responses(422), dependencies=[Depends(require("viewer"))])
+def list_runs(
+    request: Request,
+    ctx: Ctx,
+    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[list[RunStatusName] | None, Query(description="only runs with this status (repeatable)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500, description="the `next` page's cursor")] = None,
+) -> dict[str, Any]:
+    """Run history, newest first, one page at a time; `next` is the URL of the page after this one."""
+    from flowstage.views.records import run_summary
+
+    try:
+        key = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise ApiProblem(422, f"query cursor: {exc}") from None
+    page = runs_page(ctx.store, workflow=workflow, statuses=status or [], limit=limit, cursor=key)
+    following = str(request.url.include_query_params(cursor=page.cursor)) if page.cursor else None
+    return {"items": [run_summary(run, shown) for run, shown in page.runs], "next": following}
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=models.RunRecord,
+    responses=problem_responses(404, 422),
+    dependencies=[Depends(require("viewer"))],
+)
+def get_run(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
+    """The run record (SPEC §5.1) with the dynamic graph: each node's status."""
+    from flowstage.app.liveness import effective_status
+    from flowstage.views.records import run_code, run_record
+
+    run = _run(ctx, run_id)
+    record = run_record(run, effective_status(run), run_code(ctx.store, run_id))
+    record["graph"] = _dynamic_graph(run)
+    return dict(ctx.masked(record))
+
+
+def _dynamic_graph(run: StoredRun) -> dict[str, Any]:
+    from flowstage.engine.plan import compile_plan
+    from flowstage.model.workflow import Workflow
+    from flowstage.views.graph import graph_data
+
+    data = graph_data(compile_plan(Workflow.model_validate(run.definition)), {t.name: str(t.status) for t in run.tasks})
+    return {"nodes": data["nodes"], "edges": data["edges"]}
+
+
+@router.post(
+    "/runs/{run_id}/resume",
+    response_model=models.RunId,
+    status_code=202,
+    responses=problem_responses(404, 409, 422),
+    dependencies=[Depends(require("operator"))],
+)
+def resume(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
+    """Resume a failed, cancelled, timed-out or interrupted run in a runner process of its own (409 otherwise)."""
+    from flowstage.app.detached import detach_resume
+
+    _run(ctx, run_id)
+    try:
+        detach_resume(ctx.project, run_id)
+    except FlowstageError as exc:
+        raise from_flowstage(exc, conflict=True) from None
+    return {"id": run_id}
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=models.Cancelled,
+    responses=problem_responses(404, 409, 422),
+    dependencies=[Depends(require("operator"))],
+)
+def cancel(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
+    """Cancel a running run: its running tasks are killed, pending ones cancelled (409 when it already ended)."""
+    from flowstage.app.runs import cancel_run
+
+    _run(ctx, run_id)
+    try:
+        run = cancel_run(ctx.store, run_id)
+    except FlowstageError as exc:
+        raise from_flowstage(exc, conflict=True) from None
+    return {"id": run.id, "status": run.status}
+
+
+@router.get(
+    "/runs/{run_id}/logs",
+    response_model=models.LogPage,
+    responses=problem_responses(404, 422),
+    dependencies=[Depends(require("viewer"))],
+)
+def logs(
+    request: Request,
+    run_id: RunIdPath,
+    ctx: Ctx,
+    task: Annotated[str | None, Query(max_length=200)] = None,
+    level: Annotated[LevelName, Query(description="the lowest level returned")] = "debug",
+    after: Annotated[int, Query(ge=0, description="the id of the last line already read")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Log lines of a run (of one task), oldest first, after the cursor `after`."""
+    run = _run(ctx, run_id)
+    if task is not None and task not in {t.name for t in run.tasks}:
+        raise ApiProblem(404, f"run {run_id} has no task {task!r}")
+    lines = ctx.store.logs(run_id, task=task, min_level=LEVELS[level], after=after, limit=limit + 1)
+    page = lines[:limit]
+    last = page[-1].id if page else after
+    items = [
+        {
+            "id": s.id,
+            "at": iso(s.line.at),
+            "level": level_name(s.line.level),
+            "task": s.line.task,
+            "attempt": s.line.attempt,
+            "message": ctx.scrub(s.line.message),
+        }
+        for s in page
+    ]
+    following = str(request.url.include_query_params(after=last)) if len(lines) > limit else None
+    return {"items": items, "next": following, "after": last}
+
+
+__all__ = ["router"]

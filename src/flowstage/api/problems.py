@@ -9,12 +9,12 @@ traceback goes to the server's log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowstage.errors import DefinitionError, FlowstageError, NotFoundError, UsageError
@@ -102,15 +102,23 @@ def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
         lines = [f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
         return problem_response(422, scrub("; ".join(lines) or "invalid request"), title="Invalid request")
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return problem_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+    @app.middleware("http")
+    async def internal_errors(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # a middleware, not an `Exception` handler: Starlette re-raises what reaches that handler, and
+        # the server would log the unscrubbed traceback
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            import traceback
+
+            # the traceback goes to the server's log, scrubbed like every other line (SPEC §1)
+            log.error("%s %s failed:\n%s", request.method, request.url.path, scrub("".join(traceback.format_exception(exc))))
+            return problem_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
 
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(FlowstageError, on_flowstage)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(Exception, on_error)
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +19,8 @@ class ApiContext:
     project: Project
     store: RunStore
     scrub: Callable[[str], str]
+    #: the static graph of each recently read run, by run id: a run's definition never changes
+    graphs: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
 
     def masked(self, data: Any) -> Any:
         """`data` with every string scrubbed of connection URLs and passwords (SPEC §1)."""

@@ -69,17 +69,31 @@ def get_run(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
 
     run = _run(ctx, run_id)
     record = run_record(run, effective_status(run), run_code(ctx.store, run_id))
-    record["graph"] = _dynamic_graph(run)
+    record["graph"] = _dynamic_graph(ctx, run)
     return dict(ctx.masked(record))
 
 
-def _dynamic_graph(run: StoredRun) -> dict[str, Any]:
-    from flowstage.engine.plan import compile_plan
-    from flowstage.model.workflow import Workflow
-    from flowstage.views.graph import graph_data
+GRAPHS_KEPT = 512
 
-    data = graph_data(compile_plan(Workflow.model_validate(run.definition)), {t.name: str(t.status) for t in run.tasks})
-    return {"nodes": data["nodes"], "edges": data["edges"]}
+
+def _dynamic_graph(ctx: ApiContext, run: StoredRun) -> dict[str, Any]:
+    """The run's graph with each node's status; its static part is compiled once per run and kept."""
+    static = ctx.graphs.get(run.id)
+    if static is None:
+        from flowstage.engine.plan import compile_plan
+        from flowstage.model.workflow import Workflow
+        from flowstage.views.graph import graph_data
+
+        static = graph_data(compile_plan(Workflow.model_validate(run.definition)))
+        ctx.graphs[run.id] = static
+        while len(ctx.graphs) > GRAPHS_KEPT:  # requests run on several threads: another may pop first
+            try:
+                ctx.graphs.popitem(last=False)
+            except KeyError:
+                break
+    statuses = {t.name: str(t.status) for t in run.tasks}
+    nodes = [{**node, "status": statuses.get(node["id"], "pending")} for node in static["nodes"]]
+    return {"nodes": nodes, "edges": static["edges"]}
 
 
 @router.post(

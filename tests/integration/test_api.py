@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,10 @@ def _answers(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path) -> 
         return False
 
 
-@pytest.fixture
-def server(project: Project, tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def serve(project: Project, log: Path) -> Iterator[Server]:
+    """`flowstage server` on a free port of loopback, until SIGTERM; its output in `log`."""
     port = _free_port()
-    log = tmp_path / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*FLOWSTAGE, "server", "--port", str(port)], cwd=project.root, stdout=out, stderr=subprocess.STDOUT, env=project.env()
@@ -96,6 +97,12 @@ def server(project: Project, tmp_path: Path) -> Iterator[Server]:
     stopped = log.read_text(errors="replace")
     assert code in (0, -signal.SIGTERM), f"exit {code}:\n{stopped}"
     assert "Application shutdown complete" in stopped, stopped
+
+
+@pytest.fixture
+def server(project: Project, tmp_path: Path) -> Iterator[Server]:
+    with serve(project, tmp_path / "server.log") as running:
+        yield running
 
 
 def deploy(client: httpx.Client, text: str) -> httpx.Response:
@@ -307,32 +314,28 @@ def test_catalog_routes_list_and_show_crawled_tables(project: Project, server: S
 
 
 def test_no_connection_password_appears_in_answers(project: Project, tmp_path: Path) -> None:
-    project.write("flowstage.yaml", "connections:\n  shop: postgresql+psycopg://app:s3cr3t-pw@127.0.0.1:1/shop\n")
-    project.write(
-        "workflows/leaky.yaml",
-        """
-        name: leaky
-        tasks:
-          - {name: q, sql: SELECT 1, connection: shop}
-        """,
-    )
-    # a server of its own: the fixture's started before this project's connections were written
-    port = _free_port()
-    log = tmp_path / "leaky.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*FLOWSTAGE, "server", "--port", str(port)], cwd=project.root, stdout=out, stderr=subprocess.STDOUT, env=project.env()
-        )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=90) as client:
-            wait_until(lambda: _answers(client, proc, log), 60, "the server to answer /health")
-            run_id = start(client, "leaky")
-            wait_status(client, run_id, "failed")
-            texts = [client.get(f"/runs/{run_id}").text, client.get(f"/runs/{run_id}/logs").text]
-            assert all("s3cr3t-pw" not in text for text in texts)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    url = "postgresql+psycopg://app:s3cr3t-pw@127.0.0.1:1/shop"
+    project.write("flowstage.yaml", f"connections:\n  shop: {url}\n")
+    leaky = f"""
+name: leaky
+variables: {{target: "{url}"}}
+tasks:
+  - {{name: say, shell: "echo connecting to {url}"}}
+"""
+    with serve(project, tmp_path / "leaky.log") as running:
+        client = running.client
+        assert deploy(client, leaky).status_code == 201
+        run_id = start(client, "leaky")
+        wait_status(client, run_id, "succeeded")
+        answers = {
+            path: client.get(path).text
+            for path in ("/workflows", "/workflows/leaky", f"/runs/{run_id}", f"/runs/{run_id}/logs", "/runs")
+        }
+        assert "connecting to" in answers[f"/runs/{run_id}/logs"]
+        leaked = [path for path, text in answers.items() if "s3cr3t-pw" in text]
+        assert leaked == []
+        assert "***" in answers[f"/runs/{run_id}"]
+    assert "s3cr3t-pw" not in (tmp_path / "leaky.log").read_text(errors="replace")
 
 
 def test_the_server_refuses_a_non_loopback_host_without_auth(project: Project) -> None:

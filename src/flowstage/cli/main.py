@@ -53,9 +53,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from flowstage.cli import catalog, deploy, inspect, project, run
+    from flowstage.cli import catalog, deploy, inspect, project, run, tokens
 
-    for module in (project, run, inspect, catalog, deploy):
+    for module in (project, run, inspect, catalog, deploy, tokens):
         for command in module.COMMANDS:
             cli.add_command(command)
 

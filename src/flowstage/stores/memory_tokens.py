@@ -27,9 +27,7 @@ class MemoryTokenStore:
         self._lock = threading.Lock()
         self._rows: dict[str, _Row] = {}
 
-    def create(
-        self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float
-    ) -> tuple[Token, str]:
+    def create(self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float) -> tuple[Token, str]:
         drawn = new_secret()
         token = Token(drawn.id, name, Role(role), at, expires_at, None, None)
         with self._lock:

@@ -124,9 +124,7 @@ def parse_role(value: str | Role) -> Role:
 
 
 class TokenStore(Protocol):
-    def create(
-        self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float
-    ) -> tuple[Token, str]:
+    def create(self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float) -> tuple[Token, str]:
         """Create a token; returns it and its secret, which nothing can show again."""
         ...
 

@@ -25,9 +25,7 @@ class SqlTokenStore:
     def __init__(self, store: SqlRunStore) -> None:
         self.store = store
 
-    def create(
-        self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float
-    ) -> tuple[Token, str]:
+    def create(self, *, role: Role, name: str | None = None, expires_at: float | None = None, at: float) -> tuple[Token, str]:
         drawn = new_secret()
         token = Token(drawn.id, name, Role(role), at, expires_at, None, None)
         with self.store.write_transaction() as tx:

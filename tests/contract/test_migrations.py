@@ -32,6 +32,7 @@ MIGRATED_TABLES = {
     "trigger_consumed",
     "catalog_tables",
     "catalog_versions",
+    "api_tokens",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
+from flowstage.api.auth import AuthState
 from flowstage.redact import Scrubber
 from flowstage.settings import Project
 from flowstage.stores.base import RunStore
@@ -19,6 +20,8 @@ class ApiContext:
     project: Project
     store: RunStore
     scrub: Callable[[str], str]
+    #: whether requests need a token (see api/auth.py)
+    auth: AuthState
     #: the static graph of each recently read run, by run id: a run's definition never changes
     graphs: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
 

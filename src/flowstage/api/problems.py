@@ -95,7 +95,10 @@ def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {_request.url.path}"
-        return problem_response(exc.status_code, scrub(detail))
+        answer = problem_response(exc.status_code, scrub(detail))
+        for name, value in (exc.headers or {}).items():  # WWW-Authenticate of a 401
+            answer.headers[name] = value
+        return answer
 
     async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from flowstage.api import catalog, models, problems, runs, workflows
+from flowstage.api.auth import AuthState, auth_forced
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.settings import Project
 
@@ -38,7 +39,7 @@ def create_app(project: Project) -> FastAPI:
         from flowstage.app.stores import open_store
 
         store = open_store(project)
-        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub)
+        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""`server`: the REST API (`/api/v1`) on uvicorn, on loopback only until API tokens exist."""
+"""`server`: the REST API (`/api/v1`) on uvicorn; elsewhere than loopback only with auth on."""
 
 from __future__ import annotations
 
@@ -11,23 +11,38 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @click.command("server")
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (loopback only, for now).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="The address to listen on (other than loopback only with auth on)."
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 def server_cmd(host: str, port: int) -> None:
     """The REST API at http://HOST:PORT/api/v1 (OpenAPI at /api/v1/openapi.json); SIGTERM or Ctrl-C stops it."""
-    if host not in LOOPBACK:
+    project = project_for()
+    if host not in LOOPBACK and not _auth_on(project):
         raise UsageError(
-            f"--host {host}: the server listens only on 127.0.0.1, localhost or ::1 for now; "
-            "a host other than those needs auth (API tokens), which this server does not have yet"
+            f"--host {host}: without auth the server listens only on 127.0.0.1, localhost or ::1; "
+            "create a token first (flowstage token create --role admin) or set server: {auth: true} in flowstage.yaml"
         )
     import uvicorn
 
     from flowstage.api.server import create_app
 
-    project = project_for()
     app = create_app(project)
     click.echo(f"flowstage server: project {project.root}, API at http://{host}:{port}/api/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False)
+
+
+def _auth_on(project: object) -> bool:
+    from flowstage.api.auth import auth_forced
+    from flowstage.cli.common import store_for
+
+    if auth_forced(project.config):  # type: ignore[attr-defined]
+        return True
+    store = store_for(project)  # type: ignore[arg-type]
+    try:
+        return bool(store.tokens.list())
+    finally:
+        store.close()
 
 
 COMMANDS = [server_cmd]

@@ -17,6 +17,7 @@ from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
+    from flowstage.stores.tokens import TokenStore
 
 
 @dataclass
@@ -151,4 +152,9 @@ class RunStore(Protocol):
     @property
     def catalog(self) -> CatalogStore:
         """The data catalog kept beside these runs."""
+        ...
+
+    @property
+    def tokens(self) -> TokenStore:
+        """The API tokens kept beside these runs (auth of the REST API)."""
         ...

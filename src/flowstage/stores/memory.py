@@ -20,6 +20,7 @@ from flowstage.stores.base import NewRun, StoredLog, StoredRun
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
+    from flowstage.stores.tokens import TokenStore
 
 
 class MemoryRunStore:
@@ -239,6 +240,16 @@ class MemoryRunStore:
             from flowstage.stores.memory_catalog import MemoryCatalog
 
             found = self.__dict__.setdefault("_catalog", MemoryCatalog())
+        return found
+
+    @property
+    def tokens(self) -> TokenStore:
+        """The API tokens beside these runs."""
+        found: TokenStore | None = self.__dict__.get("_tokens")
+        if found is None:
+            from flowstage.stores.memory_tokens import MemoryTokenStore
+
+            found = self.__dict__.setdefault("_tokens", MemoryTokenStore())
         return found
 
 

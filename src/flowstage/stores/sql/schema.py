@@ -187,3 +187,18 @@ catalog_versions = sa.Table(
     sa.Column("at", _T, nullable=False),
     sa.Column("run_id", sa.String(64), nullable=True),
 )
+
+# --------------------------------------------------------------------------- 0004: API tokens
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    sa.Column("created_at", _T, nullable=False),
+    sa.Column("expires_at", _T, nullable=True),
+    sa.Column("revoked_at", _T, nullable=True),
+    sa.Column("last_used_at", _T, nullable=True),
+)

@@ -43,8 +43,9 @@ from flowstage.stores.base import NewRun, StoredLog, StoredRun
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
+    from flowstage.stores.tokens import TokenStore
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _BUSY_TIMEOUT_MS = 120_000
 
 EVENTS_CHANNEL = "flowstage_events"  # the LISTEN/NOTIFY channel; the payload is the run id
@@ -780,6 +781,16 @@ class SqlRunStore:
             from flowstage.stores.sql.catalog import SqlCatalog
 
             found = self.__dict__.setdefault("_catalog", SqlCatalog(self))
+        return found
+
+    @property
+    def tokens(self) -> TokenStore:
+        """The API tokens in this store's database."""
+        found: TokenStore | None = self.__dict__.get("_tokens")
+        if found is None:
+            from flowstage.stores.sql.tokens import SqlTokenStore
+
+            found = self.__dict__.setdefault("_tokens", SqlTokenStore(self))
         return found
 
 

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from flowstage.api import catalog, models, problems, runs, workflows
+from flowstage.api import catalog, events, models, problems, runs, workflows
 from flowstage.api.auth import AuthState, auth_forced
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.settings import Project
@@ -64,7 +64,7 @@ def create_app(project: Project) -> FastAPI:
         """Whether the server answers."""
         return models.Health(status="ok", version=version)
 
-    for router in (workflows.router, runs.router, catalog.router):
+    for router in (workflows.router, runs.router, events.router, catalog.router):
         api.include_router(router)
     app.include_router(api)
     return app

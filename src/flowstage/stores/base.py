@@ -107,6 +107,10 @@ class RunStore(Protocol):
         """
         ...
 
+    def last_event_id(self, run_id: str | None = None) -> int:
+        """The cursor of the newest event (of one run, or of every run); 0 when there is none."""
+        ...
+
     def wait_events(self, cursor: int, *, run_id: str | None = None, timeout: float) -> bool:
         """Block until an event with id > `cursor` exists (of `run_id`, if given) or `timeout` seconds pass.
 

@@ -170,6 +170,11 @@ class MemoryRunStore:
                     return False
                 self._written.wait(remaining)
 
+    def last_event_id(self, run_id: str | None = None) -> int:
+        """The cursor of the newest event (of one run, or of every run); 0 when there is none."""
+        with self._lock:
+            return self._newest_event(run_id)
+
     def _newest_event(self, run_id: str | None) -> int:
         """The id of the newest event (of one run), 0 when there is none (the caller holds the lock)."""
         return len(self._events) if run_id is None else self._last_event.get(run_id, 0)

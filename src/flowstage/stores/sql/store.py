@@ -667,6 +667,10 @@ class SqlRunStore:
             with wakeups.cond:
                 wakeups.waiters.discard(waiter)
 
+    def last_event_id(self, run_id: str | None = None) -> int:
+        """The cursor of the newest event (of one run, or of every run); 0 when there is none."""
+        return self._newest_event(run_id)
+
     def _newest_event(self, run_id: str | None) -> int:
         """The id of the newest event (of one run), 0 when there is none: one index lookup."""
         if run_id is None:

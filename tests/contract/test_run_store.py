@@ -503,6 +503,18 @@ class StoreContract:
         assert [e.run_id for _, e in store.events("r2")] == ["r2", "r2"]
         assert store.events("unknown") == []
 
+    def test_last_event_id_is_the_cursor_of_the_newest_event_of_a_run_or_of_all(self, store: RunStore) -> None:
+        assert store.last_event_id() == 0
+        assert store.last_event_id("r1") == 0
+        store.create_run(new_run("r1"))
+        store.create_run(new_run("r2", started_at=T0 + 1))
+        store.record(Batch("r1", events=[Event("r1", T0 + 2, "task_status", "extract", "running")]))
+        every = store.events_after(0)
+        assert store.last_event_id() == every[-1][0]
+        assert store.last_event_id("r1") == max(i for i, e in every if e.run_id == "r1")
+        assert store.last_event_id("r2") == max(i for i, e in every if e.run_id == "r2")
+        assert store.events_after(store.last_event_id()) == []
+
     def test_events_after_reads_one_run_or_every_run_in_id_order_from_a_cursor(self, store: RunStore) -> None:
         store.create_run(new_run("r1"))
         store.create_run(new_run("r2", started_at=T0 + 1))

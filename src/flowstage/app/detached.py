@@ -79,8 +79,14 @@ def detach_run(
     version: int | None = None,
     executor: str | None = None,
     run_id: str | None = None,
+    logical_time: float | None = None,
+    source: str | None = None,
 ) -> str:
-    """Start a run of `workflow` (a name or a file; a deployed `version` if given) in a runner process of its own."""
+    """Start a run of `workflow` (a name or a file; a deployed `version` if given) in a runner process of its own.
+
+    `logical_time` (epoch seconds, default now) is the time the run is for, as a scheduler's fire
+    gives it; `source` replaces the recorded "where the definition came from" label.
+    """
     from flowstage.app.runs import new_run_id
 
     run_id = run_id or new_run_id()
@@ -89,6 +95,10 @@ def detach_run(
         argv += ["--version", str(version)]
     if executor:
         argv += ["--executor", executor]
+    if logical_time is not None:
+        argv += ["--logical-time", repr(float(logical_time))]
+    if source:
+        argv += ["--source", source]
     proc = _spawn(project, run_id, argv)
     _wait_recorded(project, run_id, proc, claimed_by=False)
     return run_id
@@ -122,6 +132,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int)
     parser.add_argument("--variables", default="{}")
     parser.add_argument("--executor")
+    parser.add_argument("--logical-time", type=float)
+    parser.add_argument("--source")
     args = parser.parse_args(argv)
     from flowstage.app.runs import open_store, resume_run, start_run
     from flowstage.app.workflows import resolve_workflow
@@ -149,9 +161,10 @@ def _main(argv: list[str] | None = None) -> int:
                 store=store,
                 variables=json.loads(args.variables),
                 version=version,
-                source=source,
+                source=args.source or source,
                 executor=args.executor,
                 run_id=args.run_id,
+                logical_time=args.logical_time,
             )
     except FlowstageError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -45,6 +45,13 @@ def _spawn(project: Project, run_id: str, argv: list[str]) -> subprocess.Popen[b
         )
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect the runner process's exit when it ends, so a long-lived caller keeps no zombie of it."""
+    import threading
+
+    threading.Thread(target=proc.wait, name=f"flowstage-reap-{proc.pid}", daemon=True).start()
+
+
 def _wait_recorded(project: Project, run_id: str, proc: subprocess.Popen[bytes], *, claimed_by: bool) -> None:
     """Until the runner process has recorded (or claimed) the run; its error if it ended first."""
     from flowstage.app.runs import open_store
@@ -101,6 +108,7 @@ def detach_run(
         argv += ["--source", source]
     proc = _spawn(project, run_id, argv)
     _wait_recorded(project, run_id, proc, claimed_by=False)
+    _reap(proc)
     return run_id
 
 
@@ -120,6 +128,7 @@ def detach_resume(project: Project, run_id: str, *, executor: str | None = None)
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
     proc = _spawn(project, run_id, ["resume", *(["--executor", executor] if executor else [])])
     _wait_recorded(project, run_id, proc, claimed_by=True)
+    _reap(proc)
     return run_id
 
 

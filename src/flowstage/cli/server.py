@@ -28,8 +28,20 @@ def server_cmd(host: str, port: int) -> None:
     from flowstage.api.server import create_app
 
     app = create_app(project)
+    _log_to_stderr()
     click.echo(f"flowstage server: project {project.root}, API at http://{host}:{port}/api/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False)
+
+
+def _log_to_stderr() -> None:
+    """What the server itself tells (the scheduler's fires, the orphans it dealt with) on stderr, at info, like uvicorn's lines."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger = logging.getLogger("flowstage")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _auth_on(project: object) -> bool:

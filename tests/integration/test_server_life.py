@@ -6,18 +6,23 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowstage.deploy import deploy
 from flowstage.scheduler import Scheduler
 from flowstage.settings import load_project
 from flowstage.stores.sql.store import SqlRunStore
-from tests.conftest import Project
-from tests.integration.test_api import HELLO, serve, start, wait_status
+from tests.conftest import FLOWSTAGE, Project
+from tests.integration.test_api import HELLO, _answers, _free_port, serve, start, wait_status
 from tests.integration.test_api import deploy as post_workflow
 from tests.records import wait_until
 
@@ -89,6 +94,70 @@ def test_a_detached_scheduler_records_the_fire_and_its_run_lives_in_a_runner_pro
     # the due time is fired once: the next pass at the same time starts nothing
     assert scheduler.tick() == []
     assert scheduler.shutdown(grace=5) == []
+
+
+FAST_MINUTES = """
+name: minutely
+trigger: {schedule: "* * * * *", max_active_runs: 20}
+tasks:
+  - {name: greet, shell: "echo hello"}
+"""
+
+
+@contextmanager
+def serve_with_clock(project: Project, log: Path, *clock: str) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """`flowstage server` with its scheduler's clock shifted or sped up (hidden options), until SIGTERM."""
+    port = _free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*FLOWSTAGE, "server", "--port", str(port), *clock],
+            cwd=project.root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=project.env(),
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=90) as client:
+            wait_until(lambda: _answers(client, proc, log), 60, "the server to answer /health")
+            yield client, proc
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the server did not stop on SIGTERM within 30 s")
+    assert code in (0, -signal.SIGTERM), log.read_text(errors="replace")
+
+
+def test_two_servers_on_one_store_fire_each_due_time_once_and_their_runs_outlive_them(
+    project: Project, store: SqlRunStore, tmp_path: Path
+) -> None:
+    project.write("workflows/minutely.yaml", FAST_MINUTES)
+    assert project.cli("deploy", "workflows").code == 0
+    clock = ("--clock-origin", repr(time.time()), "--clock-rate", "60")  # a minute per second
+    pids: set[int] = set()
+    with ExitStack() as servers:
+        for i in range(2):
+            _client, proc = servers.enter_context(serve_with_clock(project, tmp_path / f"server{i}.log", *clock))
+            pids.add(proc.pid)
+        wait_until(lambda: len(store.list_runs(workflow="minutely", limit=100)) >= 4, 60, "four scheduled runs")
+    runs = store.list_runs(workflow="minutely", limit=100)
+    twice = [at for at, n in Counter(r.logical_time for r in runs).items() if n > 1]
+    assert twice == [], "a due time started more than one run"
+    assert all(r.logical_time % 60 == 0 for r in runs)
+    assert not {r.runner_pid for r in runs} & pids, "the runs are driven by runner processes of their own"
+    # both servers are stopped: their runs end all the same
+    for run in runs:
+        wait_until(
+            lambda run_id=run.id: (found := store.get_run(run_id, with_tasks=False)) is not None and found.status != "running",
+            60,
+            f"run {run.id} to end",
+        )
+        ended = store.get_run(run.id, with_tasks=False)
+        assert ended is not None
+        assert ended.status == "succeeded"
 
 
 def _show(project: Project, run_id: str) -> dict[str, Any]:

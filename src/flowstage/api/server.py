@@ -28,6 +28,7 @@ from flowstage.errors import FlowstageError, UsageError
 from flowstage.settings import Project
 
 if TYPE_CHECKING:
+    from flowstage.engine.ports import Clock
     from flowstage.scheduler import Scheduler
     from flowstage.stores.base import RunStore
 
@@ -73,13 +74,13 @@ def recover_orphans(project: Project, store: RunStore, policy: str) -> list[str]
     return done
 
 
-def _start_scheduler(project: Project, policy: str) -> tuple[Scheduler, RunStore, threading.Thread]:
+def _start_scheduler(project: Project, policy: str, clock: Clock | None) -> tuple[Scheduler, RunStore, threading.Thread]:
     """The scheduler of the project on a thread of its own, after the orphans are dealt with."""
     from flowstage.app.stores import open_store
     from flowstage.scheduler import Scheduler
 
     store = open_store(project)
-    scheduler = Scheduler(project, store=store, detached=True)
+    scheduler = Scheduler(project, store=store, clock=clock, detached=True)
 
     def work() -> None:
         try:
@@ -102,8 +103,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app(project: Project) -> FastAPI:
-    """The REST API of `project` (SPEC §5.2); OpenAPI at `/api/v1/openapi.json`."""
+def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
+    """The REST API of `project` (SPEC §5.2); OpenAPI at `/api/v1/openapi.json`. `clock`: its scheduler's (tests)."""
     scrub = scrubber_for(project)
 
     @asynccontextmanager
@@ -114,7 +115,7 @@ def create_app(project: Project) -> FastAPI:
         store = open_store(project)
         app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
         app.state.started_monotonic = time.monotonic()
-        scheduler, scheduler_store, thread = _start_scheduler(project, policy)
+        scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
         app.state.scheduler = scheduler
         try:
             yield

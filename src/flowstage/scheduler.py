@@ -6,7 +6,9 @@ and at least once a `poll` interval to see new deployments and runs ended elsewh
 each start in the store; only a claimed fire starts a run, so two schedulers on one PostgreSQL
 store start exactly one run per due time and per event (docs/adr/0004). A run is recorded with
 its version and logical time and then driven in a worker thread: it is a normal run, shown by
-`runs` and `show`, resumable if the scheduler dies under it.
+`runs` and `show`, resumable if the scheduler dies under it. A scheduler made with `detached=True`
+(the one inside `flowstage server`) instead starts each run in a runner process of its own
+(`flowstage.app.detached`), so its runs outlive it.
 
 Restarts are safe by construction: the last fired time of each schedule is in the store, so a
 restarted scheduler never fires a time twice and applies `catch_up` to the time it was down; a
@@ -134,6 +136,7 @@ class Scheduler:
         executor: str | None = None,
         report: Callable[[str], None] | None = None,
         keep_history: bool = False,
+        detached: bool = False,
     ) -> None:
         self.project = project
         self.store = store
@@ -144,6 +147,7 @@ class Scheduler:
         self.executor = executor
         self.report = report or (lambda line: logger.info("%s", line))
         self.keep_history = keep_history
+        self.detached = detached
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.stats = _Stats()
@@ -319,6 +323,8 @@ class Scheduler:
             future = self._running.get(run.id)
         if future is not None and not future.running() and not future.done():
             return True  # recorded, queued for a worker thread: its driver has not begun to beat
+        if future is not None and self.detached and not future.done():
+            return True  # its runner process is being started and has not recorded the run yet
         return runner_alive(run)
 
     def _fire(self, entry: _Entry, logical_time: float, *, kind: str, reason: str, consumed: list[str] | None = None) -> Fire:
@@ -355,8 +361,10 @@ class Scheduler:
         return claim, self._launch(entry.workflow, fire)
 
     def _launch(self, workflow: Workflow, fire: Fire) -> Started | None:
-        """Record the run of a claimed fire and drive it in a worker thread."""
+        """Record the run of a claimed fire and drive it in a worker thread (or in a runner process, detached)."""
         label = "scheduled" if fire.kind == "schedule" else "triggered"
+        if self.detached:
+            return self._launch_detached(workflow, fire, label)
         try:
             begun = begin_run(
                 self.project,
@@ -381,6 +389,39 @@ class Scheduler:
         with self._lock:
             self._running[fire.run_id] = self._pool.submit(self._drive, begun)
         return started
+
+    def _launch_detached(self, workflow: Workflow, fire: Fire, label: str) -> Started:
+        """Start the run of a claimed fire in a runner process of its own (from a worker thread)."""
+        started = Started(workflow.name, fire.run_id, fire.logical_time, fire.kind, fire.version, fire.reason)
+        self.stats.started += 1
+        if self.keep_history:
+            self.stats.history.append(started)
+        with self._lock:
+            self._running[fire.run_id] = self._pool.submit(self._detach, workflow, fire, label)
+        return started
+
+    def _detach(self, workflow: Workflow, fire: Fire, label: str) -> None:
+        from flowstage.app.detached import detach_run
+
+        try:
+            detach_run(
+                self.project,
+                workflow.name,
+                variables=dict(workflow.trigger.variables) if workflow.trigger else {},
+                version=fire.version,
+                executor=self.executor,
+                run_id=fire.run_id,
+                logical_time=fire.logical_time,
+                source=f"{workflow.name} v{fire.version} ({label})",
+            )
+            self.report(f"{workflow.name} v{fire.version}: run {fire.run_id} {label} for {_iso(fire.logical_time, workflow)}")
+        except BaseException as exc:  # a worker thread must never die silently
+            self.stats.failed += 1
+            self.report(f"{workflow.name}: could not start the run of {_iso(fire.logical_time, workflow)}: {exc}")
+        finally:
+            with self._lock:
+                self._running.pop(fire.run_id, None)
+            self._wake.set()
 
     def _drive(self, begun: BegunRun) -> None:
         try:
@@ -472,7 +513,9 @@ class Scheduler:
     def shutdown(self, *, grace: float = 10.0) -> list[str]:
         """Let running runs finish for `grace` seconds, then cancel the rest (resumable); answer those."""
         cancelled: list[str] = []
-        if not self.wait_idle(grace):
+        if self.detached:  # what is left are runner processes being started: their runs are theirs
+            self.wait_idle(grace)
+        elif not self.wait_idle(grace):
             for run_id in self.running():
                 if self.store.request_cancel(run_id, time.time()):
                     cancelled.append(run_id)

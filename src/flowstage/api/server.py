@@ -2,23 +2,96 @@
 
 The run store is opened when the app starts (its lifespan) and closed when it stops; runs are
 started and resumed in runner processes of their own (`flowstage.app.detached`), so stopping
-the server neither kills nor loses them. Interactive docs are off in this version: their assets
-would have to be served from here, never from a CDN.
+the server neither kills nor loses them. The lifespan also hosts the project's scheduler on a
+thread of its own (its runs detached too, fired exactly once per due time by the store's rule
+however many servers share it), and on start deals with the runs left interrupted by a runner
+that died: each is resumed, or failed with `server: {orphans: fail}` in flowstage.yaml.
+Interactive docs are off in this version: their assets would have to be served from here,
+never from a CDN.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 
-from flowstage.api import catalog, events, models, problems, runs, workflows
+from flowstage.api import catalog, events, metrics, models, problems, runs, workflows
 from flowstage.api.auth import AuthState, auth_forced
 from flowstage.api.context import ApiContext, scrubber_for
+from flowstage.errors import FlowstageError, UsageError
 from flowstage.settings import Project
 
+if TYPE_CHECKING:
+    from flowstage.engine.ports import Clock
+    from flowstage.scheduler import Scheduler
+    from flowstage.stores.base import RunStore
+
 PREFIX = "/api/v1"
+ORPHAN_POLICIES = ("resume", "fail")
+#: the interrupted runs looked at on start (the newest first)
+ORPHANS_BOUND = 10_000
+#: seconds the scheduler's runner processes being started get when the server stops
+SCHEDULER_GRACE_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
+
+
+def orphan_policy(config: dict[str, object]) -> str:
+    """`server: {orphans: resume | fail}` of flowstage.yaml (default resume)."""
+    server = config.get("server")
+    policy = server.get("orphans", "resume") if isinstance(server, dict) else "resume"
+    if policy not in ORPHAN_POLICIES:
+        raise UsageError(f"server: {{orphans: {policy!r}}} in flowstage.yaml: expected one of {', '.join(ORPHAN_POLICIES)}")
+    return str(policy)
+
+
+def recover_orphans(project: Project, store: RunStore, policy: str) -> list[str]:
+    """Resume (detached) or fail every run whose runner is gone; answer their ids. Live runs are left alone."""
+    from flowstage.app.detached import detach_resume
+    from flowstage.app.liveness import effective_status
+    from flowstage.app.runs import fail_orphan
+
+    done: list[str] = []
+    for run in store.list_runs(statuses=["running"], limit=ORPHANS_BOUND):
+        if effective_status(run) != "interrupted":
+            continue
+        try:
+            if policy == "fail":
+                fail_orphan(store, run, reason="its runner was gone when the server started")
+                logger.info("run %s (%s) was interrupted: failed (server: {orphans: fail})", run.id, run.workflow)
+            else:
+                detach_resume(project, run.id)
+                logger.info("run %s (%s) was interrupted: resumed in a runner process of its own", run.id, run.workflow)
+            done.append(run.id)
+        except FlowstageError as exc:
+            logger.warning("run %s (%s) was interrupted and could not be dealt with: %s", run.id, run.workflow, exc)
+    return done
+
+
+def _start_scheduler(project: Project, policy: str, clock: Clock | None) -> tuple[Scheduler, RunStore, threading.Thread]:
+    """The scheduler of the project on a thread of its own, after the orphans are dealt with."""
+    from flowstage.app.stores import open_store
+    from flowstage.scheduler import Scheduler
+
+    store = open_store(project)
+    scheduler = Scheduler(project, store=store, clock=clock, detached=True)
+
+    def work() -> None:
+        try:
+            recover_orphans(project, store, policy)
+            scheduler.serve()
+        except Exception:  # the API keeps answering; what stopped is in the log
+            logger.exception("the scheduler stopped")
+
+    thread = threading.Thread(target=work, name="flowstage-scheduler", daemon=True)
+    thread.start()
+    return scheduler, store, thread
 
 
 def _version() -> str:
@@ -30,19 +103,27 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app(project: Project) -> FastAPI:
-    """The REST API of `project` (SPEC §5.2); OpenAPI at `/api/v1/openapi.json`."""
+def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
+    """The REST API of `project` (SPEC §5.2); OpenAPI at `/api/v1/openapi.json`. `clock`: its scheduler's (tests)."""
     scrub = scrubber_for(project)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from flowstage.app.stores import open_store
 
+        policy = orphan_policy(project.config)
         store = open_store(project)
         app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
+        app.state.started_monotonic = time.monotonic()
+        scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            scheduler.stop()
+            thread.join(SCHEDULER_GRACE_SECONDS)
+            scheduler.shutdown(grace=SCHEDULER_GRACE_SECONDS)
+            scheduler_store.close()
             store.close()
 
     app = FastAPI(
@@ -64,10 +145,10 @@ def create_app(project: Project) -> FastAPI:
         """Whether the server answers."""
         return models.Health(status="ok", version=version)
 
-    for router in (workflows.router, runs.router, events.router, catalog.router):
+    for router in (workflows.router, runs.router, events.router, catalog.router, metrics.router):
         api.include_router(router)
     app.include_router(api)
     return app
 
 
-__all__ = ["PREFIX", "create_app"]
+__all__ = ["PREFIX", "create_app", "orphan_policy", "recover_orphans"]

@@ -45,6 +45,13 @@ def _spawn(project: Project, run_id: str, argv: list[str]) -> subprocess.Popen[b
         )
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect the runner process's exit when it ends, so a long-lived caller keeps no zombie of it."""
+    import threading
+
+    threading.Thread(target=proc.wait, name=f"flowstage-reap-{proc.pid}", daemon=True).start()
+
+
 def _wait_recorded(project: Project, run_id: str, proc: subprocess.Popen[bytes], *, claimed_by: bool) -> None:
     """Until the runner process has recorded (or claimed) the run; its error if it ended first."""
     from flowstage.app.runs import open_store
@@ -79,8 +86,14 @@ def detach_run(
     version: int | None = None,
     executor: str | None = None,
     run_id: str | None = None,
+    logical_time: float | None = None,
+    source: str | None = None,
 ) -> str:
-    """Start a run of `workflow` (a name or a file; a deployed `version` if given) in a runner process of its own."""
+    """Start a run of `workflow` (a name or a file; a deployed `version` if given) in a runner process of its own.
+
+    `logical_time` (epoch seconds, default now) is the time the run is for, as a scheduler's fire
+    gives it; `source` replaces the recorded "where the definition came from" label.
+    """
     from flowstage.app.runs import new_run_id
 
     run_id = run_id or new_run_id()
@@ -89,8 +102,13 @@ def detach_run(
         argv += ["--version", str(version)]
     if executor:
         argv += ["--executor", executor]
+    if logical_time is not None:
+        argv += ["--logical-time", repr(float(logical_time))]
+    if source:
+        argv += ["--source", source]
     proc = _spawn(project, run_id, argv)
     _wait_recorded(project, run_id, proc, claimed_by=False)
+    _reap(proc)
     return run_id
 
 
@@ -110,6 +128,7 @@ def detach_resume(project: Project, run_id: str, *, executor: str | None = None)
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
     proc = _spawn(project, run_id, ["resume", *(["--executor", executor] if executor else [])])
     _wait_recorded(project, run_id, proc, claimed_by=True)
+    _reap(proc)
     return run_id
 
 
@@ -122,6 +141,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int)
     parser.add_argument("--variables", default="{}")
     parser.add_argument("--executor")
+    parser.add_argument("--logical-time", type=float)
+    parser.add_argument("--source")
     args = parser.parse_args(argv)
     from flowstage.app.runs import open_store, resume_run, start_run
     from flowstage.app.workflows import resolve_workflow
@@ -149,9 +170,10 @@ def _main(argv: list[str] | None = None) -> int:
                 store=store,
                 variables=json.loads(args.variables),
                 version=version,
-                source=source,
+                source=args.source or source,
                 executor=args.executor,
                 run_id=args.run_id,
+                logical_time=args.logical_time,
             )
     except FlowstageError as exc:
         sys.stderr.write(f"error: {exc}\n")

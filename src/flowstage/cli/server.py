@@ -15,7 +15,10 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
     "--host", default="127.0.0.1", show_default=True, help="The address to listen on (other than loopback only with auth on)."
 )
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def server_cmd(host: str, port: int) -> None:
+@click.option("--clock-origin", type=float, default=None, hidden=True)
+@click.option("--clock-rate", type=float, default=None, hidden=True)
+@click.option("--clock-offset", type=float, default=None, hidden=True)
+def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: float | None, clock_offset: float | None) -> None:
     """The REST API at http://HOST:PORT/api/v1 (OpenAPI at /api/v1/openapi.json); SIGTERM or Ctrl-C stops it."""
     project = project_for()
     if host not in LOOPBACK and not _auth_on(project):
@@ -27,9 +30,30 @@ def server_cmd(host: str, port: int) -> None:
 
     from flowstage.api.server import create_app
 
-    app = create_app(project)
+    clock = None
+    if clock_rate is not None or clock_offset is not None:
+        # the scheduler's clock shifted, or running faster than real time: for tests and benchmarks
+        import time
+
+        from flowstage.scheduler import ScaledClock
+
+        origin = time.time() if clock_origin is None else clock_origin
+        clock = ScaledClock(origin=origin, rate=clock_rate or 1.0, offset=clock_offset or 0.0)
+    app = create_app(project, clock=clock)
+    _log_to_stderr()
     click.echo(f"flowstage server: project {project.root}, API at http://{host}:{port}/api/v1", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False)
+
+
+def _log_to_stderr() -> None:
+    """What the server itself tells (the scheduler's fires, the orphans it dealt with) on stderr, at info, like uvicorn's lines."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger = logging.getLogger("flowstage")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _auth_on(project: object) -> bool:

@@ -82,8 +82,16 @@ async def _follow(request: Request, ctx: ApiContext, cursor: int, run_id: str | 
             continue
         if await request.is_disconnected():
             return
+        if run_id is not None and await run_in_threadpool(_ended, store, run_id, cursor):
+            return  # the run ended before this stream caught up with it, or between two reads
         if not await run_in_threadpool(store.wait_events, cursor, run_id=run_id, timeout=PING_SECONDS):
             yield ": ping\n\n"
+
+
+def _ended(store: Any, run_id: str, cursor: int) -> bool:
+    """Whether run `run_id` is final and nothing of it comes after `cursor`."""
+    run = store.get_run(run_id, with_tasks=False)
+    return run is None or (run.status != "running" and not store.events_after(cursor, run_id=run_id, limit=1))
 
 
 def _stream(body: AsyncIterator[str]) -> StreamingResponse:

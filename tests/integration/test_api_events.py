@@ -52,10 +52,17 @@ def test_a_run_stream_sends_a_snapshot_then_every_change_until_the_run_ends(serv
     assert deploy(server.client, GATED).status_code == 201
     run_id = server.client.post("/workflows/gated/runs", json={"variables": {}}).json()["id"]
     got: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: got.extend(read_stream(server.client, f"/runs/{run_id}/events")), daemon=True)
+
+    def follow() -> None:
+        with server.client.stream("GET", f"/runs/{run_id}/events", timeout=httpx.Timeout(120, read=60)) as answer:
+            for frame in frames(answer.iter_lines()):
+                got.append(frame)
+
+    reader = threading.Thread(target=follow, daemon=True)
     reader.start()
     wait_until(lambda: (project.root / "started.txt").exists(), 60, "the run's first task")
-    (project.root / "go.txt").write_text("go")
+    wait_until(lambda: any(f.get("event") == "snapshot" for f in got), 60, "the stream's snapshot")
+    (project.root / "go.txt").write_text("go")  # only now can the run end: the stream is open
     reader.join(timeout=120)
     assert not reader.is_alive(), "the stream did not end with the run"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError, RunError
@@ -20,36 +19,13 @@ from flowstage.model.kinds import WorkflowSpec
 from flowstage.model.statuses import RUN_RESUMABLE, TaskStatus
 from flowstage.settings import Project
 from flowstage.stores.base import StoredRun
+from flowstage.tasks._process import ProcessHandle
 
 StartRun = Callable[..., StoredRun]
 ResumeRun = Callable[..., StoredRun]
 
 MAX_SUBRUN_DEPTH = 8
 SHUTDOWN_GRACE_SECONDS = 15.0
-
-
-class _Handle:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.killed = False
-        self._cancel: list[Any] = []
-
-    def on_kill(self, callback: Any) -> None:
-        with self._lock:
-            self._cancel.append(callback)
-            killed = self.killed
-        if killed:
-            callback()
-
-    def kill(self) -> None:
-        with self._lock:
-            self.killed = True
-            callbacks = list(self._cancel)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # the store went away: the sub-run will show as interrupted
-                pass
 
 
 class SubRuns:
@@ -62,8 +38,8 @@ class SubRuns:
         self.depth = depth
         self._threads: list[threading.Thread] = []
 
-    def submit(self, attempt: AttemptSpec, reports: Reports) -> _Handle:
-        handle = _Handle()
+    def submit(self, attempt: AttemptSpec, reports: Reports) -> ProcessHandle:
+        handle = ProcessHandle()
         thread = threading.Thread(
             target=self._work, args=(attempt, reports, handle), name=f"flowstage-subrun-{attempt.task}", daemon=True
         )
@@ -71,7 +47,7 @@ class SubRuns:
         thread.start()
         return handle
 
-    def _work(self, attempt: AttemptSpec, reports: Reports, handle: _Handle) -> None:
+    def _work(self, attempt: AttemptSpec, reports: Reports, handle: ProcessHandle) -> None:
         try:
             outcome = self._run(attempt, reports, handle)
         except FlowstageError as exc:
@@ -80,7 +56,7 @@ class SubRuns:
             outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         reports.done(outcome)
 
-    def _run(self, attempt: AttemptSpec, reports: Reports, handle: _Handle) -> Outcome:
+    def _run(self, attempt: AttemptSpec, reports: Reports, handle: ProcessHandle) -> Outcome:
         from flowstage.app.liveness import effective_status
         from flowstage.app.stores import open_store
         from flowstage.app.workflows import resolve_workflow
@@ -95,7 +71,11 @@ class SubRuns:
 
             def watch(run_id: str) -> None:
                 reports.subrun(run_id)
-                handle.on_kill(lambda: control.request_cancel(run_id, time.time()))
+
+                def cancel() -> None:
+                    control.request_cancel(run_id, time.time())
+
+                handle.on_kill(cancel)
 
             # the sub-run this copy's earlier attempt left (its id is recorded when it starts)
             mine = [a for a in attempt.previous if a.get("instance") == attempt.instance]

@@ -343,3 +343,24 @@ def test_the_server_refuses_a_non_loopback_host_without_auth(project: Project) -
     assert result.code == 2
     assert "without auth" in result.err
     assert "0.0.0.0" in result.err
+
+
+def test_a_run_record_answers_304_while_unchanged_and_a_new_etag_once_the_run_moves(server: Server, project: Project) -> None:
+    client = server.client
+    assert deploy(client, GATED).status_code == 201
+    run_id = start(client, "gated")
+    wait_until(lambda: (project.root / "started.txt").exists(), 60, "the first task to run")
+    wait_until(lambda: client.get(f"/runs/{run_id}").json()["tasks"][1]["status"] == "running", 60, "the gate to wait")
+    first = client.get(f"/runs/{run_id}")
+    tag = first.headers["etag"]
+    again = client.get(f"/runs/{run_id}", headers={"If-None-Match": tag})
+    assert again.status_code == 304, again.text
+    assert again.content == b""
+    assert again.headers["etag"] == tag
+    (project.root / "go.txt").write_text("go\n")
+    ended = wait_status(client, run_id, "succeeded")
+    moved = client.get(f"/runs/{run_id}", headers={"If-None-Match": tag})
+    assert moved.status_code == 200
+    assert moved.headers["etag"] != tag
+    assert moved.json() == ended
+    assert moved.json()["status"] == "succeeded"

@@ -6,14 +6,16 @@ in the log, so a client that reconnects with `Last-Event-ID` (or `?after=`) gets
 events after the last one it saw — none lost, none repeated — and no snapshot. A `: ping` comment
 keeps an idle stream open every 15 s; a run's stream ends after the run's final event.
 
-Waiting runs on a worker thread (`store.wait_events`: LISTEN/NOTIFY on PostgreSQL, short polling
-on SQLite), so a change reaches a subscriber within a few tens of milliseconds.
+The events come from the server's `EventHub` (api/hub.py): one thread waits on the store
+(LISTEN/NOTIFY on PostgreSQL, short polling on SQLite), reads each new event once and renders its
+frame once for every subscriber, so a change reaches a hundred subscribers within a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -53,6 +55,11 @@ def _event_data(ctx: ApiContext, event: Event) -> Any:
     )
 
 
+def renderer(ctx: ApiContext) -> Callable[[int, Event], str]:
+    """How the hub renders an event's frame (masked like every answer)."""
+    return lambda event_id, event: _frame(event_id, event.kind, _event_data(ctx, event))
+
+
 def _cursor(last_event_id: str | None, after: int | None) -> int | None:
     """Where a reconnecting client stands (None: a new subscriber, who gets a snapshot first)."""
     if after is not None:
@@ -69,23 +76,45 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
 
 
 async def _follow(request: Request, ctx: ApiContext, cursor: int, run_id: str | None) -> AsyncIterator[str]:
-    """Every event after `cursor` (of one run), as it comes, until the run ends or the client leaves."""
-    store = ctx.store
+    """Every event after `cursor` (of one run), as it comes, until the run ends or the client leaves.
+
+    Events come from the server's hub (read once for every subscriber); a cursor older than what
+    the hub holds reads the store until it has caught up.
+    """
+    store, hub = ctx.store, ctx.hub
+    position = cursor  # every event (of the run) up to here was sent
+    looked = False
     while True:
-        events = await run_in_threadpool(store.events_after, cursor, run_id=run_id, limit=PAGE)
-        for event_id, event in events:
-            cursor = event_id
-            yield _frame(event_id, event.kind, _event_data(ctx, event))
-            if run_id is not None and event.kind == RUN_FINISHED:
+        held = hub.read(position, run_id) if hub is not None else None
+        if held is not None:
+            frames, reached = [(h.id, h.event.kind, h.frame) for h in held[0]], held[1]
+        else:
+            base = hub.base if hub is not None else position
+            events = await run_in_threadpool(store.events_after, position, run_id=run_id, limit=PAGE)
+            frames = [(i, e.kind, _frame(i, e.kind, _event_data(ctx, e))) for i, e in events]
+            # nothing of the run after `position` in the store: nothing of it up to the hub's base either
+            reached = frames[-1][0] if len(frames) == PAGE else max(position, base, frames[-1][0] if frames else 0)
+        for _, kind, frame in frames:
+            yield frame
+            if run_id is not None and kind == RUN_FINISHED:
                 return
-        if len(events) == PAGE:
+        position = reached
+        if len(frames) == PAGE:
             continue
         if await request.is_disconnected():
             return
-        if run_id is not None and await run_in_threadpool(_ended, store, run_id, cursor):
-            return  # the run ended before this stream caught up with it, or between two reads
-        if not await run_in_threadpool(store.wait_events, cursor, run_id=run_id, timeout=PING_SECONDS):
+        if run_id is not None and not looked:
+            looked = True
+            if await run_in_threadpool(_ended, store, run_id, position):
+                return  # the run ended before this stream caught up with it
+        woken = (
+            await hub.wait(position, PING_SECONDS)
+            if hub is not None
+            else await run_in_threadpool(store.wait_events, position, run_id=run_id, timeout=PING_SECONDS)
+        )
+        if not woken:
             yield ": ping\n\n"
+            looked = False  # a quiet stream looks again whether its run ended unseen
 
 
 def _ended(store: Any, run_id: str, cursor: int) -> bool:
@@ -162,4 +191,4 @@ async def all_events(
     return _stream(body())
 
 
-__all__ = ["router"]
+__all__ = ["renderer", "router"]

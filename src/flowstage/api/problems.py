@@ -9,13 +9,14 @@ traceback goes to the server's log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowstage.errors import DefinitionError, FlowstageError, NotFoundError, UsageError
 
@@ -76,6 +77,41 @@ def _field(loc: Any) -> str:
     return f"{where} {name}" if where and name else name or "request"
 
 
+class InternalErrors:
+    """An unexpected error of a route → a 500 problem; its traceback, scrubbed, to the server's log.
+
+    A middleware, not an `Exception` handler: Starlette re-raises what reaches that handler, and the
+    server would log the unscrubbed traceback. A plain ASGI one: it adds nothing to a request's path.
+    """
+
+    def __init__(self, app: ASGIApp, *, scrub: Callable[[str], str]) -> None:
+        self.app = app
+        self.scrub = scrub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            import traceback
+
+            # the traceback goes to the server's log, scrubbed like every other line (SPEC §1)
+            path = scope.get("path", "?")
+            log.error("%s %s failed:\n%s", scope.get("method", "?"), path, self.scrub("".join(traceback.format_exception(exc))))
+            if not started:  # else the answer is under way: the client sees it cut short
+                answer = problem_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+                await answer(scope, receive, send)
+
+
 def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
     """Register the handlers that turn every error into a problem document (details scrubbed of secrets)."""
 
@@ -105,19 +141,7 @@ def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
         lines = [f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
         return problem_response(422, scrub("; ".join(lines) or "invalid request"), title="Invalid request")
 
-    @app.middleware("http")
-    async def internal_errors(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # a middleware, not an `Exception` handler: Starlette re-raises what reaches that handler, and
-        # the server would log the unscrubbed traceback
-        try:
-            return await call_next(request)
-        except Exception as exc:
-            import traceback
-
-            # the traceback goes to the server's log, scrubbed like every other line (SPEC §1)
-            log.error("%s %s failed:\n%s", request.method, request.url.path, scrub("".join(traceback.format_exception(exc))))
-            return problem_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
-
+    app.add_middleware(InternalErrors, scrub=scrub)
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(FlowstageError, on_flowstage)
     app.add_exception_handler(StarletteHTTPException, on_http)

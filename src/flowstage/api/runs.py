@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from flowstage.api import models
 from flowstage.api.auth import require
@@ -59,11 +59,40 @@ def list_runs(
 @router.get(
     "/runs/{run_id}",
     response_model=models.RunRecord,
-    responses=problem_responses(404, 422),
+    responses={**problem_responses(404, 422), 304: {"description": "unchanged since the ETag given in If-None-Match"}},
     dependencies=[Depends(require("viewer"))],
 )
-def get_run(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
-    """The run record (SPEC §5.1) with the dynamic graph: each node's status."""
+def get_run_route(
+    run_id: RunIdPath,
+    ctx: Ctx,
+    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    """The run record (SPEC §5.1) with the dynamic graph: each node's status.
+
+    Its `ETag` changes with each change of the run, so a client polling with `If-None-Match`
+    gets `304 Not Modified` until something happened; the answer of an unchanged run is kept
+    and sent again without being rebuilt.
+    """
+    from flowstage.app.liveness import effective_status
+
+    run = ctx.store.get_run(run_id, with_tasks=False)
+    if run is None:
+        raise ApiProblem(404, f"no run {run_id!r}")
+    # read before the record: a change made meanwhile gives the next request a new tag, never an old body
+    newest = ctx.store.last_event_id(run_id)
+    tag = f'W/"{newest}-{effective_status(run)}-{len(run.resumes)}-{run.ended_at or 0}"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    body = ctx.answers.get(tag, run_id)
+    if body is None:
+        body = models.RunRecord.model_validate(get_run(run_id, ctx)).model_dump_json(by_alias=True).encode()
+        ctx.answers.put(tag, run_id, body)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def get_run(run_id: str, ctx: ApiContext) -> dict[str, Any]:
+    """The run record with its dynamic graph, masked (the answer of `GET /runs/{id}` and the snapshot of its events)."""
     from flowstage.app.liveness import effective_status
     from flowstage.views.records import run_code, run_record
 

@@ -12,6 +12,9 @@ never from a CDN.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -24,6 +27,7 @@ from fastapi import APIRouter, FastAPI
 from flowstage.api import catalog, events, metrics, models, problems, runs, workflows
 from flowstage.api.auth import AuthState, auth_forced
 from flowstage.api.context import ApiContext, scrubber_for
+from flowstage.api.hub import EventHub
 from flowstage.errors import FlowstageError, UsageError
 from flowstage.settings import Project
 
@@ -113,10 +117,17 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
 
         policy = orphan_policy(project.config)
         store = open_store(project)
-        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
+        ctx = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
+        hub = EventHub(store, events.renderer(ctx))
+        hub.start(asyncio.get_running_loop())
+        app.state.flowstage = dataclasses.replace(ctx, hub=hub)
         app.state.started_monotonic = time.monotonic()
         scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
         app.state.scheduler = scheduler
+        # what start-up loaded (the app, its models, the libraries) lives as long as the server:
+        # out of the collector's way, a full collection no longer walks it on every request burst
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -124,7 +135,9 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
             thread.join(SCHEDULER_GRACE_SECONDS)
             scheduler.shutdown(grace=SCHEDULER_GRACE_SECONDS)
             scheduler_store.close()
+            hub.stop()
             store.close()
+            hub.join()
 
     app = FastAPI(
         title="flowstage",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI
 
 from flowstage.api import catalog, events, metrics, models, problems, runs, workflows
-from flowstage.api.auth import AuthState, auth_forced
+from flowstage.api.auth import auth_state
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.errors import FlowstageError, UsageError
 from flowstage.settings import Project
@@ -113,7 +113,7 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
 
         policy = orphan_policy(project.config)
         store = open_store(project)
-        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
+        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=auth_state(project.config))
         app.state.started_monotonic = time.monotonic()
         scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
         app.state.scheduler = scheduler
@@ -145,8 +145,9 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
         """Whether the server answers."""
         return models.Health(status="ok", version=version)
 
+    # every other route needs a role: a missing or bad token, a role too low, too many failed logins
     for router in (workflows.router, runs.router, events.router, catalog.router, metrics.router):
-        api.include_router(router)
+        api.include_router(router, responses=problems.problem_responses(401, 403, 429))
     app.include_router(api)
     return app
 

@@ -26,6 +26,9 @@ def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: flo
             f"--host {host}: without auth the server listens only on 127.0.0.1, localhost or ::1; "
             "create a token first (flowstage token create --role admin) or set server: {auth: true} in flowstage.yaml"
         )
+    from flowstage.api.auth import max_failed_logins
+
+    max_failed_logins(project.config)  # a wrong setting is told here, before the server starts
     import uvicorn
 
     from flowstage.api.server import create_app

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flowstage.stores.sql.store import SqlRunStore
 from tests.conftest import FLOWSTAGE, Project
 from tests.records import wait_until
 
@@ -281,16 +285,42 @@ def test_cancel_stops_a_running_run(server: Server, project: Project) -> None:
     wait_until(lambda: (project.root / "started.txt").exists(), 60, "the first task")
     assert client.get(f"/runs/{run_id}").json()["status"] == "running"
     assert_problem(client.post(f"/runs/{run_id}/resume"), 409)  # still running
-    answer = client.post(f"/runs/{run_id}/cancel")
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"id": run_id, "status": "cancelled"}
-    record = client.get(f"/runs/{run_id}").json()
-    assert record["status"] == "cancelled"
+    # the runner held still (SIGSTOP) just after a heartbeat, out of any transaction: it cannot
+    # acknowledge the cancel, and the answer must not wait for it
+    runner = _paused_after_a_heartbeat(project, run_id)
+    resume_it = threading.Timer(10, os.kill, (runner, signal.SIGCONT))
+    resume_it.start()
+    try:
+        asked = time.monotonic()
+        answer = client.post(f"/runs/{run_id}/cancel")
+        took = time.monotonic() - asked
+    finally:
+        resume_it.cancel()
+        os.kill(runner, signal.SIGCONT)
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"id": run_id, "status": "running"}
+    assert took < 2, f"the cancel answered after {took:.1f}s"
+    record = wait_status(client, run_id, "cancelled", timeout=30)
     assert {n["id"]: n["status"] for n in record["graph"]["nodes"]}["gate"] == "cancelled"
 
     (project.root / "go.txt").write_text("go")
     assert client.post(f"/runs/{run_id}/resume").status_code == 202
     wait_status(client, run_id, "succeeded")
+
+
+def _paused_after_a_heartbeat(project: Project, run_id: str) -> int:
+    """SIGSTOP the runner of `run_id` right after it recorded a heartbeat; answer its pid."""
+    with closing(SqlRunStore(f"sqlite:///{project.root}/.flowstage/flowstage.db")) as store:
+
+        def beat() -> tuple[int, float] | None:
+            run = store.get_run(run_id, with_tasks=False)
+            assert run is not None
+            return (run.runner_pid, run.heartbeat_at) if run.runner_pid and run.heartbeat_at else None
+
+        pid, first = wait_until(beat, 30, "a heartbeat of the runner", every=0.01)
+        wait_until(lambda: beat() != (pid, first), 30, "the next heartbeat of the runner", every=0.01)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
 
 
 def test_catalog_routes_list_and_show_crawled_tables(project: Project, server: Server) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from flowstage.api.auth import FAILED_LOGINS_WINDOW, MAX_FAILED_LOGINS
 from flowstage.settings import load_project
 from flowstage.stores.sql.store import SqlRunStore
 from tests.conftest import Project
@@ -49,7 +50,8 @@ def expected(caller: str, needed: str) -> str:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str], str, Project]]:
     root = tmp_path_factory.mktemp("auth") / "proj"
     root.mkdir()
-    (root / "flowstage.yaml").write_text("{}\n")
+    # the table refuses dozens of requests from one address: far fewer than this
+    (root / "flowstage.yaml").write_text("server: {max_failed_logins: 1000}\n")
     project = Project(root)
     project.write("workflows/hello.yaml", HELLO)
     assert project.cli("deploy", "workflows").code == 0
@@ -112,4 +114,43 @@ def test_the_server_listens_elsewhere_than_loopback_only_with_auth(project: Proj
     refused = project.cli("server", "--host", "0.0.0.0", "--port", "1")
     assert refused.code == 2
     assert "create a token first" in refused.err
+    assert "Traceback" not in refused.err
+
+
+def test_an_address_is_refused_with_429_after_ten_failed_logins_even_with_a_good_token(project: Project, tmp_path: Path) -> None:
+    store = SqlRunStore(load_project(root=project.root).store_url)
+    try:
+        _, secret = store.tokens.create(role="viewer", name="ci", at=time.time())
+    finally:
+        store.close()
+    wrong = {"Authorization": f"Bearer {secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"}
+    good = {"Authorization": f"Bearer {secret}"}
+    with serve(project, tmp_path / "server.log") as server:
+        client = server.client
+        for _ in range(MAX_FAILED_LOGINS + 2):  # successful requests never count
+            assert client.get("/runs", headers=good).status_code == 200
+        for attempt in range(MAX_FAILED_LOGINS):
+            refused = client.get("/runs", headers=wrong if attempt % 2 else {})
+            assert refused.status_code == 401, (attempt, refused.text)
+        for headers in (wrong, good, {}):  # no token is even looked at
+            limited = client.get("/workflows", headers=headers)
+            assert limited.status_code == 429, limited.text
+            assert limited.headers["content-type"].startswith("application/problem+json")
+            body = limited.json()
+            assert (body["status"], body["title"]) == (429, "Too many requests")
+            assert "try again in" in body["detail"]
+            assert 1 <= int(limited.headers["retry-after"]) <= FAILED_LOGINS_WINDOW
+        assert client.get("/health").status_code == 200
+    log = server.output()
+    assert log.count("refused GET /api/v1/runs from 127.0.0.1") == MAX_FAILED_LOGINS
+    assert log.count("client 127.0.0.1 limited: 10 failed token checks within 60s") == 1
+    assert secret not in log
+    assert secret[:-1] not in log
+
+
+def test_a_wrong_max_failed_logins_setting_is_refused_before_the_server_starts(project: Project) -> None:
+    project.write("flowstage.yaml", "server: {max_failed_logins: 0}\n")
+    refused = project.cli("server", "--port", "1")
+    assert refused.code == 2, refused.err
+    assert "max_failed_logins" in refused.err
     assert "Traceback" not in refused.err

@@ -6,30 +6,102 @@ token was ever created (`flowstage token create`) or `server: {auth: true}` is i
 revoking every token does not open the API again. Then a request needs
 ``Authorization: Bearer TOKEN``: none, a forged, an expired or a revoked token → 401; a role too
 low → 403. Failed attempts are logged at warning without the token.
+
+Failed logins are limited per client address: after `MAX_FAILED_LOGINS` failed token checks (no
+token, or an unknown, expired or revoked one; `server: {max_failed_logins: N}` in flowstage.yaml
+sets another number) within `FAILED_LOGINS_WINDOW` seconds, *every* request of that client to a
+protected route answers 429 with `Retry-After`, a good token included, and no token is checked,
+until its oldest failure leaves the window (a sliding window). Letting a good token through while
+limited would tell a guesser which guess was right; like fail2ban, the address waits. Successful
+requests and 403s never count. The failures are kept in memory, per server process, for at most
+`FAILED_LOGINS_CLIENTS` addresses (the one that failed least recently is forgotten first). The
+address is the one uvicorn gives: behind a proxy on loopback, its `X-Forwarded-For`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 
+from flowstage.errors import UsageError
 from flowstage.stores.tokens import Role
 
 logger = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each role may do what the ones before it do
 _AUTH_CACHE_SECONDS = 2.0
+#: failed token checks from one client address within `FAILED_LOGINS_WINDOW` before it is refused
+MAX_FAILED_LOGINS = 10
+#: seconds a failed token check counts against its client address
+FAILED_LOGINS_WINDOW = 60.0
+#: client addresses whose failures are kept at most
+FAILED_LOGINS_CLIENTS = 10_000
+#: the highest `server: {max_failed_logins: N}` (each address keeps one time per failure counted)
+MAX_FAILED_LOGINS_SETTING = 10_000
+
+
+class FailedLogins:
+    """Failed token checks per client address in a sliding window: thread-safe, bounded memory."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = MAX_FAILED_LOGINS,
+        window: float = FAILED_LOGINS_WINDOW,
+        clients: int = FAILED_LOGINS_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clients = clients
+        self._clock = clock
+        # per address, the times of its newest failures (at most `limit`), least recently failed first
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until `client` may try again; None when it is not limited."""
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None or len(times) < self.limit:
+                return None
+            wait = times[0] + self.window - self._clock()
+            return wait if wait > 0 else None
+
+    def record(self, client: str) -> bool:
+        """Count a failure of `client`; True when this one makes it limited (once per time it becomes so)."""
+        now = self._clock()
+        with self._lock:
+            times = self._failures.pop(client, None)
+            if times is None:
+                times = deque(maxlen=self.limit)
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            before = len(times)
+            times.append(now)
+            self._failures[client] = times
+            while len(self._failures) > self.clients:
+                self._failures.popitem(last=False)
+            # requests in flight when the limit is reached may still be checked: they count, but only
+            # the failure that reached it tells
+            return before < self.limit <= len(times)
 
 
 class AuthState:
-    """Whether auth is on: the setting, or any token ever created (looked up at most every 2 s)."""
+    """Whether auth is on: the setting, or any token ever created (looked up at most every 2 s).
 
-    def __init__(self, forced: bool) -> None:
+    Also holds the failed logins of the server's clients.
+    """
+
+    def __init__(self, forced: bool, *, max_failed_logins: int = MAX_FAILED_LOGINS) -> None:
         self.forced = forced
+        self.failures = FailedLogins(limit=max_failed_logins)
         self._known = forced
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -50,6 +122,36 @@ def auth_forced(config: dict[str, object]) -> bool:
     return isinstance(server, dict) and server.get("auth") is True
 
 
+def max_failed_logins(config: dict[str, object]) -> int:
+    """`server: {max_failed_logins: N}` of flowstage.yaml (default `MAX_FAILED_LOGINS`)."""
+    server = config.get("server")
+    value = server.get("max_failed_logins", MAX_FAILED_LOGINS) if isinstance(server, dict) else MAX_FAILED_LOGINS
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FAILED_LOGINS_SETTING:
+        raise UsageError(
+            f"server: {{max_failed_logins: {value!r}}} in flowstage.yaml: expected a whole number from 1 to "
+            f"{MAX_FAILED_LOGINS_SETTING}"
+        )
+    return value
+
+
+def auth_state(config: dict[str, object]) -> AuthState:
+    """The auth of a server of a project with this flowstage.yaml."""
+    return AuthState(auth_forced(config), max_failed_logins=max_failed_logins(config))
+
+
+def _refused(request: Request, auth: AuthState, client: str, why: str, detail: str) -> HTTPException:
+    logger.warning("refused %s %s from %s: %s", request.method, request.url.path, client, why)
+    if auth.failures.record(client):
+        failures = auth.failures
+        logger.warning(
+            "client %s limited: %d failed token checks within %gs; its requests answer 429 until they age out",
+            client,
+            failures.limit,
+            failures.window,
+        )
+    return HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
 def require(role: str) -> Callable[[Request], None]:
     """A FastAPI dependency that lets a request through when its caller holds `role` (or auth is off)."""
     if role not in ROLES:
@@ -58,17 +160,22 @@ def require(role: str) -> Callable[[Request], None]:
 
     def check(request: Request) -> None:
         ctx = request.app.state.flowstage
-        if not ctx.auth.on(ctx.store):
+        auth: AuthState = ctx.auth
+        if not auth.on(ctx.store):
             return
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         client = request.client.host if request.client else "?"
+        wait = auth.failures.retry_after(client)
+        if wait is not None:  # the token is not even looked at
+            seconds = max(1, math.ceil(wait))
+            raise HTTPException(
+                429, f"too many failed logins from this address: try again in {seconds}s", {"Retry-After": str(seconds)}
+            )
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            logger.warning("refused %s %s from %s: no bearer token", request.method, request.url.path, client)
-            raise HTTPException(401, "this server needs a token: Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"})
+            raise _refused(request, auth, client, "no bearer token", "this server needs a token: Authorization: Bearer TOKEN")
         token = ctx.store.tokens.verify(secret.strip(), now=time.time())
         if token is None:
-            logger.warning("refused %s %s from %s: unknown, expired or revoked token", request.method, request.url.path, client)
-            raise HTTPException(401, "the token is unknown, expired or revoked", {"WWW-Authenticate": "Bearer"})
+            raise _refused(request, auth, client, "unknown, expired or revoked token", "the token is unknown, expired or revoked")
         if not token.role.allows(needed):
             raise HTTPException(403, f"this needs the {role} role; the token's role is {token.role.value}")
 
@@ -76,4 +183,14 @@ def require(role: str) -> Callable[[Request], None]:
     return check
 
 
-__all__ = ["ROLES", "AuthState", "auth_forced", "require"]
+__all__ = [
+    "FAILED_LOGINS_WINDOW",
+    "MAX_FAILED_LOGINS",
+    "ROLES",
+    "AuthState",
+    "FailedLogins",
+    "auth_forced",
+    "auth_state",
+    "max_failed_logins",
+    "require",
+]

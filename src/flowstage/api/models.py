@@ -6,7 +6,7 @@ records keep their free-form parts (variables, metrics, saved values, attempts) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,8 +16,12 @@ class Answer(BaseModel):
 
 
 class Health(Answer):
-    status: str = "ok"
+    """Whether the server can do its work: 200 when every part is ok, 503 (degraded) otherwise."""
+
+    status: Literal["ok", "degraded"] = "ok"
     version: str
+    store: Literal["ok", "unreachable"] = Field(description="whether the run store answers a query")
+    scheduler: Literal["ok", "stopped"] = Field(description="whether the scheduler inside the server runs")
 
 
 class Problem(Answer):

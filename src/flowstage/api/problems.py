@@ -33,6 +33,7 @@ TITLES = {
     409: "Conflict",
     415: "Unsupported media type",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
 }
 
@@ -132,7 +133,7 @@ def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {_request.url.path}"
         answer = problem_response(exc.status_code, scrub(detail))
-        for name, value in (exc.headers or {}).items():  # WWW-Authenticate of a 401
+        for name, value in (exc.headers or {}).items():  # WWW-Authenticate of a 401, Retry-After of a 429
             answer.headers[name] = value
         return answer
 

@@ -147,16 +147,22 @@ def resume(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
 @router.post(
     "/runs/{run_id}/cancel",
     response_model=models.Cancelled,
+    status_code=202,
     responses=problem_responses(404, 409, 422),
     dependencies=[Depends(require("operator"))],
 )
 def cancel(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
-    """Cancel a running run: its running tasks are killed, pending ones cancelled (409 when it already ended)."""
-    from flowstage.app.runs import cancel_run
+    """Cancel a running run (409 when it already ended): answers at once with the run's status then.
+
+    The runner kills the running tasks and cancels the pending ones within about a second: the
+    status is still `running` until it has (follow `/runs/{id}/events`). A run whose runner is
+    gone is cancelled here, and answers `cancelled`.
+    """
+    from flowstage.app.runs import request_cancel
 
     _run(ctx, run_id)
     try:
-        run = cancel_run(ctx.store, run_id)
+        run = request_cancel(ctx.store, run_id)
     except FlowstageError as exc:
         raise from_flowstage(exc, conflict=True) from None
     return {"id": run.id, "status": run.status}

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from flowstage.api import catalog, events, metrics, models, problems, runs, workflows
-from flowstage.api.auth import AuthState, auth_forced
+from flowstage.api.auth import auth_state
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.api.hub import EventHub
 from flowstage.errors import FlowstageError, UsageError
@@ -98,6 +99,17 @@ def _start_scheduler(project: Project, policy: str, clock: Clock | None) -> tupl
     return scheduler, store, thread
 
 
+def _store_answers(app: FastAPI) -> bool:
+    """Whether the app's run store answers its cheapest query (a failure is logged, scrubbed)."""
+    ctx: ApiContext = app.state.flowstage
+    try:
+        ctx.store.last_event_id()
+    except Exception as exc:
+        logger.warning("health: the run store does not answer: %s", ctx.scrub(f"{type(exc).__name__}: {exc}"))
+        return False
+    return True
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -117,13 +129,14 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
 
         policy = orphan_policy(project.config)
         store = open_store(project)
-        ctx = ApiContext(project=project, store=store, scrub=scrub, auth=AuthState(auth_forced(project.config)))
+        ctx = ApiContext(project=project, store=store, scrub=scrub, auth=auth_state(project.config))
         hub = EventHub(store, events.renderer(ctx))
         hub.start(asyncio.get_running_loop())
         app.state.flowstage = dataclasses.replace(ctx, hub=hub)
         app.state.started_monotonic = time.monotonic()
         scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
         app.state.scheduler = scheduler
+        app.state.scheduler_thread = thread
         # what start-up loaded (the app, its models, the libraries) lives as long as the server:
         # out of the collector's way, a full collection no longer walks it on every request burst
         gc.collect()
@@ -153,13 +166,27 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
     version = _version()
 
     # /health needs no role: a probe must answer whether or not auth is on
-    @api.get("/health", response_model=models.Health, tags=["health"])
-    def health() -> models.Health:
-        """Whether the server answers."""
-        return models.Health(status="ok", version=version)
+    @api.get(
+        "/health",
+        response_model=models.Health,
+        responses={503: {"model": models.Health, "description": "The store is unreachable or the scheduler stopped"}},
+        tags=["health"],
+    )
+    def health(request: Request) -> models.Health | JSONResponse:
+        """Whether the server can do its work: its run store answers and its scheduler runs (503 otherwise)."""
+        answer = models.Health(
+            status="ok",
+            version=version,
+            store="ok" if _store_answers(request.app) else "unreachable",
+            scheduler="ok" if request.app.state.scheduler_thread.is_alive() else "stopped",
+        )
+        if answer.store == "ok" and answer.scheduler == "ok":
+            return answer
+        return JSONResponse(answer.model_copy(update={"status": "degraded"}).model_dump(), status_code=503)
 
+    # every other route needs a role: a missing or bad token, a role too low, too many failed logins
     for router in (workflows.router, runs.router, events.router, catalog.router, metrics.router):
-        api.include_router(router)
+        api.include_router(router, responses=problems.problem_responses(401, 403, 429))
     app.include_router(api)
     return app
 

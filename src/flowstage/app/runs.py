@@ -306,29 +306,41 @@ def resume_run(
     return drive(BegunRun(run_id, runner, store))
 
 
-def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun:
-    """Ask the runner of `run_id` to stop; end the run here if its runner is gone."""
+def request_cancel(store: RunStore, run_id: str) -> StoredRun:
+    """Ask the runner of `run_id` to stop and answer the run as recorded now, without waiting for it.
+
+    A run whose runner is gone is ended here (cancelled); a live runner ends the run itself
+    within about a heartbeat (`cancel_run` waits for that).
+    """
     run = get_run(store, run_id)
     shown = effective_status(run)
-    reason = f"run cancelled by {who()}"
     if shown == RunStatus.INTERRUPTED.value:
-        kill_orphans(run)
-        store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=reason)
-        return get_run(store, run_id)
+        return _cancel_orphan(store, run)
     if shown != RunStatus.RUNNING.value:
         raise UsageError(f"run {run_id} already {shown}; nothing to cancel")
-    store.request_cancel(run_id, time.time())
+    if not store.request_cancel(run_id, time.time()):  # it ended meanwhile
+        raise UsageError(f"run {run_id} already {effective_status(get_run(store, run_id))}; nothing to cancel")
+    return get_run(store, run_id)
+
+
+def cancel_run(store: RunStore, run_id: str, *, wait: float = 15.0) -> StoredRun:
+    """Ask the runner of `run_id` to stop and wait (up to `wait` s) for the run to end; end it here if its runner is gone."""
+    run = request_cancel(store, run_id)
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    while run.status == RunStatus.RUNNING.value:
+        if not runner_alive(run):
+            return _cancel_orphan(store, run)
+        if time.monotonic() >= deadline:
+            raise RunError(f"run {run_id}: cancel requested, but the runner has not stopped within {wait:g}s")
         time.sleep(0.1)
         run = get_run(store, run_id)
-        if run.status != RunStatus.RUNNING.value:
-            return run
-        if not runner_alive(run):
-            kill_orphans(run)
-            store.finish_orphan(run_id, status=RunStatus.CANCELLED.value, at=time.time(), reason=reason)
-            return get_run(store, run_id)
-    raise RunError(f"run {run_id}: cancel requested, but the runner has not stopped within {wait:g}s")
+    return run
+
+
+def _cancel_orphan(store: RunStore, run: StoredRun) -> StoredRun:
+    kill_orphans(run)
+    store.finish_orphan(run.id, status=RunStatus.CANCELLED.value, at=time.time(), reason=f"run cancelled by {who()}")
+    return get_run(store, run.id)
 
 
 def fail_orphan(store: RunStore, run: StoredRun, *, reason: str) -> StoredRun:
@@ -349,6 +361,7 @@ __all__ = [
     "new_run_id",
     "open_store",
     "pinned",
+    "request_cancel",
     "resume_run",
     "start_run",
     "who",

@@ -26,6 +26,9 @@ def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: flo
             f"--host {host}: without auth the server listens only on 127.0.0.1, localhost or ::1; "
             "create a token first (flowstage token create --role admin) or set server: {auth: true} in flowstage.yaml"
         )
+    from flowstage.api.auth import max_failed_logins
+
+    max_failed_logins(project.config)  # a wrong setting is told here, before the server starts
     import uvicorn
 
     from flowstage.api.server import create_app
@@ -42,7 +45,25 @@ def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: flo
     app = create_app(project, clock=clock)
     _log_to_stderr()
     click.echo(f"flowstage server: project {project.root}, API at http://{host}:{port}/api/v1", err=True)
+    _stop_with_success_on_sigterm()
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False)
+
+
+def _stop_with_success_on_sigterm() -> None:
+    """A server stopped by SIGTERM exits with status 0: that is how it is meant to stop.
+
+    uvicorn handles SIGTERM itself (it stops taking requests, lets the ones in progress end and
+    runs the app's shutdown), then raises the signal again with the handler it found, to end the
+    process as that handler would: this one ends it with status 0. The runs the server started
+    are in runner processes of their own and go on.
+    """
+    import signal
+    from types import FrameType
+
+    def stopped(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 def _log_to_stderr() -> None:

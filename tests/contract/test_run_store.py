@@ -434,6 +434,26 @@ class StoreContract:
         assert store.logs("r1") == []
 
     # ------------------------------------------------------------------ logs / events
+    def test_logs_filter_by_text_in_any_case_with_like_characters_taken_literally(self, store: RunStore) -> None:
+        store.create_run(new_run("r1"))
+        lines = [
+            log("r1", "a", 20, "Loaded 100% of rows"),
+            log("r1", "a", 20, "loaded 1000 rows"),
+            log("r1", "b", 30, "user_name missing"),
+            log("r1", "b", 30, "username missing! twice"),
+        ]
+        store.record(Batch("r1", logs=lines))
+
+        def found(text: str, **kw: Any) -> list[str]:
+            return [s.line.message for s in store.logs("r1", contains=text, **kw)]
+
+        assert found("LOADED") == ["Loaded 100% of rows", "loaded 1000 rows"]
+        assert found("100%") == ["Loaded 100% of rows"]  # % is a character, not a wildcard
+        assert found("user_name") == ["user_name missing"]  # so is _
+        assert found("! t") == ["username missing! twice"]
+        assert found("missing", task="b", min_level=30) == ["user_name missing", "username missing! twice"]
+        assert found("nowhere") == []
+
     def test_logs_come_in_order_and_filter_by_task_level_cursor_and_limit(self, store: RunStore) -> None:
         store.create_run(new_run("r1"))
         store.create_run(new_run("r2", started_at=T0 + 1))

@@ -7,6 +7,12 @@ revoking every token does not open the API again. Then a request needs
 ``Authorization: Bearer TOKEN``: none, a forged, an expired or a revoked token → 401; a role too
 low → 403. Failed attempts are logged at warning without the token.
 
+The web UI signs in with the same tokens: `/login` keeps the token in the `flowstage_token`
+cookie (HttpOnly, SameSite=Strict), which every route accepts as it accepts the header. A
+request that changes something (POST, PUT, PATCH, DELETE) and authenticates by the cookie must
+come from the server's own pages: its `Origin` (or, without one, `Sec-Fetch-Site`) must say so,
+else it answers 403 — a cross-site form can never act with a signed-in user's cookie.
+
 Failed logins are limited per client address: after `MAX_FAILED_LOGINS` failed token checks (no
 token, or an unknown, expired or revoked one; `server: {max_failed_logins: N}` in flowstage.yaml
 sets another number) within `FAILED_LOGINS_WINDOW` seconds, *every* request of that client to a
@@ -152,6 +158,41 @@ def _refused(request: Request, auth: AuthState, client: str, why: str, detail: s
     return HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
 
 
+#: the cookie the web UI keeps its token in
+COOKIE = "flowstage_token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def credentials(request: Request) -> tuple[str | None, bool]:
+    """The token a request carries, and whether it came by the cookie (the header wins)."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        return secret.strip(), False
+    cookie = request.cookies.get(COOKIE, "").strip()
+    return (cookie or None), bool(cookie)
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a request comes from the server's own pages (by its Origin, else Sec-Fetch-Site)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        return origin in (f"http://{host}", f"https://{host}")
+    return request.headers.get("sec-fetch-site") in ("same-origin", "none")
+
+
+def caller_role(request: Request) -> Role | None:
+    """The role of whoever sends `request` (admin when auth is off); None when not signed in."""
+    ctx = request.app.state.flowstage
+    if not ctx.auth.on(ctx.store):
+        return Role.ADMIN
+    secret, _ = credentials(request)
+    if secret is None:
+        return None
+    token = ctx.store.tokens.verify(secret, now=time.time())
+    return token.role if token is not None else None
+
+
 def require(role: str) -> Callable[[Request], None]:
     """A FastAPI dependency that lets a request through when its caller holds `role` (or auth is off)."""
     if role not in ROLES:
@@ -170,12 +211,17 @@ def require(role: str) -> Callable[[Request], None]:
             raise HTTPException(
                 429, f"too many failed logins from this address: try again in {seconds}s", {"Retry-After": str(seconds)}
             )
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        secret, by_cookie = credentials(request)
+        if secret is None:
             raise _refused(request, auth, client, "no bearer token", "this server needs a token: Authorization: Bearer TOKEN")
-        token = ctx.store.tokens.verify(secret.strip(), now=time.time())
+        token = ctx.store.tokens.verify(secret, now=time.time())
         if token is None:
             raise _refused(request, auth, client, "unknown, expired or revoked token", "the token is unknown, expired or revoked")
+        if by_cookie and request.method in UNSAFE_METHODS and not same_origin(request):
+            logger.warning(
+                "refused %s %s from %s: a cross-site request with the sign-in cookie", request.method, request.url.path, client
+            )
+            raise HTTPException(403, "a request that changes something must come from this server's own pages")
         if not token.role.allows(needed):
             raise HTTPException(403, f"this needs the {role} role; the token's role is {token.role.value}")
 
@@ -184,6 +230,7 @@ def require(role: str) -> Callable[[Request], None]:
 
 
 __all__ = [
+    "COOKIE",
     "FAILED_LOGINS_WINDOW",
     "MAX_FAILED_LOGINS",
     "ROLES",
@@ -191,6 +238,9 @@ __all__ = [
     "FailedLogins",
     "auth_forced",
     "auth_state",
+    "caller_role",
+    "credentials",
     "max_failed_logins",
     "require",
+    "same_origin",
 ]

@@ -98,6 +98,20 @@ class Deployed(Answer):
     activated: bool
 
 
+class ValidationProblem(Answer):
+    line: int | None
+    column: int | None
+    message: str
+    text: str = Field(description="the problem as `file:line:col: message`")
+
+
+class Validation(Answer):
+    valid: bool
+    name: str | None = Field(description="the workflow's name, when the file is valid")
+    problems: list[ValidationProblem]
+    graph: dict[str, Any] | None = Field(description="the graph laid out for drawing (cytoscape elements), when valid")
+
+
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1)

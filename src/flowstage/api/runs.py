@@ -182,12 +182,13 @@ def logs(
     level: Annotated[LevelName, Query(description="the lowest level returned")] = "debug",
     after: Annotated[int, Query(ge=0, description="the id of the last line already read")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    q: Annotated[str | None, Query(max_length=200, description="only lines with this text (any case)")] = None,
 ) -> dict[str, Any]:
     """Log lines of a run (of one task), oldest first, after the cursor `after`."""
     run = _run(ctx, run_id)
     if task is not None and task not in {t.name for t in run.tasks}:
         raise ApiProblem(404, f"run {run_id} has no task {task!r}")
-    lines = ctx.store.logs(run_id, task=task, min_level=LEVELS[level], after=after, limit=limit + 1)
+    lines = ctx.store.logs(run_id, task=task, min_level=LEVELS[level], after=after, limit=limit + 1, contains=q or None)
     page = lines[:limit]
     last = page[-1].id if page else after
     items = [

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from flowstage.api import catalog, events, metrics, models, problems, runs, workflows
+from flowstage.api import catalog, events, metrics, models, problems, runs, validate, workflows
 from flowstage.api.auth import auth_state
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.api.hub import EventHub
@@ -119,7 +119,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
+def create_app(project: Project, *, clock: Clock | None = None, with_ui: bool = True) -> FastAPI:
     """The REST API of `project` (SPEC §5.2); OpenAPI at `/api/v1/openapi.json`. `clock`: its scheduler's (tests)."""
     scrub = scrubber_for(project)
 
@@ -185,9 +185,13 @@ def create_app(project: Project, *, clock: Clock | None = None) -> FastAPI:
         return JSONResponse(answer.model_copy(update={"status": "degraded"}).model_dump(), status_code=503)
 
     # every other route needs a role: a missing or bad token, a role too low, too many failed logins
-    for router in (workflows.router, runs.router, events.router, catalog.router, metrics.router):
+    for router in (workflows.router, validate.router, runs.router, events.router, catalog.router, metrics.router):
         api.include_router(router, responses=problems.problem_responses(401, 403, 429))
     app.include_router(api)
+    if with_ui:
+        from flowstage.web.pages import install_web
+
+        install_web(app)
     return app
 
 

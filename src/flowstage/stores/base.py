@@ -92,7 +92,10 @@ class RunStore(Protocol):
         min_level: int = 0,
         after: int = 0,
         limit: int = 10_000,
-    ) -> list[StoredLog]: ...
+        contains: str | None = None,
+    ) -> list[StoredLog]:
+        """Log lines of a run after the cursor `after`, oldest first; `contains`: only lines with that text (any case)."""
+        ...
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 10_000) -> list[tuple[int, Event]]:
         """The events of one run after the cursor `after` (`events_after` with a run)."""

@@ -209,6 +209,7 @@ class MemoryRunStore:
         min_level: int = 0,
         after: int = 0,
         limit: int = 10_000,
+        contains: str | None = None,
     ) -> list[StoredLog]:
         with self._lock:
             out = [
@@ -218,6 +219,7 @@ class MemoryRunStore:
                 and s.id > after
                 and (task is None or s.line.task == task)
                 and s.line.level >= min_level
+                and (not contains or contains.lower() in s.line.message.lower())
             ]
         return out[:limit]
 

@@ -742,6 +742,7 @@ class SqlRunStore:
         min_level: int = 0,
         after: int = 0,
         limit: int = 10_000,
+        contains: str | None = None,
     ) -> list[StoredLog]:
         sql = "SELECT id, run_id, task, attempt, at, level, message FROM logs WHERE run_id = :id AND id > :after"
         params: dict[str, Any] = {"id": run_id, "after": after, "limit": int(limit)}
@@ -751,6 +752,12 @@ class SqlRunStore:
         if min_level:
             sql += " AND level >= :level"
             params["level"] = min_level
+        if contains:
+            # a plain substring, case-insensitive: LIKE's own characters are escaped (by `!`, which
+            # every backend reads the same way)
+            escaped = contains.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            sql += " AND lower(message) LIKE :contains ESCAPE '!'"
+            params["contains"] = f"%{escaped}%"
         sql += " ORDER BY id LIMIT :limit"
         with self._read() as tx:
             rows = tx.query(sql, params)

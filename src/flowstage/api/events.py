@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from flowstage.api.auth import require
 from flowstage.api.context import ApiContext, context
+from flowstage.api.models import BIGINT_MAX
 from flowstage.api.problems import ApiProblem, problem_responses
 from flowstage.engine.ports import Event
 from flowstage.engine.projection import RUN_FINISHED
@@ -70,7 +71,7 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
         value = int(last_event_id.strip())
     except ValueError:
         raise ApiProblem(422, f"header Last-Event-ID: not an event id: {last_event_id[:40]!r}") from None
-    if value < 0:
+    if not 0 <= value <= BIGINT_MAX:
         raise ApiProblem(422, "header Last-Event-ID: not an event id")
     return value
 
@@ -138,7 +139,7 @@ async def run_events(
     request: Request,
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
-    after: Annotated[int | None, Query(ge=0, description="the last event id seen (as Last-Event-ID)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="the last event id seen (as Last-Event-ID)")] = None,
 ) -> StreamingResponse:
     """One run's changes as server-sent events: a snapshot first, then each change; it ends with the run."""
     from flowstage.api.runs import get_run
@@ -171,7 +172,7 @@ async def all_events(
     request: Request,
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
-    after: Annotated[int | None, Query(ge=0, description="the last event id seen (as Last-Event-ID)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="the last event id seen (as Last-Event-ID)")] = None,
 ) -> StreamingResponse:
     """Every run's changes as server-sent events (for dashboards): the running runs first, then each change."""
     from flowstage.app.liveness import effective_status

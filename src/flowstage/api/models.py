@@ -10,6 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: the largest value of the store's BIGINT columns (log line and event ids): a larger cursor is refused (422)
+BIGINT_MAX = 2**63 - 1
+#: the largest value of its INTEGER columns (versions): a larger version is refused (422)
+INTEGER_MAX = 2**31 - 1
+
 
 class Answer(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
@@ -114,7 +119,7 @@ class Validation(Answer):
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INTEGER_MAX)
 
 
 class RolledBack(Answer):

@@ -150,10 +150,15 @@ def install(app: FastAPI, scrub: Callable[[str], str]) -> None:
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for routes that may answer these problem statuses."""
+    """OpenAPI `responses=` for routes that may answer these problem statuses, as `application/problem+json`.
+
+    The schema is written out, not given as `model`: FastAPI files a model's schema under the route's
+    own media type (`application/json`), which is not the one a problem is sent as.
+    """
     from flowstage.api.models import Problem
 
-    return {code: {"model": Problem, "description": TITLES[code]} for code in codes}
+    schema = Problem.model_json_schema(mode="serialization")
+    return {code: {"description": TITLES[code], "content": {MEDIA_TYPE: {"schema": schema}}} for code in codes}
 
 
 __all__ = ["MEDIA_TYPE", "ApiProblem", "from_flowstage", "install", "problem_response", "problem_responses"]

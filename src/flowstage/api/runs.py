@@ -180,7 +180,7 @@ def logs(
     ctx: Ctx,
     task: Annotated[str | None, Query(max_length=200)] = None,
     level: Annotated[LevelName, Query(description="the lowest level returned")] = "debug",
-    after: Annotated[int, Query(ge=0, description="the id of the last line already read")] = 0,
+    after: Annotated[int, Query(ge=0, le=models.BIGINT_MAX, description="the id of the last line already read")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     q: Annotated[str | None, Query(max_length=200, description="only lines with this text (any case)")] = None,
 ) -> dict[str, Any]:

@@ -6,8 +6,8 @@ the server neither kills nor loses them. The lifespan also hosts the project's s
 thread of its own (its runs detached too, fired exactly once per due time by the store's rule
 however many servers share it), and on start deals with the runs left interrupted by a runner
 that died: each is resumed, or failed with `server: {orphans: fail}` in flowstage.yaml.
-Interactive docs are off in this version: their assets would have to be served from here,
-never from a CDN.
+Interactive docs (Swagger UI) are at `/api/v1/docs`, their assets served from this package, never
+from a CDN (`flowstage.api.docs`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from flowstage.api import catalog, events, metrics, models, problems, runs, validate, workflows
 from flowstage.api.auth import auth_state
 from flowstage.api.context import ApiContext, scrubber_for
+from flowstage.api.docs import install_docs
 from flowstage.api.hub import EventHub
 from flowstage.errors import FlowstageError, UsageError
 from flowstage.settings import Project
@@ -188,6 +189,7 @@ def create_app(project: Project, *, clock: Clock | None = None, with_ui: bool = 
     for router in (workflows.router, validate.router, runs.router, events.router, catalog.router, metrics.router):
         api.include_router(router, responses=problems.problem_responses(401, 403, 429))
     app.include_router(api)
+    install_docs(app, PREFIX)
     if with_ui:
         from flowstage.web.pages import install_web
 

@@ -166,7 +166,7 @@ async def deploy_workflow(request: Request, response: Response, ctx: Ctx) -> dic
 @router.post(
     "/workflows/{name}/rollback",
     response_model=models.RolledBack,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(400, 404, 422),
     dependencies=[Depends(require("admin"))],
 )
 def rollback_workflow(name: Name, body: models.RollbackRequest, ctx: Ctx) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def rollback_workflow(name: Name, body: models.RollbackRequest, ctx: Ctx) -> dic
     "/workflows/{name}/runs",
     response_model=models.RunId,
     status_code=202,
-    responses=problem_responses(404, 422, 500),
+    responses=problem_responses(400, 404, 422, 500),
     dependencies=[Depends(require("operator"))],
 )
 def start_workflow_run(name: Name, ctx: Ctx, body: models.StartRequest | None = None) -> dict[str, Any]:

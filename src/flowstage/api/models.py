@@ -58,7 +58,8 @@ class WorkflowSummary(Answer):
 
 class WorkflowDetail(WorkflowSummary):
     definition: dict[str, Any]
-    source: str | None = None
+    source: str | None = Field(default=None, description="the file it was deployed from")
+    text: str | None = Field(default=None, description="the file's text as deployed (comments and formatting kept)")
 
 
 class WorkflowVersion(Answer):

@@ -60,7 +60,11 @@ def get_workflow(name: Name, ctx: Ctx) -> dict[str, Any]:
     w = _deployed(ctx, name)
     current = ctx.store.deployments.version(name, w.current_version)
     out = _summary(ctx, w)
-    out.update(definition=w.definition, source=current.source if current is not None else None)
+    out.update(
+        definition=w.definition,
+        source=current.source if current is not None else None,
+        text=current.text if current is not None else None,
+    )
     return dict(ctx.masked(out))
 
 

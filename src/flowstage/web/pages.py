@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Callable, Coroutine
 from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -27,7 +29,27 @@ from flowstage.views.records import iso
 
 HERE = files("flowstage.web")
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+
+
+class PageRoute(APIRoute):
+    """A page's route: a problem (an unknown run, a workflow never deployed) answers an HTML page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiProblem as problem:
+                role = caller_role(request)
+                shown = {"title": problem.title, "detail": _ctx(request).scrub(problem.detail)}
+                data = {"problem": shown, "role": role.value if role else None, "auth_on": True}
+                return templates.TemplateResponse(request, "error.html", data, status_code=problem.status)
+
+        return answer
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 STATUSES = ("running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
 DOTS = 10
@@ -189,7 +211,7 @@ def diff_page(request: Request, name: str, a: Annotated[int, Query(ge=1)], b: An
     old, new = ctx.store.deployments.version(name, a), ctx.store.deployments.version(name, b)
     if old is None or new is None:
         raise ApiProblem(404, f"workflow {name!r} has no version {a if old is None else b}")
-    rows = _side_by_side(ctx.scrub(old.source or ""), ctx.scrub(new.source or ""))
+    rows = _side_by_side(ctx.scrub(old.text), ctx.scrub(new.text))
     return _page(request, "diff.html", role, workflow=workflow, a=a, b=b, rows=rows, current=workflow["version"])
 
 
@@ -376,7 +398,7 @@ def edit_workflow_page(request: Request, name: str) -> HTMLResponse:
     from flowstage.api.workflows import get_workflow
 
     workflow = get_workflow(name, _ctx(request))
-    return _page(request, "editor.html", role, name=name, text=workflow.get("source") or "", version=workflow["version"])
+    return _page(request, "editor.html", role, name=name, text=workflow.get("text") or "", version=workflow["version"])
 
 
 # --------------------------------------------------------------------------- sign-in

@@ -49,7 +49,7 @@ function changed(text) {
 
 const initial = source.value;
 language.value = initial.trimStart().startsWith("{") ? "json" : "yaml";
-const editor = createEditor(document.getElementById("editor"), { doc: initial, language: language.value, onChange: changed });
+const editor = createEditor(document.getElementById("editor"), { doc: initial, language: language.value, label: "workflow file", onChange: changed });
 page.editor = editor;
 language.addEventListener("change", () => { editor.setLanguage(language.value); changed(editor.getText()); });
 validate(initial);

@@ -54,6 +54,8 @@
       layout: { name: "preset", fit: true, padding: 24 },
       style: style(),
       wheelSensitivity: 0.3,
+      maxZoom: 1.4,
+      minZoom: 0.05,
       boxSelectionEnabled: false,
       autoungrabify: true
     });

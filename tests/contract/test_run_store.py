@@ -434,6 +434,22 @@ class StoreContract:
         assert store.logs("r1") == []
 
     # ------------------------------------------------------------------ logs / events
+    def test_a_run_head_follows_each_change_of_its_run(self, store: RunStore) -> None:
+        assert store.run_head("nope") is None
+        store.create_run(new_run("r1"))
+        first = store.run_head("r1")
+        assert first is not None
+        assert (first.status, first.ended_at, first.resumes) == ("running", None, 0)
+        assert first.newest_event == store.last_event_id("r1") > 0
+        store.record(
+            Batch("r1", events=[Event("r1", T0 + 2, "run_finished", None, "failed")], run_status="failed", run_ended_at=T0 + 3)
+        )
+        ended = store.run_head("r1")
+        assert ended is not None
+        assert (ended.status, ended.ended_at) == ("failed", T0 + 3)
+        assert ended.newest_event == store.last_event_id("r1") > first.newest_event
+        assert ended.runner_pid == first.runner_pid
+
     def test_logs_filter_by_text_in_any_case_with_like_characters_taken_literally(self, store: RunStore) -> None:
         store.create_run(new_run("r1"))
         lines = [

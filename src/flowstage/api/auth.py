@@ -3,7 +3,8 @@
 Every route but `/health` declares the role it needs with ``dependencies=[Depends(require(...))]``
 (viewer: read; operator: run, resume, cancel; admin: deploy, rollback). Auth is on as soon as a
 token was ever created (`flowstage token create`) or `server: {auth: true}` is in flowstage.yaml —
-revoking every token does not open the API again. Then a request needs
+revoking every token does not open the API again (a revoked token is refused within a second:
+a verified token is looked up again after `VERIFIED_SECONDS`). Then a request needs
 ``Authorization: Bearer TOKEN``: none, a forged, an expired or a revoked token → 401; a role too
 low → 403. Failed attempts are logged at warning without the token.
 
@@ -26,6 +27,7 @@ address is the one uvicorn gives: behind a proxy on loopback, its `X-Forwarded-F
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -36,12 +38,16 @@ from collections.abc import Callable
 from fastapi import HTTPException, Request
 
 from flowstage.errors import UsageError
-from flowstage.stores.tokens import Role
+from flowstage.stores.tokens import Role, Token
 
 logger = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each role may do what the ones before it do
 _AUTH_CACHE_SECONDS = 2.0
+#: seconds a verified token is taken as verified (a revoked token is refused within them)
+VERIFIED_SECONDS = 1.0
+#: verified tokens kept at most
+VERIFIED_KEPT = 1000
 #: failed token checks from one client address within `FAILED_LOGINS_WINDOW` before it is refused
 MAX_FAILED_LOGINS = 10
 #: seconds a failed token check counts against its client address
@@ -111,6 +117,26 @@ class AuthState:
         self._known = forced
         self._checked = 0.0
         self._lock = threading.Lock()
+        self._verified: OrderedDict[bytes, tuple[Token, float]] = OrderedDict()
+
+    def verify(self, store: object, secret: str, now: float) -> Token | None:
+        """The live token of `secret`: looked up in the store at most once a second per token, so a
+        client polling hard costs one read, not two; a revoked token is refused within a second."""
+        key = hashlib.sha256(secret.encode("utf-8")).digest()
+        mono = time.monotonic()
+        with self._lock:
+            found = self._verified.get(key)
+        if found is not None and mono - found[1] < VERIFIED_SECONDS and found[0].is_active(now):
+            return found[0]
+        token: Token | None = store.tokens.verify(secret, now=now)  # type: ignore[attr-defined]
+        with self._lock:
+            if token is None:
+                self._verified.pop(key, None)
+            else:
+                self._verified[key] = (token, mono)
+                while len(self._verified) > VERIFIED_KEPT:
+                    self._verified.popitem(last=False)
+        return token
 
     def on(self, store: object) -> bool:
         if self._known:
@@ -189,7 +215,7 @@ def caller_role(request: Request) -> Role | None:
     secret, _ = credentials(request)
     if secret is None:
         return None
-    token = ctx.store.tokens.verify(secret, now=time.time())
+    token = ctx.auth.verify(ctx.store, secret, time.time())
     return token.role if token is not None else None
 
 
@@ -214,7 +240,7 @@ def require(role: str) -> Callable[[Request], None]:
         secret, by_cookie = credentials(request)
         if secret is None:
             raise _refused(request, auth, client, "no bearer token", "this server needs a token: Authorization: Bearer TOKEN")
-        token = ctx.store.tokens.verify(secret, now=time.time())
+        token = auth.verify(ctx.store, secret, time.time())
         if token is None:
             raise _refused(request, auth, client, "unknown, expired or revoked token", "the token is unknown, expired or revoked")
         if by_cookie and request.method in UNSAFE_METHODS and not same_origin(request):

@@ -75,12 +75,12 @@ def get_run_route(
     """
     from flowstage.app.liveness import effective_status
 
-    run = ctx.store.get_run(run_id, with_tasks=False)
-    if run is None:
+    # one look, before the record is read: a change made meanwhile gives the next request a new
+    # tag, never an old body under a new tag
+    head = ctx.store.run_head(run_id)
+    if head is None:
         raise ApiProblem(404, f"no run {run_id!r}")
-    # read before the record: a change made meanwhile gives the next request a new tag, never an old body
-    newest = ctx.store.last_event_id(run_id)
-    tag = f'W/"{newest}-{effective_status(run)}-{len(run.resumes)}-{run.ended_at or 0}"'
+    tag = f'W/"{head.newest_event}-{effective_status(head)}-{head.resumes}-{head.ended_at or 0}"'
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
         return Response(status_code=304, headers=headers)

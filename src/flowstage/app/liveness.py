@@ -21,11 +21,18 @@ _STARTED: dict[int, float] = {}
 
 
 class RunnerRecord(Protocol):
-    status: str
-    runner_pid: int | None
-    runner_host: str | None
-    runner_started: float | None
-    heartbeat_at: float | None
+    """What liveness reads of a run (a stored run or its head)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def runner_pid(self) -> int | None: ...
+    @property
+    def runner_host(self) -> str | None: ...
+    @property
+    def runner_started(self) -> float | None: ...
+    @property
+    def heartbeat_at(self) -> float | None: ...
 
 
 def process_started() -> float:

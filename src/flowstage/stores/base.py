@@ -39,6 +39,22 @@ class NewRun:
     source: str | None = None
 
 
+@dataclass(frozen=True)
+class RunHead:
+    """A run's state in brief, cheap to read often: whatever changed in the run changed some field here."""
+
+    id: str
+    status: str
+    ended_at: float | None
+    resumes: int
+    runner_pid: int | None
+    runner_host: str | None
+    runner_started: float | None
+    heartbeat_at: float | None
+    #: the id of the run's newest event (0 when none)
+    newest_event: int
+
+
 @dataclass
 class StoredRun:
     id: str
@@ -79,6 +95,10 @@ class RunStore(Protocol):
     def heartbeat(self, run_id: str, at: float) -> bool: ...
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None: ...
+
+    def run_head(self, run_id: str) -> RunHead | None:
+        """What changes whenever the run does (status, runner, resumes, its newest event), in one look."""
+        ...
 
     def list_runs(
         self, *, workflow: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from flowstage.engine import projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
-from flowstage.stores.base import NewRun, StoredLog, StoredRun
+from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
@@ -143,6 +143,23 @@ class MemoryRunStore:
                 self._event(ev)
             run.status = status
             run.ended_at = at
+
+    def run_head(self, run_id: str) -> RunHead | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            return RunHead(
+                id=run.id,
+                status=run.status,
+                ended_at=run.ended_at,
+                resumes=len(run.resumes),
+                runner_pid=run.runner_pid,
+                runner_host=run.runner_host,
+                runner_started=run.runner_started,
+                heartbeat_at=run.heartbeat_at,
+                newest_event=self._newest_event(run_id),
+            )
 
     def events_after(self, cursor: int, *, run_id: str | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
         out: list[tuple[int, Event]] = []

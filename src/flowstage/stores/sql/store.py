@@ -38,7 +38,7 @@ from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
-from flowstage.stores.base import NewRun, StoredLog, StoredRun
+from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.catalog import CatalogStore
@@ -82,6 +82,7 @@ class _Tx(Protocol):
 class _Driver(Protocol):
     def write(self) -> contextlib.AbstractContextManager[_Tx]: ...
     def read(self) -> contextlib.AbstractContextManager[_Tx]: ...
+    def read_one(self) -> contextlib.AbstractContextManager[_Tx]: ...
     def close(self) -> None: ...
 
 
@@ -150,6 +151,11 @@ class _SqliteDriver:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def read_one(self) -> Iterator[_Tx]:
+        # one statement is a transaction of its own (autocommit): no BEGIN and COMMIT around it
+        yield _SqliteTx(self._conn())
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
@@ -180,11 +186,37 @@ class _AlchemyTx:
         return list(self.conn.execute(text(sql), dict(params or {})).mappings().all())
 
 
+#: connections kept per engine (the API server's requests run on up to 40 threads)
+_POOL_SIZE = 40
+_POOL_OVERFLOW = 20
+
+
+class _RetryingTx(_AlchemyTx):
+    """A single-statement read that is asked again, once, on a fresh connection when the pooled one
+    turned out to be dead (the server restarted, a proxy dropped it): a read is safe to repeat."""
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        from sqlalchemy import exc
+
+        try:
+            return super().query(sql, params)
+        except exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        self.conn.rollback()  # the invalidated connection is replaced on its next use
+        return super().query(sql, params)
+
+
 class _AlchemyDriver:
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
 
-        self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # connections are opened as threads need them and kept up to the pool's size: a connection
+        # past it (an overflow) is closed after its use, and opening one costs more than many reads
+        self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
+        # single-statement reads: autocommit, no ping (a connection found dead is replaced and the
+        # statement asked once more, see `read_one`), so a read costs one round trip, not four
+        self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
@@ -197,8 +229,14 @@ class _AlchemyDriver:
             yield _AlchemyTx(conn)
             conn.rollback()
 
+    @contextlib.contextmanager
+    def read_one(self) -> Iterator[_Tx]:
+        with self._autocommit.connect() as conn:
+            yield _RetryingTx(conn)
+
     def close(self) -> None:
         self.engine.dispose()
+        self._autocommit.dispose()
 
 
 # --------------------------------------------------------------------------- waiting for events
@@ -393,6 +431,19 @@ class SqlRunStore:
                 yield tx
         except _driver_errors() as exc:
             raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
+
+    @contextlib.contextmanager
+    def _read_one(self) -> Iterator[_Tx]:
+        """A read of one statement (no transaction around it: it is one)."""
+        try:
+            with self.driver.read_one() as tx:
+                yield tx
+        except _driver_errors() as exc:
+            raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
+
+    def read_one(self) -> contextlib.AbstractContextManager[_Tx]:
+        """A read of one statement, for the stores that share the database (tokens)."""
+        return self._read_one()
 
     def write_transaction(self) -> contextlib.AbstractContextManager[_Tx]:
         """A write transaction on the store's database, for the stores that share it (deployments, catalog)."""
@@ -635,7 +686,7 @@ class SqlRunStore:
         if run_id is not None:
             sql += " AND run_id = :run_id"
             params["run_id"] = run_id
-        with self._read() as tx:
+        with self._read_one() as tx:
             rows = tx.query(sql + " ORDER BY id LIMIT :limit", params)
         return [(r["id"], Event(r["run_id"], r["at"], r["kind"], r["task"], r["status"], _loads(r["data"], {}))) for r in rows]
 
@@ -677,7 +728,7 @@ class SqlRunStore:
             sql, params = "SELECT max(id) AS newest FROM events", {}
         else:
             sql, params = "SELECT max(id) AS newest FROM events WHERE run_id = :run_id", {"run_id": run_id}
-        with self._read() as tx:
+        with self._read_one() as tx:
             rows = tx.query(sql, params)
         return int(rows[0]["newest"] or 0) if rows else 0
 
@@ -705,7 +756,8 @@ class SqlRunStore:
             raise StoreError(f"run store {self.masked_url}: cannot listen for events: {_clean(exc, self.url)}") from None
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
-        with self._read() as tx:
+        # the run and its tasks are read in one transaction (one snapshot); the run alone is one statement
+        with self._read() if with_tasks else self._read_one() as tx:
             rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = :id", {"id": run_id})
             if not rows:
                 return None
@@ -714,6 +766,28 @@ class SqlRunStore:
                 tasks = tx.query(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
                 run.tasks = [_task_from_row(r) for r in tasks]
         return run
+
+    def run_head(self, run_id: str) -> RunHead | None:
+        sql = (
+            "SELECT id, status, ended_at, resumes, runner_pid, runner_host, runner_started, heartbeat_at, "
+            "(SELECT max(e.id) FROM events e WHERE e.run_id = runs.id) AS newest FROM runs WHERE id = :id"
+        )
+        with self._read_one() as tx:
+            rows = tx.query(sql, {"id": run_id})
+        if not rows:
+            return None
+        r = rows[0]
+        return RunHead(
+            id=r["id"],
+            status=r["status"],
+            ended_at=r["ended_at"],
+            resumes=len(_loads(r["resumes"], [])),
+            runner_pid=r["runner_pid"],
+            runner_host=r["runner_host"],
+            runner_started=r["runner_started"],
+            heartbeat_at=r["heartbeat_at"],
+            newest_event=int(r["newest"] or 0),
+        )
 
     def list_runs(
         self, *, workflow: str | None = None, statuses: Sequence[str] | None = None, limit: int = 50
@@ -759,7 +833,7 @@ class SqlRunStore:
             sql += " AND lower(message) LIKE :contains ESCAPE '!'"
             params["contains"] = f"%{escaped}%"
         sql += " ORDER BY id LIMIT :limit"
-        with self._read() as tx:
+        with self._read_one() as tx:
             rows = tx.query(sql, params)
         return [
             StoredLog(r["id"], LogLine(r["run_id"], r["task"], r["attempt"], r["at"], r["level"], r["message"])) for r in rows

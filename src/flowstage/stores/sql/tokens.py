@@ -60,7 +60,7 @@ class SqlTokenStore:
         token_id = token_id_of(secret)
         if token_id is None:
             return None
-        with self.store.read_transaction() as tx:
+        with self.store.read_one() as tx:
             rows = tx.query(f"SELECT {_COLUMNS}, salt, secret_hash FROM api_tokens WHERE id = :id", {"id": token_id})
         if not rows or not matches(secret, rows[0]["salt"], rows[0]["secret_hash"]):
             return None

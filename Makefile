@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/dataflow.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,9 @@
 
 Two measures, on the SQLite store and (with ``--postgres URL``) on PostgreSQL:
   * ``GET /api/v1/runs/{id}`` of a finished 50-task run: 32 keep-alive connections for 20 s from
-    a load process of its own; requests per second and latency p50 / p99 / max;
+    a load process of its own, as fast as answers come and then at fixed rates (500 and 1,000
+    requests/s, each latency counted from when its request was due); requests per second and
+    latency p50 / p99 / max;
   * live events: 100 subscribers of one running run (``GET /api/v1/runs/{id}/events``); whether
     each got every event of the run after its snapshot, and the delay from an event's record
     time to its arrival at each subscriber, p50 / p99 / max.

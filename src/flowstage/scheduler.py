@@ -120,6 +120,15 @@ class _Stats:
     busy: int = 0
     failed: int = 0
     history: list[Started] = field(default_factory=list)
+    #: how late the scheduled runs started (seconds after their due time): count, sum, the last
+    lag_count: int = 0
+    lag_sum: float = 0.0
+    lag_last: float = 0.0
+
+    def lagged(self, seconds: float) -> None:
+        self.lag_count += 1
+        self.lag_sum += seconds
+        self.lag_last = seconds
 
 
 class Scheduler:
@@ -383,6 +392,8 @@ class Scheduler:
             return None
         started = Started(workflow.name, fire.run_id, fire.logical_time, fire.kind, fire.version, fire.reason)
         self.stats.started += 1
+        if fire.kind == "schedule":
+            self.stats.lagged(max(0.0, self.clock.time() - fire.logical_time))
         if self.keep_history:
             self.stats.history.append(started)
         self.report(f"{workflow.name} v{fire.version}: run {fire.run_id} {label} for {_iso(fire.logical_time, workflow)}")
@@ -394,6 +405,8 @@ class Scheduler:
         """Start the run of a claimed fire in a runner process of its own (from a worker thread)."""
         started = Started(workflow.name, fire.run_id, fire.logical_time, fire.kind, fire.version, fire.reason)
         self.stats.started += 1
+        if fire.kind == "schedule":
+            self.stats.lagged(max(0.0, self.clock.time() - fire.logical_time))
         if self.keep_history:
             self.stats.history.append(started)
         with self._lock:

@@ -77,6 +77,7 @@ def test_a_detached_scheduler_records_the_fire_and_its_run_lives_in_a_runner_pro
     assert scheduler.wait_idle(90)
     assert scheduler.stats.started == 1
     assert scheduler.stats.failed == 0
+    assert (scheduler.stats.lag_count, scheduler.stats.lag_last) == (1, 1.0)  # fired a second after its due time
     run = store.get_run(started[0].run_id, with_tasks=False)
     assert run is not None, "the runner process recorded the run under the fire's run id"
     assert run.runner_pid is not None
@@ -251,3 +252,17 @@ def test_metrics_count_runs_by_workflow_and_status_in_the_prometheus_text_format
         uptime = re.search(r"^flowstage_server_uptime_seconds (\S+)$", text, flags=re.MULTILINE)
         assert uptime is not None
         assert float(uptime.group(1)) > 0
+        assert "flowstage_scheduler_lag_seconds_count 0.0" in text
+        # what the event log told this server: every event, the attempts, the durations
+        wait_until(
+            lambda: 'flowstage_run_duration_seconds_count{status="failed",workflow="failing"} 1.0' in client.get("/metrics").text,
+            30,
+            "the failed run to be counted",
+        )
+        text = client.get("/metrics").text
+        assert 'flowstage_run_duration_seconds_count{status="succeeded",workflow="hello"} 2.0' in text
+        assert 'flowstage_task_attempts_total{workflow="hello"} 4.0' in text  # greet and shout, twice
+        assert 'flowstage_task_duration_seconds_count{status="failed",workflow="failing"} 1.0' in text
+        events = re.search(r"^flowstage_events_total (\S+)$", text, flags=re.MULTILINE)
+        assert events is not None
+        assert float(events.group(1)) >= 12

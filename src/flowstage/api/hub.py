@@ -46,9 +46,17 @@ class Held:
 class EventHub:
     """Reads the store's new events once and wakes the subscribers waiting on the event loop."""
 
-    def __init__(self, store: RunStore, render: Callable[[int, Event], str], *, keep: int = KEEP) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        render: Callable[[int, Event], str],
+        *,
+        keep: int = KEEP,
+        observe: Callable[[Event], None] | None = None,
+    ) -> None:
         self._store = store
         self._render = render
+        self._observe = observe
         self._keep = keep
         self._ids: list[int] = []
         self._held: list[Held] = []
@@ -96,6 +104,16 @@ class EventHub:
                 continue
             if batch:
                 self._take([Held(event_id, event, self._render(event_id, event)) for event_id, event in batch])
+                self._count(batch)
+
+    def _count(self, batch: list[tuple[int, Event]]) -> None:
+        if self._observe is None:
+            return
+        for _, event in batch:
+            try:
+                self._observe(event)
+            except Exception:  # metrics never stop the events
+                logger.exception("live events: counting an event for /metrics failed")
 
     def _take(self, batch: list[Held]) -> None:
         with self._lock:

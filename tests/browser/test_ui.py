@@ -20,6 +20,7 @@ import pytest
 from tests.browser.conftest import AXE, ROOT, PageLog
 from tests.conftest import FLOWSTAGE, Project
 from tests.integration.test_api import Server, deploy, serve
+from tests.records import wait_until
 
 SHOTS = Path(os.environ.get("FLOWSTAGE_SCREENSHOTS", ROOT / "build" / "screenshots"))
 
@@ -217,6 +218,8 @@ def test_a_viewer_signs_in_and_finds_no_operator_or_admin_button(server: Server,
         check=True,
     )
     token = made.stdout.strip().splitlines()[-1]
+    # the server looks whether a token exists at most every 2 s: auth is on once the API says so
+    wait_until(lambda: server.client.get("/runs").status_code == 401, 30, "auth to be on")
     page = watched.page
     page.goto(_root(server) + "/")
     page.wait_for_url("**/login**")
@@ -250,3 +253,39 @@ def test_a_1000_task_workflow_page_is_usable_within_2_seconds(server: Server, wa
     assert ready < 2000, f"the graph was drawn {ready:.0f} ms after the page was asked for"
     assert page.locator("#graph").get_attribute("data-nodes") == "10"  # collapsed: one node per stage
     watched.check("workflow-big")
+
+
+CRAWL = """
+name: crawl
+tags: [catalog]
+tasks:
+  - name: crawl_orders
+    crawl: {path: data/orders.csv, table: raw.orders}
+"""
+
+
+def test_the_dashboard_filters_by_tag_and_the_catalog_shows_a_table_and_its_history(
+    server: Server, project: Project, watched: Watched
+) -> None:
+    project.write("data/orders.csv", "id,amount\n1,2.5\n2,NA\n")
+    assert deploy(server.client, CRAWL).status_code == 201
+    assert deploy(server.client, FAILING).status_code == 201
+    run_id = server.client.post("/workflows/crawl/runs", json={}).json()["id"]
+    page = watched.page
+    page.goto(_root(server) + "/")
+    page.wait_for_function(f"() => document.querySelector('a[href=\"/runs/{run_id}\"]') !== null")
+    page.select_option("select[name=tag]", "catalog")
+    page.wait_for_function("() => !document.querySelector('tr[data-workflow=failing]')")  # swapped in by htmx, no reload
+    assert page.locator("tr[data-workflow=crawl]").count() == 1
+    assert "tag=catalog" in page.url
+    watched.check("workflows-filtered")
+    deadline = time.monotonic() + 60
+    while server.client.get(f"/runs/{run_id}").json()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page.get_by_role("link", name="Catalog", exact=True).click()
+    page.get_by_role("link", name="raw.orders").click()
+    page.wait_for_url("**/catalog/raw.orders")
+    columns = page.locator("table").first.inner_text()
+    assert "amount" in columns
+    assert "Schema history" in page.content()
+    watched.check("catalog-table")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from flowstage.api.hub import EventHub
 from flowstage.engine.ports import Batch, Event
@@ -35,6 +38,12 @@ def _new_run(store: MemoryRunStore, run_id: str) -> None:
 
 def _events(store: MemoryRunStore, run_id: str, count: int) -> None:
     store.record(Batch(run_id, events=[Event(run_id, time.time(), "task_status", f"t{i}", "running") for i in range(count)]))
+
+
+def _run(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run the scenario on an event loop of its own thread (a browser test may hold this one's)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario).result()
 
 
 def _render(event_id: int, event: Event) -> str:
@@ -70,10 +79,10 @@ def test_the_hub_holds_new_events_rendered_once_and_serves_each_run_its_own() ->
             assert await hub.wait(7, 0.05) is False  # nothing new
         finally:
             hub.stop()
-            store.close()
             hub.join()
+            store.close()
 
-    asyncio.run(scenario())
+    _run(scenario())
 
 
 def test_a_hub_past_its_size_forgets_the_oldest_and_sends_their_readers_to_the_store() -> None:
@@ -94,7 +103,7 @@ def test_a_hub_past_its_size_forgets_the_oldest_and_sends_their_readers_to_the_s
             assert [h.id for h in held] == list(range(hub.base + 1, 52))  # no gap after the base
         finally:
             hub.stop()
-            store.close()
             hub.join()
+            store.close()
 
-    asyncio.run(scenario())
+    _run(scenario())

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 KEEP = 10_000
 #: events read from the store at once
 PAGE = 500
+#: seconds of one wait for new events: how soon the hub sees that it was stopped
+WAIT_SECONDS = 0.25
 #: seconds between two looks at a store that reported an error
 RETRY_SECONDS = 1.0
 
@@ -78,7 +80,8 @@ class EventHub:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop reading (closing the store then ends a wait under way)."""
+        """Stop reading: the thread ends within `WAIT_SECONDS` (join it before closing the store,
+        whose connections it may be using)."""
         self._stopped.set()
 
     def join(self, timeout: float = 5.0) -> None:
@@ -93,7 +96,7 @@ class EventHub:
     def _work(self) -> None:
         while not self._stopped.is_set():
             try:
-                if not self._store.wait_events(self.head, run_id=None, timeout=1.0):
+                if not self._store.wait_events(self.head, run_id=None, timeout=WAIT_SECONDS):
                     continue
                 batch = self._store.events_after(self.head, run_id=None, limit=PAGE)
             except Exception as exc:  # the store is away for a moment: subscribers keep their cursors

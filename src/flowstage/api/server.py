@@ -146,13 +146,13 @@ def create_app(project: Project, *, clock: Clock | None = None, with_ui: bool = 
         try:
             yield
         finally:
+            hub.stop()
             scheduler.stop()
             thread.join(SCHEDULER_GRACE_SECONDS)
             scheduler.shutdown(grace=SCHEDULER_GRACE_SECONDS)
             scheduler_store.close()
-            hub.stop()
+            hub.join()  # before the store closes: a SQLite connection closed under a reader crashes it
             store.close()
-            hub.join()
 
     app = FastAPI(
         title="flowstage",

@@ -102,19 +102,24 @@ class _SqliteTx:
 
 
 class _SqliteDriver:
-    """stdlib sqlite3, one connection per thread, WAL, explicit BEGIN IMMEDIATE for writes."""
+    """stdlib sqlite3, one connection per thread, WAL, explicit BEGIN IMMEDIATE for writes.
+
+    Each connection has a lock its thread holds while using it, and `close` takes it before
+    closing: a connection closed under a statement running in another thread would crash the
+    process, and a thread that finds its connection closed gets an error instead.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: list[tuple[Any, threading.RLock]] = []
         self._lock = threading.Lock()
 
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+    def _conn(self) -> tuple[Any, threading.RLock]:
+        found = getattr(self._local, "conn", None)
+        if found is None:
             import sqlite3
 
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -123,43 +128,48 @@ class _SqliteDriver:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            found = (conn, threading.RLock())  # re-entrant: a read inside a write of the same thread
+            self._local.conn = found
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.append(found)
+        return found
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
-        conn = self._conn()
-        try:
-            # inside the try: a signal raised while BEGIN waits for the lock must not leave it open
-            conn.execute("BEGIN IMMEDIATE")
-            yield _SqliteTx(conn)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        conn, lock = self._conn()
+        with lock:
+            try:
+                # inside the try: a signal raised while BEGIN waits for the lock must not leave it open
+                conn.execute("BEGIN IMMEDIATE")
+                yield _SqliteTx(conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN")
-            yield _SqliteTx(conn)
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        conn, lock = self._conn()
+        with lock:
+            try:
+                conn.execute("BEGIN")
+                yield _SqliteTx(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read_one(self) -> Iterator[_Tx]:
         # one statement is a transaction of its own (autocommit): no BEGIN and COMMIT around it
-        yield _SqliteTx(self._conn())
+        conn, lock = self._conn()
+        with lock:
+            yield _SqliteTx(conn)
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(Exception):
+            for conn, lock in self._all:
+                with lock, contextlib.suppress(Exception):
                     conn.close()
             self._all.clear()
         self._local = threading.local()

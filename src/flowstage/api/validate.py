@@ -14,14 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from flowstage.api import models
 from flowstage.api.auth import require
 from flowstage.api.context import ApiContext, context
-from flowstage.api.problems import ApiProblem, problem_responses
+from flowstage.api.problems import problem_responses
 from flowstage.errors import DefinitionError
 
 router = APIRouter(tags=["workflows"])
 
 Ctx = Annotated[ApiContext, Depends(context)]
-MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "application/json")
-MAX_BYTES = 5_000_000
 
 
 def check_text(ctx: ApiContext, text: str, source: str) -> dict[str, Any]:
@@ -55,19 +53,9 @@ def check_text(ctx: ApiContext, text: str, source: str) -> dict[str, Any]:
 )
 async def validate(request: Request, ctx: Ctx) -> dict[str, Any]:
     """Validate a workflow file's text: its problems by line and column, or the graph it would have."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media not in MEDIA_TYPES:
-        raise ApiProblem(
-            415, f"Content-Type {media or '(none)'!r}: send the workflow file as application/yaml or application/json"
-        )
-    body = await request.body()
-    if len(body) > MAX_BYTES:
-        raise ApiProblem(422, f"the workflow file is larger than {MAX_BYTES} bytes")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiProblem(422, "the workflow file is not UTF-8 text") from None
-    source = "workflow.json" if media == "application/json" else "workflow.yaml"
+    from flowstage.api.workflows import workflow_text
+
+    text, source = await workflow_text(request)
     return await run_in_threadpool(check_text, ctx, text, source)
 
 

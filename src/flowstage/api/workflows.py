@@ -116,6 +116,23 @@ def workflow_graph(name: Name, ctx: Ctx) -> dict[str, Any]:
     return graph_data(compile_plan(found.workflow))
 
 
+async def workflow_text(request: Request) -> tuple[str, str]:
+    """A workflow file sent as a request's body (YAML or JSON), and the name it gets in messages."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in WORKFLOW_MEDIA_TYPES:
+        raise ApiProblem(
+            415, f"Content-Type {media or '(none)'!r}: send the workflow file as application/yaml or application/json"
+        )
+    body = await request.body()
+    if len(body) > MAX_WORKFLOW_BYTES:
+        raise ApiProblem(422, f"the workflow file is larger than {MAX_WORKFLOW_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiProblem(422, "the workflow file is not UTF-8 text") from None
+    return text, "workflow.json" if media == "application/json" else "workflow.yaml"
+
+
 @router.post(
     "/workflows",
     response_model=models.Deployed,
@@ -139,19 +156,7 @@ async def deploy_workflow(request: Request, response: Response, ctx: Ctx) -> dic
 
     from flowstage.deploy import deploy_text
 
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media not in WORKFLOW_MEDIA_TYPES:
-        raise ApiProblem(
-            415, f"Content-Type {media or '(none)'!r}: send the workflow file as application/yaml or application/json"
-        )
-    body = await request.body()
-    if len(body) > MAX_WORKFLOW_BYTES:
-        raise ApiProblem(422, f"the workflow file is larger than {MAX_WORKFLOW_BYTES} bytes")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiProblem(422, "the workflow file is not UTF-8 text") from None
-    source = "workflow.json" if media == "application/json" else "workflow.yaml"
+    text, source = await workflow_text(request)
     try:
         outcome = await run_in_threadpool(deploy_text, ctx.project, text, store=ctx.store, source=source)
     except FlowstageError as exc:
@@ -210,4 +215,4 @@ def start_workflow_run(name: Name, ctx: Ctx, body: models.StartRequest | None = 
     return {"id": run_id}
 
 
-__all__ = ["router"]
+__all__ = ["router", "workflow_text"]

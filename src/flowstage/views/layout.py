@@ -65,11 +65,18 @@ def _label(plan: Plan, column: int) -> str:
     return plan.stage_names[column] if plan.staged else f"depth {column}"
 
 
-def elements(plan: Plan, statuses: Mapping[str, str] | None = None, *, collapse_at: int = COLLAPSE_AT) -> dict[str, Any]:
+def elements(
+    plan: Plan,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    copies: Mapping[str, Mapping[str, int]] | None = None,
+    collapse_at: int = COLLAPSE_AT,
+) -> dict[str, Any]:
     """Cytoscape elements with positions: ``{"collapsed", "nodes", "edges"}``.
 
     `statuses` (task name → status) makes it the dynamic view; without it every task is drawn
-    without a status (the static view).
+    without a status (the static view). `copies` (task name → status → count) gives a fanned-out
+    task's copies by status: the task stays one node, carrying the counts.
     """
     columns = _columns(plan)
     if len(plan.nodes) > collapse_at:
@@ -89,11 +96,13 @@ def elements(plan: Plan, statuses: Mapping[str, str] | None = None, *, collapse_
                 data["parent"] = band
             if node.when.value == "any":
                 data["any"] = True
-            copies = node.task.instances or 0
-            if copies > 1:
-                data["copies"] = copies
+            count = node.task.instances or 0
+            if count > 1:
+                data["copies"] = count
             elif node.task.for_each is not None:
                 data["copies"] = "each"
+            if copies is not None and copies.get(name):
+                data["counts"] = dict(sorted(copies[name].items()))
             classes = ["task"]
             if statuses is not None:
                 data["status"] = statuses.get(name, "pending")

@@ -281,8 +281,24 @@ def _run_view(ctx: ApiContext, run_id: str) -> tuple[dict[str, Any], dict[str, A
     run = ctx.store.get_run(run_id, with_tasks=False)
     assert run is not None  # get_run answered
     plan = compile_plan(Workflow.model_validate(run.definition))
-    graph = elements(plan, {t["name"]: t["status"] for t in record["tasks"]})
+    graph = elements(plan, {t["name"]: t["status"] for t in record["tasks"]}, copies=_copies(record))
     return record, graph
+
+
+def _copies(record: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Each fanned-out task's copies by the status of their latest attempt."""
+    found: dict[str, dict[str, int]] = {}
+    for task in record["tasks"]:
+        latest: dict[Any, str] = {}
+        for attempt in task.get("attempts") or []:
+            if attempt.get("instance") is not None:
+                latest[attempt["instance"]] = str(attempt.get("status"))
+        if latest:
+            counts: dict[str, int] = {}
+            for status in latest.values():
+                counts[status] = counts.get(status, 0) + 1
+            found[task["name"]] = counts
+    return found
 
 
 def _epoch(text: str | None) -> float | None:

@@ -37,7 +37,7 @@ stages:
     tasks:
       - {name: gate, wait_for: {file: go.txt}, poke: 0.1s, timeout: 120s}
       - name: chatty
-        shell: "for i in 1 2 3 4 5 6; do echo info-$i; echo warn-$i >&2; sleep 0.4; done"
+        shell: "i=0; while [ ! -f stop.txt ] && [ $i -lt 900 ]; do i=$((i+1)); echo info-$i; echo warn-$i >&2; sleep 0.1; done"
   - name: third
     tasks:
       - {name: done, shell: "echo done"}
@@ -116,6 +116,11 @@ def _status(page: Any, task: str) -> str | None:
     return found
 
 
+def _run_id(page: Any) -> str:
+    found: str = page.locator("#run").get_attribute("data-run")
+    return found
+
+
 def _click_node(page: Any, task: str) -> None:
     """Click a task's node on the graph's canvas, where cytoscape drew it."""
     box = page.locator("#graph").bounding_box()
@@ -146,6 +151,27 @@ def test_start_a_run_from_the_form_and_watch_its_graph_and_logs_live(server: Ser
     assert "warn-1" in text
     assert "info-1" not in text
     assert page.locator("#logs-state").inner_text().startswith("following")
+    # scrolled up, the reader keeps its place while the task goes on writing; at the end it follows again
+    page.wait_for_function(
+        "() => { const b = document.getElementById('logs'); return b.scrollHeight > b.clientHeight + 100; }", timeout=30_000
+    )
+    page.evaluate("() => { document.getElementById('logs').scrollTop = 0; }")
+    page.wait_for_function("() => document.getElementById('logs-state').innerText.startsWith('paused')")
+    seen = server.client.get(f"/runs/{_run_id(page)}/logs", params={"level": "warning", "limit": 10000}).json()["items"]
+    wait_until(
+        lambda: (
+            len(server.client.get(f"/runs/{_run_id(page)}/logs", params={"level": "warning", "limit": 10000}).json()["items"])
+            > len(seen) + 10
+        ),
+        30,
+        "the task to write on",
+    )
+    assert page.evaluate("() => document.getElementById('logs').scrollTop") == 0
+    paused = page.locator("#logs span").count()
+    page.evaluate("() => { const b = document.getElementById('logs'); b.scrollTop = b.scrollHeight; }")
+    page.wait_for_function(f"() => document.querySelectorAll('#logs span').length > {paused} + 5")
+    page.wait_for_function("() => document.getElementById('logs-state').innerText.startsWith('following')")
+    (project.root / "stop.txt").write_text("stop\n")
     (project.root / "go.txt").write_text("go\n")
     page.wait_for_selector(".runhead[data-status=succeeded]", timeout=30_000)  # no reload: the events moved it
     page.wait_for_function("() => document.getElementById('graph')._cy.getElementById('done').data('status') === 'succeeded'")
@@ -160,6 +186,9 @@ def test_click_a_failed_node_and_read_its_error(server: Server, watched: Watched
     page.goto(f"{_root(server)}/runs/{run_id}")
     page.wait_for_selector(".runhead[data-status=failed]", timeout=30_000)
     page.wait_for_function("() => document.getElementById('graph')._cy.getElementById('breaks').data('status') === 'failed'")
+    page.wait_for_function(
+        "() => (document.getElementById('graph')._cy.getElementById('breaks').data('note') || '').includes('1 attempt')"
+    )
     _click_node(page, "breaks")
     error = page.get_by_test_id("task-error")
     error.wait_for()
@@ -204,6 +233,25 @@ def test_the_editor_underlines_an_error_then_saves_version_2_shows_its_diff_and_
     listed = server.client.get("/workflows/greeting").json()
     assert listed["version"] == 1
     assert "# says hi" in (listed["text"] or "")  # the text as typed, comments kept
+
+
+def test_the_editor_raw_json_mode_deploys_the_json_as_typed(server: Server, watched: Watched) -> None:
+    raw = '{"name": "raw_json", "tasks": [{"name": "one", "shell": "echo one"}]}\n'
+    page = watched.page
+    page.goto(_root(server) + "/editor")
+    page.wait_for_selector("#validity[data-state=valid]")
+    page.select_option("#language", "json")
+    page.evaluate(
+        "(t) => { const p = document.getElementById('editor-page'); p.editor.setText(t); document.getElementById('language').dispatchEvent(new Event('change')); }",
+        raw,
+    )
+    page.wait_for_selector("#validity[data-state=valid]")
+    page.wait_for_function(
+        "() => document.getElementById('graph')._cy && document.getElementById('graph')._cy.getElementById('one').length === 1"
+    )
+    page.get_by_test_id("save").click()
+    page.wait_for_url("**/workflows/raw_json")
+    assert server.client.get("/workflows/raw_json").json()["text"] == raw
 
 
 def test_a_viewer_signs_in_and_finds_no_operator_or_admin_button(server: Server, project: Project, watched: Watched) -> None:
@@ -283,6 +331,8 @@ def test_the_dashboard_filters_by_tag_and_the_catalog_shows_a_table_and_its_hist
     while server.client.get(f"/runs/{run_id}").json()["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.2)
     page.get_by_role("link", name="Catalog", exact=True).click()
+    page.wait_for_url("**/catalog")
+    watched.check("catalog")
     page.get_by_role("link", name="raw.orders").click()
     page.wait_for_url("**/catalog/raw.orders")
     columns = page.locator("table").first.inner_text()

@@ -70,6 +70,7 @@ def elements(
     statuses: Mapping[str, str] | None = None,
     *,
     copies: Mapping[str, Mapping[str, int]] | None = None,
+    notes: Mapping[str, str] | None = None,
     collapse_at: int = COLLAPSE_AT,
 ) -> dict[str, Any]:
     """Cytoscape elements with positions: ``{"collapsed", "nodes", "edges"}``.
@@ -103,6 +104,8 @@ def elements(
                 data["copies"] = "each"
             if copies is not None and copies.get(name):
                 data["counts"] = dict(sorted(copies[name].items()))
+            if notes is not None and notes.get(name):
+                data["note"] = notes[name]
             classes = ["task"]
             if statuses is not None:
                 data["status"] = statuses.get(name, "pending")

@@ -281,8 +281,24 @@ def _run_view(ctx: ApiContext, run_id: str) -> tuple[dict[str, Any], dict[str, A
     run = ctx.store.get_run(run_id, with_tasks=False)
     assert run is not None  # get_run answered
     plan = compile_plan(Workflow.model_validate(run.definition))
-    graph = elements(plan, {t["name"]: t["status"] for t in record["tasks"]}, copies=_copies(record))
+    graph = elements(plan, {t["name"]: t["status"] for t in record["tasks"]}, copies=_copies(record), notes=_notes(record))
     return record, graph
+
+
+def _notes(record: dict[str, Any]) -> dict[str, str]:
+    """What each task's node says under its name: its attempts and how long it took."""
+    notes: dict[str, str] = {}
+    for task in record["tasks"]:
+        attempts = len(task.get("attempts") or [])
+        if not attempts:
+            continue
+        seconds = (task.get("metrics") or {}).get("runtime_seconds")
+        started, ended = _epoch(task.get("started_at")), _epoch(task.get("ended_at"))
+        if not isinstance(seconds, int | float):
+            seconds = _duration(started, ended) if started is not None else None
+        note = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        notes[task["name"]] = note + (f" · {seconds:.1f} s" if isinstance(seconds, int | float) else "")
+    return notes
 
 
 def _copies(record: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -340,6 +356,7 @@ def _tasks_view(record: dict[str, Any]) -> dict[str, Any]:
     for task in record["tasks"]:
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     return {
+        "notes": _notes(record),
         "tasks": record["tasks"][:TASK_ROWS],
         "more_tasks": max(0, len(record["tasks"]) - TASK_ROWS),
         "bars": bars,

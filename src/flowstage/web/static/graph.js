@@ -12,6 +12,7 @@
     var text = data.label;
     if (data.any) text = "∨ " + text;
     if (data.copies) text += " ×" + data.copies;
+    if (data.note) text += "\n" + data.note;
     if (data.counts && Object.keys(data.counts).length) {
       text += "\n" + Object.keys(data.counts).map(function (k) { return data.counts[k] + " " + k; }).join(", ");
     }
@@ -23,7 +24,7 @@
       { selector: "node.task", style: {
         shape: "round-rectangle", width: 170, height: 40, "background-color": "#ffffff", "border-width": 2, "border-color": "#5f5f5f",
         label: function (n) { return label(n.data()); }, "text-valign": "center", "text-halign": "center", "font-size": 12,
-        "text-wrap": "ellipsis", "text-max-width": 160, color: "#111" } },
+        "text-wrap": "wrap", "text-max-width": 160, "line-height": 1.2, color: "#111" } },
       { selector: "node.stage", style: {
         shape: "round-rectangle", "background-color": "#eef3f9", "background-opacity": 1, "border-width": 1, "border-color": "#9fb3c8",
         label: function (n) { return label(n.data()); }, "text-valign": "top", "text-halign": "center", "font-size": 13, "font-weight": 600,
@@ -82,7 +83,15 @@
     return true;
   }
 
-  window.flowstageGraph = { draw: draw, setStatus: setStatus };
+  function setNotes(cy, notes) {
+    if (!cy) return;
+    Object.keys(notes).forEach(function (task) {
+      var node = cy.getElementById(task);
+      if (node && !node.empty() && node.hasClass("task")) node.data("note", notes[task]);
+    });
+  }
+
+  window.flowstageGraph = { draw: draw, setStatus: setStatus, setNotes: setNotes };
 
   document.addEventListener("DOMContentLoaded", function () {
     var container = document.getElementById("graph");

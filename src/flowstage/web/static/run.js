@@ -120,6 +120,10 @@
       var link = e.target.closest("[data-task-link]");
       if (link) { e.preventDefault(); showTask(link.dataset.taskLink); }
     });
+    document.addEventListener("htmx:afterSwap", function (e) {
+      var notes = e.target.querySelector && e.target.querySelector("script.graph-notes");
+      if (notes) window.flowstageGraph.setNotes(cy, JSON.parse(notes.textContent));
+    });
     document.addEventListener("flowstage:acted", function () {
       refreshTasks();
       if (!stream) { root.dataset.final = "false"; connect(); }

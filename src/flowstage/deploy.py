@@ -104,7 +104,7 @@ def prepare_text(project: Project, text: str, source: str) -> Prepared:
     """Validate workflow text (YAML or JSON); `source` names it in messages and in the version."""
     from flowstage.model.loader import load_text
 
-    workflow = load_text(text, source)
+    workflow = load_text(text, source, notifiers=project.notifier_names)
     trigger = workflow.trigger
     if trigger is not None and trigger.after is not None and workflow.name in trigger.after.workflows:
         raise DefinitionError([Problem(f"workflow {workflow.name!r} cannot be triggered by its own runs", source)])

@@ -40,6 +40,12 @@ class Project:
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
+    @property
+    def notifier_names(self) -> list[str]:
+        """The notifiers flowstage.yaml defines (what a workflow's alerts may notify)."""
+        found = self.config.get("notifiers")
+        return sorted(str(name) for name in found) if isinstance(found, dict) else []
+
 
 def find_root(start: Path | None = None) -> tuple[Path, Path | None]:
     """The project root for `start` (a folder) and its config file, if any."""

@@ -307,6 +307,7 @@ def test_validate_of_a_valid_file_exits_0(project: Project) -> None:
 
 
 def test_yaml_1_2_keeps_on_and_yes_as_strings(project: Project) -> None:
+    project.write("flowstage.yaml", 'notifiers:\n  ops: {webhook: "http://127.0.0.1:9/hook"}\n')
     project.write(
         "workflows/alerts.yaml",
         """
@@ -326,6 +327,48 @@ def test_yaml_1_2_keeps_on_and_yes_as_strings(project: Project) -> None:
     assert result.code == 0, result
     assert json.loads(result.out)["variables"]["answer"] == "yes"
     assert (project.root / "answer.txt").read_text().strip() == "yes"
+
+
+def test_an_alert_naming_an_unknown_notifier_metric_or_task_is_located_with_a_suggestion(project: Project) -> None:
+    project.write("flowstage.yaml", 'notifiers:\n  ops: {webhook: "http://127.0.0.1:9/hook"}\n  team: {command: "true"}\n')
+    project.write(
+        "workflows/bad_alerts.yaml",
+        """
+        name: bad_alerts
+        alerts:
+          - {on: failed, notify: [opps]}
+          - {metric: memory_mb, task: lod, op: ">", value: 200, notify: [team]}
+        tasks:
+          - {name: load, shell: "true"}
+        """,
+    )
+    project.write(
+        "workflows/bad_rules.yaml",
+        """
+        name: bad_rules
+        alerts:
+          - {metric: memry_mb, task: load, op: ">", value: 200, notify: [team]}
+          - {on: faild, notify: [ops]}
+        tasks:
+          - {name: load, shell: "true"}
+        """,
+    )
+    result = project.cli("validate", "workflows/bad_alerts.yaml", "workflows/bad_rules.yaml")
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert "workflows/bad_alerts.yaml:3:27: unknown notifier 'opps' (did you mean 'ops'?) (known: ops, team)" in lines
+    assert any(
+        line.startswith("workflows/bad_alerts.yaml:4:") and "unknown task 'lod' (did you mean 'load'?)" in line for line in lines
+    )
+    assert any(
+        line.startswith("workflows/bad_rules.yaml:3:") and "unknown metric 'memry_mb' (did you mean 'memory_mb'?)" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("workflows/bad_rules.yaml:4:") and "unknown status 'faild' for on: (did you mean 'failed'?)" in line
+        for line in lines
+    )
+    assert "Traceback" not in result.err
 
 
 def test_validate_of_a_missing_file_exits_2(project: Project) -> None:

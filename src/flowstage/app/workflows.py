@@ -98,12 +98,12 @@ def _find_file(project: Project, ref: str) -> tuple[Workflow, str]:
         if not path.is_absolute() and not path.exists():
             alt = project.root / path
             path = alt if alt.exists() else path
-        return load(path), str(path)
+        return load(path, notifiers=project.notifier_names), str(path)
     folder = project.root / "workflows"
     for suffix in (".yaml", ".yml", ".json"):
         candidate = folder / f"{ref}{suffix}"
         if candidate.is_file():
-            wf = load(candidate)
+            wf = load(candidate, notifiers=project.notifier_names)
             if wf.name == ref:
                 return wf, str(candidate)
     if folder.is_dir():
@@ -112,7 +112,7 @@ def _find_file(project: Project, ref: str) -> tuple[Workflow, str]:
         pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$", re.MULTILINE)
         for candidate in sorted(folder.iterdir()):
             if candidate.suffix in (".yaml", ".yml", ".json") and pattern.search(candidate.read_text(errors="replace")):
-                wf = load(candidate)
+                wf = load(candidate, notifiers=project.notifier_names)
                 if wf.name == ref:
                     return wf, str(candidate)
     raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")

@@ -64,11 +64,22 @@ def _validate_path(path: Path) -> list[Problem]:
 
             load_package(path)
         else:
-            workflow = load(path)
+            workflow = load(path, notifiers=_notifiers_for(path))
             return _package_problems(workflow, path)
     except DefinitionError as exc:
         return exc.problems
     return []
+
+
+def _notifiers_for(path: Path) -> list[str] | None:
+    """The notifiers of the project a workflow file lives in (None when that project does not load:
+    its own problems are reported for flowstage.yaml)."""
+    from flowstage.settings import find_root, load_project
+
+    try:
+        return load_project(root=find_root(path.resolve().parent)[0]).notifier_names
+    except DefinitionError:
+        return None
 
 
 def _package_problems(workflow: object, path: Path) -> list[Problem]:

@@ -6,6 +6,7 @@ kinds), then the graph (names, references, stages, cycles) and template syntax.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from flowstage.model.yamlsource import Source, parse
 _TOP_KEYS = tuple(Workflow.model_fields)
 
 
-def load(path: str | Path) -> Workflow:
-    """Read and validate the workflow file at `path`."""
+def load(path: str | Path, *, notifiers: Collection[str] | None = None) -> Workflow:
+    """Read and validate the workflow file at `path`; `notifiers`: the project's, that alerts may name."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -30,13 +31,13 @@ def load(path: str | Path) -> Workflow:
         raise DefinitionError([Problem("is a directory, not a workflow file", str(path))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError([Problem(f"cannot read: {exc}", str(path))]) from None
-    return load_text(text, str(path))
+    return load_text(text, str(path), notifiers=notifiers)
 
 
-def load_text(text: str, file: str = "<input>") -> Workflow:
+def load_text(text: str, file: str = "<input>", *, notifiers: Collection[str] | None = None) -> Workflow:
     """Validate workflow text (YAML or JSON)."""
     source = parse(text, file)
-    return from_source(source)
+    return from_source(source, notifiers=notifiers)
 
 
 def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
@@ -133,7 +134,7 @@ def _choices_at(parent: tuple[Any, ...]) -> list[str]:
     return [f.alias or name for name, f in fields.items()]
 
 
-def from_source(source: Source) -> Workflow:
+def from_source(source: Source, *, notifiers: Collection[str] | None = None) -> Workflow:
     data = source.data
     if not isinstance(data, dict):
         raise DefinitionError([source.problem((), "a workflow file is a mapping (name, stages or tasks, ...)")])
@@ -141,7 +142,7 @@ def from_source(source: Source) -> Workflow:
         workflow = Workflow.model_validate(data)
     except ValidationError as exc:
         raise DefinitionError(_pydantic_problems(source, exc)) from None
-    problems = check_graph(workflow, source)
+    problems = check_graph(workflow, source, notifiers=notifiers)
     if problems:
         raise DefinitionError(problems)
     return workflow
@@ -153,8 +154,12 @@ def _task_path(workflow: Workflow, stage: int, index: int) -> tuple[Any, ...]:
     return ("stages", stage, "tasks", index)
 
 
-def check_graph(workflow: Workflow, source: Source | None = None) -> list[Problem]:
-    """Names, references, stage order, cycles and templates: every problem found."""
+def check_graph(workflow: Workflow, source: Source | None = None, *, notifiers: Collection[str] | None = None) -> list[Problem]:
+    """Names, references, stage order, cycles and templates: every problem found.
+
+    `notifiers` (the names flowstage.yaml defines) are what the alerts may notify; None skips
+    that check (a file looked at without its project).
+    """
 
     def problem(path: tuple[Any, ...], message: str) -> Problem:
         if source is None:
@@ -193,6 +198,17 @@ def check_graph(workflow: Workflow, source: Source | None = None) -> list[Proble
                 rel = "the same stage" if ps == si else f"a later stage ('{stage_names[ps]}')"
                 problems.append(problem(at, f"'{pred}' is in {rel}; after: may only name tasks of earlier stages"))
         problems.extend(_template_problems(task, path, problem))
+    known = sorted(notifiers) if notifiers is not None else None
+    for ai, alert in enumerate(workflow.alerts):
+        if alert.task is not None and alert.task not in where:
+            problems.append(
+                problem(("alerts", ai, "task"), f"unknown task '{alert.task}'{did_you_mean(alert.task, list(where))}")
+            )
+        for ni, name in enumerate(alert.notify if known is not None else ()):
+            if known is not None and name not in known:
+                listed = ", ".join(known) or "none: define them under notifiers: in flowstage.yaml"
+                message = f"unknown notifier '{name}'{did_you_mean(name, known)} (known: {listed})"
+                problems.append(problem(("alerts", ai, "notify", ni), message))
     if workflow.tasks is not None and not problems:
         cycle = find_cycle({t.name: list(t.after or {}) for t in workflow.tasks})
         if cycle:

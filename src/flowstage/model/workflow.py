@@ -261,16 +261,39 @@ class Trigger(_Frozen):
         return self
 
 
-METRICS = ("runtime_seconds", "memory_mb", "rows_read", "rows_written", "attempts")
+#: what an alert may watch: of a task (its last attempt), and of the run (with no `task:`)
+TASK_METRICS = ("runtime_seconds", "memory_mb", "cpu_seconds", "rows_read", "rows_written", "attempts")
+RUN_METRICS = ("runtime_seconds",)
+METRICS = TASK_METRICS
+#: the final statuses an `on:` alert may name; `completed` is any of them
+ALERT_ON = ("failed", "succeeded", "completed", "cancelled", "timed_out")
 
 
 class Alert(_Frozen):
-    on: Literal["failed", "succeeded", "completed"] | None = None
-    metric: Literal["runtime_seconds", "memory_mb", "rows_read", "rows_written", "attempts"] | None = None
+    """A rule that notifies: on a final status of the run (or of a `task:`), or on a metric."""
+
+    on: str | None = None
+    metric: str | None = None
     task: str | None = None
     op: Literal[">", ">=", "<", "<=", "==", "!="] | None = None
     value: float | None = None
     notify: list[str] = Field(min_length=1)
+    #: at most one notification per period; the firings in between are counted into the next one
+    every: Duration | None = None
+
+    @field_validator("on")
+    @classmethod
+    def _known_status(cls, v: str | None) -> str | None:
+        if v is not None and v not in ALERT_ON:
+            raise ValueError(f"unknown status {v!r} for on:{did_you_mean(v, list(ALERT_ON))}; one of {', '.join(ALERT_ON)}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        if v is not None and v not in TASK_METRICS:
+            raise ValueError(f"unknown metric {v!r}{did_you_mean(v, list(TASK_METRICS))}; one of {', '.join(TASK_METRICS)}")
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> Alert:
@@ -280,9 +303,13 @@ class Alert(_Frozen):
             raise ValueError("a metric alert needs `op:` and `value:`")
         if self.metric is None and (self.op is not None or self.value is not None):
             raise ValueError("`op:` and `value:` go with `metric:`")
-        if self.metric is not None and self.task is None and self.metric != "runtime_seconds":
+        if self.metric is not None and self.task is None and self.metric not in RUN_METRICS:
             raise ValueError(f"metric {self.metric!r} is a task metric: name the `task:`")
         return self
+
+    def as_written(self) -> dict[str, Any]:
+        """The rule as the workflow file says it (what a notification carries)."""
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 class Workflow(_Frozen):

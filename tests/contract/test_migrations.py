@@ -33,6 +33,7 @@ MIGRATED_TABLES = {
     "catalog_tables",
     "catalog_versions",
     "api_tokens",
+    "alerts",
 }
 
 

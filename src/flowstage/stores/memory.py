@@ -18,6 +18,7 @@ from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
+    from flowstage.stores.alerts import AlertStore
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
     from flowstage.stores.tokens import TokenStore
@@ -264,6 +265,20 @@ class MemoryRunStore:
             from flowstage.stores.memory_catalog import MemoryCatalog
 
             found = self.__dict__.setdefault("_catalog", MemoryCatalog())
+        return found
+
+    @property
+    def alerts(self) -> AlertStore:
+        """The alerts fired beside these runs (their `alert_fired` events in this store's log)."""
+        found: AlertStore | None = self.__dict__.get("_alerts")
+        if found is None:
+            from flowstage.stores.memory_alerts import MemoryAlertStore
+
+            def add_event(event: Event) -> None:
+                with self._lock:
+                    self._event(event)
+
+            found = self.__dict__.setdefault("_alerts", MemoryAlertStore(add_event))
         return found
 
     @property

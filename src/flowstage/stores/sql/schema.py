@@ -202,3 +202,27 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", _T, nullable=True),
     sa.Column("last_used_at", _T, nullable=True),
 )
+
+# --------------------------------------------------------------------------- 0005: alerts fired
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("rule", sa.Integer, nullable=False),
+    sa.Column("alert", sa.Text, nullable=False),
+    sa.Column("rule_key", sa.String(64), nullable=False),
+    sa.Column("task", sa.String(200), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Column("notifier", sa.String(200), nullable=False),
+    sa.Column("fired_at", _T, nullable=False),
+    sa.Column("delivery", sa.String(20), nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("delivered_at", _T, nullable=True),
+    sa.Column("repeats", sa.Integer, nullable=False),
+    sa.Index("ix_alerts_run", "run_id", "id"),
+    sa.Index("ix_alerts_rule", "workflow", "rule_key", "notifier", "id"),
+)

@@ -41,11 +41,12 @@ from flowstage.redact import mask_url, scrub
 from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
+    from flowstage.stores.alerts import AlertStore
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
     from flowstage.stores.tokens import TokenStore
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 _BUSY_TIMEOUT_MS = 120_000
 
 EVENTS_CHANNEL = "flowstage_events"  # the LISTEN/NOTIFY channel; the payload is the run id
@@ -531,6 +532,10 @@ class SqlRunStore:
             listener.close()
         self.driver.close()
 
+    def add_events_in(self, tx: _Tx, events: Sequence[Event]) -> None:
+        """Append events inside a write transaction of a store that shares the database (alerts)."""
+        self._add_events(tx, events)
+
     def _add_events(self, tx: _Tx, events: Sequence[Event]) -> None:
         """Insert events, as the last statements of a write transaction (see the module docstring)."""
         if not events:
@@ -876,6 +881,16 @@ class SqlRunStore:
             from flowstage.stores.sql.catalog import SqlCatalog
 
             found = self.__dict__.setdefault("_catalog", SqlCatalog(self))
+        return found
+
+    @property
+    def alerts(self) -> AlertStore:
+        """The alerts fired, in this store's database."""
+        found: AlertStore | None = self.__dict__.get("_alerts")
+        if found is None:
+            from flowstage.stores.sql.alerts import SqlAlertStore
+
+            found = self.__dict__.setdefault("_alerts", SqlAlertStore(self))
         return found
 
     @property

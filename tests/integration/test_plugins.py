@@ -27,7 +27,7 @@ def test_built_ins_are_imported_by_name_on_first_use() -> None:
 
 
 def test_an_unknown_name_is_refused_naming_what_is_available(tmp_path: Path) -> None:
-    with pytest.raises(LookupError, match=r"no notifier 'pager'; available: none"):
+    with pytest.raises(LookupError, match=r"no notifier 'pager'; available: command, email, slack, webhook"):
         NOTIFIERS.get("pager")
     with pytest.raises(DefinitionError, match=r"dataflow engine 'spark' is not available here .*available: duckdb"):
         engine_for("spark")

@@ -13,11 +13,12 @@ from typing import Any
 
 from flowstage.errors import DefinitionError
 from flowstage.model.workflow import Workflow
+from flowstage.notifiers.config import BUILTIN_NOTIFIERS
 from flowstage.plugins import Registry
 from flowstage.settings import Project
 
 EXECUTORS = Registry("flowstage.executors", {"local": "flowstage.app.registry:local_executor"}, what="executor")
-NOTIFIERS = Registry("flowstage.notifiers", {}, what="notifier")
+NOTIFIERS = Registry("flowstage.notifiers", BUILTIN_NOTIFIERS, what="notifier")
 
 
 def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
@@ -26,6 +27,14 @@ def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
     from flowstage.tasks import RunResources
 
     return LocalExecutor(RunResources.for_project(project), max_workers=workflow.preferences.max_parallel)
+
+
+def notifiers_for(project: Project) -> dict[str, Any]:
+    """The project's notifiers by name, from flowstage.yaml's `notifiers:` (DefinitionError when wrong)."""
+    from flowstage.notifiers.config import notifiers_from_config
+
+    where = str(project.config_file) if project.config_file is not None else "flowstage.yaml"
+    return notifiers_from_config(project.config, where=where, kinds=NOTIFIERS, root=project.root)
 
 
 def executor_for(project: Project, workflow: Workflow, override: str | None = None) -> Any:
@@ -39,4 +48,4 @@ def executor_for(project: Project, workflow: Workflow, override: str | None = No
     return factory(url, project=project, workflow=workflow)
 
 
-__all__ = ["EXECUTORS", "NOTIFIERS", "executor_for", "local_executor"]
+__all__ = ["EXECUTORS", "NOTIFIERS", "executor_for", "local_executor", "notifiers_for"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -81,6 +82,12 @@ class HttpSink:
 
 @pytest.fixture
 def http_sink() -> Iterator[HttpSink]:
+    with serving_sink() as sink:
+        yield sink
+
+
+@contextlib.contextmanager
+def serving_sink() -> Iterator[HttpSink]:
     """An HTTP server on loopback recording every POST and answering `status`."""
     sink = HttpSink(url="")
 

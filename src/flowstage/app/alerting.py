@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -35,12 +35,22 @@ DELIVERY_WAIT = 60.0
 class RunAlerts:
     """The alert hooks of one run."""
 
-    def __init__(self, project: Project, workflow: Workflow, *, run_id: str, store: Any, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        workflow: Workflow,
+        *,
+        run_id: str,
+        store: Any,
+        started_at: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.project = project
+        self.clock = clock
         self.workflow = workflow
         self.run_id = run_id
         self.store = store
-        self.started_at = started_at if started_at is not None else time.time()
+        self.started_at = started_at if started_at is not None else clock()
         self._pending: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._notifiers: dict[str, Any] | None = None
@@ -56,7 +66,7 @@ class RunAlerts:
             self._fire(firing, {task.name: task})
 
     def after_run(self, status: RunStatus, tasks: Mapping[str, TaskRun]) -> None:
-        runtime = max(0.0, time.time() - self.started_at)
+        runtime = max(0.0, self.clock() - self.started_at)
         for firing in run_firings(self.workflow.alerts, status.value, {"runtime_seconds": round(runtime, 3)}):
             self._fire(firing, tasks)
         self.wait()
@@ -81,7 +91,7 @@ class RunAlerts:
 
     def _fire(self, firing: Firing, tasks: Mapping[str, TaskRun]) -> None:
         alerts = self.store.alerts
-        now = time.time()
+        now = self.clock()
         for notifier in firing.alert.notify:
             repeats = 0
             last = alerts.last_sent(self.workflow.name, _key(firing), notifier)
@@ -137,18 +147,34 @@ class RunAlerts:
 
         found = self._notifier(notifier)
         if found is None:
-            self.store.alerts.settle(alert_id, delivery="failed", tries=0, error=f"no notifier {notifier!r} in flowstage.yaml", at=time.time(), repeats=repeats)
+            self.store.alerts.settle(
+                alert_id,
+                delivery="failed",
+                tries=0,
+                error=f"no notifier {notifier!r} in flowstage.yaml",
+                at=time.time(),
+                repeats=repeats,
+            )
             return
         outcome = deliver(found, notification)
-        self.store.alerts.settle(alert_id, delivery=outcome.status, tries=outcome.tries, error=outcome.error, at=time.time(), repeats=repeats)
+        self.store.alerts.settle(
+            alert_id, delivery=outcome.status, tries=outcome.tries, error=outcome.error, at=time.time(), repeats=repeats
+        )
         if outcome.status == "failed":
-            logger.warning("alert of %s to %s not delivered after %d tries: %s", self.workflow.name, notifier, outcome.tries, outcome.error)
+            logger.warning(
+                "alert of %s to %s not delivered after %d tries: %s", self.workflow.name, notifier, outcome.tries, outcome.error
+            )
 
     def _notifier(self, name: str) -> Any:
         if self._notifiers is None:
-            from flowstage.notifiers.config import notifiers_from_config
+            from flowstage.app.registry import notifiers_for
+            from flowstage.errors import DefinitionError
 
-            self._notifiers = notifiers_from_config(self.project.config)
+            try:
+                self._notifiers = notifiers_for(self.project)
+            except DefinitionError as exc:
+                logger.warning("alerts of %s: the notifiers of flowstage.yaml are invalid: %s", self.workflow.name, exc)
+                self._notifiers = {}
         return self._notifiers.get(name)
 
     def _run_url(self) -> str | None:
@@ -163,7 +189,9 @@ def _key(firing: Firing) -> str:
     return hashlib.sha256(firing.key.encode("utf-8")).hexdigest()[:32]
 
 
-def with_alerts(project: Project, workflow: Workflow, hooks: Hooks | None, *, run_id: str, store: Any, started_at: float | None) -> Hooks | None:
+def with_alerts(
+    project: Project, workflow: Workflow, hooks: Hooks | None, *, run_id: str, store: Any, started_at: float | None
+) -> Hooks | None:
     """`hooks` and, when the workflow has alert rules, the hooks that fire them."""
     if not workflow.alerts:
         return hooks

@@ -133,8 +133,12 @@ def _runner(
     observer: Observer | None,
     prior: Mapping[str, TaskRun] | None = None,
     plan: Plan | None = None,
+    started_at: float | None = None,
 ) -> Runner:
+    from flowstage.app.alerting import with_alerts
+
     exe = executor_for(project, workflow, executor)
+    hooks = with_alerts(project, workflow, hooks, run_id=info.id, store=store, started_at=started_at)
     return Runner(
         plan=plan or compile_plan(workflow),
         info=info,
@@ -205,6 +209,7 @@ def begin_run(
         hooks=hooks,
         observer=observer,
         plan=plan,
+        started_at=now,
     )
     store.create_run(
         NewRun(
@@ -302,6 +307,7 @@ def resume_run(
         hooks=hooks,
         observer=observer,
         prior={t.name: t for t in run.tasks},
+        started_at=run.started_at,
     )
     return drive(BegunRun(run_id, runner, store))
 

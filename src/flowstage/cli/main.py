@@ -53,9 +53,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from flowstage.cli import catalog, deploy, inspect, notify, project, run, server, tokens
+    from flowstage.cli import alerts, catalog, deploy, inspect, notify, project, run, server, tokens
 
-    for module in (project, run, inspect, catalog, deploy, server, tokens, notify):
+    for module in (project, run, inspect, catalog, deploy, server, tokens, notify, alerts):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowstage.app.alerting import RunAlerts
@@ -15,6 +17,7 @@ from flowstage.model.statuses import RunStatus
 from flowstage.settings import load_project
 from flowstage.stores.memory import MemoryRunStore
 from tests.conftest import Project
+from tests.integration.test_api import serve
 from tests.integration.test_notifiers import HttpSink, _closed_port, serving_sink
 
 T0 = 1_800_000_000.0
@@ -44,7 +47,7 @@ def _bodies(sink: HttpSink) -> list[dict[str, Any]]:
 
 
 def test_a_failed_run_notifies_the_webhook_with_the_body_of_the_spec_and_records_it(
-    project: Project, http_sink: HttpSink
+    project: Project, http_sink: HttpSink, tmp_path: Path
 ) -> None:
     _config(project, http_sink.url)
     project.write(
@@ -76,7 +79,18 @@ def test_a_failed_run_notifies_the_webhook_with_the_body_of_the_spec_and_records
     assert listed.code == 0
     [record] = json.loads(listed.out)
     assert (record["notifier"], record["delivery"], record["tries"], record["status"]) == ("ops", "delivered", 1, "failed")
-    assert "s3cr3t-hmac" not in listed.out + result.out + result.err
+    with serve(project, tmp_path / "server.log") as server:
+        answer = server.client.get(f"/runs/{run_id}/alerts")
+        assert answer.status_code == 200
+        assert [(a["notifier"], a["delivery"], a["alert"]) for a in answer.json()] == [
+            ("ops", "delivered", {"on": "failed", "notify": ["ops"]})
+        ]
+        page = httpx.get(str(server.client.base_url).rstrip("/").removesuffix("/api/v1") + f"/runs/{run_id}", timeout=30)
+        assert "<h3>Alerts</h3>" in page.text
+        assert "delivered (1 try)" in page.text
+    shown = project.cli("show", run_id)
+    assert "alert on failed: value failed -> ops delivered after 1 try" in shown.out
+    assert "s3cr3t-hmac" not in listed.out + result.out + result.err + shown.out
 
 
 def test_memory_of_a_task_fires_its_rule_only_above_the_threshold(project: Project, http_sink: HttpSink) -> None:

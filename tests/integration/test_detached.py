@@ -17,7 +17,7 @@ WORKFLOW = """
 name: background
 tasks:
   - {name: first, shell: "echo started > started.txt"}
-  - {name: gate, wait_for: {file: go.txt}, after: [first], timeout: 60s}
+  - {name: gate, wait_for: {file: go.txt}, poke: 0.2s, after: [first], timeout: 60s}
   - {name: last, shell: "echo done > done.txt", after: [gate]}
 """
 

@@ -40,7 +40,7 @@ GATED = """
 name: gated
 tasks:
   - {name: started, shell: "echo started > started.txt"}
-  - {name: gate, wait_for: {file: go.txt}, after: [started], timeout: 120s}
+  - {name: gate, wait_for: {file: go.txt}, poke: 0.2s, after: [started], timeout: 120s}
 """
 
 

@@ -183,6 +183,23 @@ class RunRecord(RunSummary):
     graph: RunGraph
 
 
+class AlertFired(Answer):
+    id: int
+    run_id: str
+    workflow: str
+    task: str | None
+    status: str = Field(description="the status the run (or task) ended with")
+    alert: dict[str, Any] = Field(description="the rule as written")
+    value: Any = Field(description="the value observed")
+    notifier: str
+    delivery: Literal["pending", "delivered", "failed", "suppressed"]
+    tries: int
+    error: str | None
+    repeats: int = Field(description="firings folded into this one by the rule's every:")
+    fired_at: str | None
+    delivered_at: str | None
+
+
 class Cancelled(Answer):
     id: str
     status: str

@@ -169,6 +169,21 @@ def cancel(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get(
+    "/runs/{run_id}/alerts",
+    response_model=list[models.AlertFired],
+    responses=problem_responses(404, 422),
+    dependencies=[Depends(require("viewer"))],
+)
+def run_alerts(run_id: RunIdPath, ctx: Ctx) -> list[Any]:
+    """The alerts of a run, in the order they fired: rule, value seen, notifier and delivery."""
+    from flowstage.views.records import alert_entry
+
+    if ctx.store.run_head(run_id) is None:
+        raise ApiProblem(404, f"no run {run_id!r}")
+    return [ctx.masked(alert_entry(r)) for r in ctx.store.alerts.for_run(run_id)]  # type: ignore[attr-defined]
+
+
+@router.get(
     "/runs/{run_id}/logs",
     response_model=models.LogPage,
     responses=problem_responses(404, 422),

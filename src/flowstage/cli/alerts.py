@@ -8,27 +8,7 @@ import click
 
 from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.errors import NotFoundError
-from flowstage.views.records import iso
-
-
-def alert_entry(r: Any) -> dict[str, Any]:
-    """An alert record as `--json`, the API and `show` give it."""
-    return {
-        "id": r.id,
-        "run_id": r.run_id,
-        "workflow": r.workflow,
-        "task": r.task,
-        "status": r.status,
-        "alert": r.alert,
-        "value": r.value,
-        "notifier": r.notifier,
-        "delivery": r.delivery,
-        "tries": r.tries,
-        "error": r.error,
-        "repeats": r.repeats,
-        "fired_at": iso(r.fired_at),
-        "delivered_at": iso(r.delivered_at),
-    }
+from flowstage.views.records import alert_entry
 
 
 def _rule(alert: dict[str, Any]) -> str:

@@ -93,6 +93,20 @@ def show_cmd(run_id: str, as_json: bool) -> None:
         metrics = {k: v for k, v in t.metrics.items() if k not in ("attempts",)}
         if metrics:
             click.echo(f"{'':<{swidth}}  {'':<{width}}  metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    fired = store.alerts.for_run(run_id)  # type: ignore[attr-defined]
+    if fired:
+        click.echo("")
+        for a in fired:
+            rule = (
+                f"on {a.alert['on']}"
+                if a.alert.get("on")
+                else f"{a.alert.get('metric')} {a.alert.get('op')} {a.alert.get('value')}"
+            )
+            where = f"task {a.task} " if a.task else ""
+            tries = f" after {a.tries} tr{'y' if a.tries == 1 else 'ies'}" if a.tries else ""
+            click.echo(
+                f"alert {where}{rule}: value {a.value} -> {a.notifier} {a.delivery}{tries}" + (f": {a.error}" if a.error else "")
+            )
 
 
 @click.command("logs")

@@ -78,3 +78,23 @@ def run_record(run: StoredRun, status: str | None = None, code: dict[str, Any] |
         }
     )
     return out
+
+
+def alert_entry(r: Any) -> dict[str, Any]:
+    """An alert that fired, as `flowstage alerts --json`, the API and the UI give it."""
+    return {
+        "id": r.id,
+        "run_id": r.run_id,
+        "workflow": r.workflow,
+        "task": r.task,
+        "status": r.status,
+        "alert": r.alert,
+        "value": r.value,
+        "notifier": r.notifier,
+        "delivery": r.delivery,
+        "tries": r.tries,
+        "error": r.error,
+        "repeats": r.repeats,
+        "fired_at": iso(r.fired_at),
+        "delivered_at": iso(r.delivered_at),
+    }

@@ -244,7 +244,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     role = _role(request)
     ctx = _ctx(request)
     record, graph = _run_view(ctx, run_id)
-    return _page(request, "run.html", role, run=record, graph=graph, **_tasks_view(record))
+    return _page(request, "run.html", role, run=record, graph=graph, alerts=_alerts(request, run_id), **_tasks_view(record))
 
 
 @router.get("/runs/{run_id}/tasks", response_class=HTMLResponse)
@@ -252,7 +252,7 @@ def run_tasks_fragment(request: Request, run_id: str) -> HTMLResponse:
     """The run's status line, task table and timeline (what the live page refreshes)."""
     role = _role(request)
     record, _ = _run_view(_ctx(request), run_id)
-    return _page(request, "fragments/run_tasks.html", role, run=record, **_tasks_view(record))
+    return _page(request, "fragments/run_tasks.html", role, run=record, alerts=_alerts(request, run_id), **_tasks_view(record))
 
 
 @router.get("/runs/{run_id}/tasks/{task}", response_class=HTMLResponse)
@@ -269,6 +269,12 @@ def task_fragment(request: Request, run_id: str, task: str) -> HTMLResponse:
         if t["status"] == "succeeded" and {"from": task, "to": t["name"], "condition": "failure"} in record["graph"]["edges"]
     ]
     return _page(request, "fragments/task.html", role, run=record, task=found, caught_by=caught_by)
+
+
+def _alerts(request: Request, run_id: str) -> list[Any]:
+    from flowstage.api.runs import run_alerts
+
+    return run_alerts(run_id, _ctx(request))
 
 
 def _run_view(ctx: ApiContext, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -88,7 +88,7 @@ def _refs(value: Any) -> set[str]:
 def _secret_refs(data: Any) -> frozenset[str]:
     if not isinstance(data, dict):
         return frozenset()
-    return frozenset(_refs(data.get("store")) | _refs(data.get("connections")))
+    return frozenset(_refs(data.get("store")) | _refs(data.get("connections")) | _refs(data.get("notifiers")))
 
 
 _secret_cache_lock = threading.Lock()
@@ -96,7 +96,7 @@ _secret_cache: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
 
 
 def secret_env_names(root: Path) -> frozenset[str]:
-    """The environment variables that `root`'s flowstage.yaml substitutes into its store or connection URLs.
+    """The environment variables that `root`'s flowstage.yaml substitutes into its store, connection URLs or notifiers.
 
     Read from the file as it is now (cached while it is unchanged); an unreadable or malformed file
     names none (loading the project reports that).

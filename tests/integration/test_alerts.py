@@ -180,3 +180,58 @@ def test_after_its_period_a_rule_notifies_again_with_the_count_of_the_repeats_fo
     assert bodies[1]["repeats"] == 2
     assert [r.delivery for r in store.alerts.recent()] == ["delivered", "suppressed", "suppressed", "delivered"]
     assert store.alerts.recent()[0].repeats == 2
+
+
+def test_a_dataflow_that_writes_no_row_fires_rows_written_and_a_slow_task_its_runtime_rule(
+    project: Project, http_sink: HttpSink
+) -> None:
+    _config(project, http_sink.url)
+    project.write("data/orders.csv", "id,status,amount\n1,paid,2.5\n2,open,4.0\n")
+    project.write(
+        "workflows/empty_load.yaml",
+        """
+        name: empty_load
+        alerts:
+          - {metric: rows_written, task: load, op: "==", value: 0, notify: [ops]}
+          - {metric: runtime_seconds, task: slow, op: ">", value: 0.2, notify: [ops]}
+        tasks:
+          - name: load
+            dataflow:
+              name: load_none
+              sources: {orders: {file: data/orders.csv}}
+              steps:
+                - from: orders
+                - filter: "status = 'refunded'"
+              sink: {file: out/refunded.parquet}
+          - {name: slow, shell: "sleep 0.5"}
+        """,
+    )
+    result = project.cli("run", "empty_load", "--json")
+    assert result.code == 0, result
+    fired = {b["task"]: b for b in _bodies(http_sink)}
+    assert set(fired) == {"load", "slow"}
+    assert fired["load"]["value"] == 0
+    assert fired["slow"]["value"] > 0.2
+
+
+def test_a_secret_of_a_notifier_reaches_neither_the_tasks_nor_the_logs(project: Project, http_sink: HttpSink) -> None:
+    project.write("flowstage.yaml", 'notifiers:\n  ops: {webhook: {url: "${HOOK_URL}", secret: "${HOOK_SECRET}"}}\n')
+    project.write(
+        "workflows/leaky.yaml",
+        """
+        name: leaky
+        alerts:
+          - {on: failed, notify: [ops]}
+        tasks:
+          - {name: peek, shell: "env; exit 1"}
+        """,
+    )
+    env = project.env(HOOK_URL=f"{http_sink.url}/hook?token=tok-777", HOOK_SECRET="hmac-888")
+    result = project.cli("run", "leaky", "--json", env=env)
+    assert result.code == 1
+    run_id = json.loads(result.out)["id"]
+    assert len(http_sink.received) == 1
+    logs = project.cli("logs", run_id, env=env).out
+    assert "HOOK_URL" not in logs  # the task's environment did not get them
+    for secret in ("tok-777", "hmac-888"):
+        assert secret not in logs + result.out + result.err + project.cli("alerts", "--json", env=env).out

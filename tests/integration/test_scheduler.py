@@ -274,11 +274,12 @@ STARTUP = 10.0  # real seconds a scheduler is given to start before its first du
 def test_a_due_schedule_fires_within_a_second(project: Project) -> None:
     project.write("tasks/jobs.py", TASKS_PY)
     project.write("workflows/minutely.yaml", scheduled_workflow("minutely", "* * * * *"))
+    # the first minute after the deploy began (so no earlier time is due, even when the deploy
+    # crosses a minute), which the scheduler's shifted clock reaches STARTUP real seconds from now
+    before = time.time()
     assert project.cli("deploy", "workflows").code == 0
-    # the first minute after the deploy (so no earlier time is due), which the scheduler's shifted
-    # clock reaches STARTUP real seconds from now
     now = time.time()
-    due = (int(now) // 60 + 1) * 60.0
+    due = (int(before) // 60 + 1) * 60.0
     offset = due - (now + STARTUP)
     real_due = due - offset
     proc = start_scheduler(project, "--clock-offset", repr(offset))

@@ -228,12 +228,13 @@ def test_a_server_set_to_fail_orphans_fails_an_interrupted_run_and_counts_it(pro
 
 
 def test_metrics_count_runs_by_workflow_and_status_in_the_prometheus_text_format(project: Project, tmp_path: Path) -> None:
+    project.write("flowstage.yaml", 'notifiers:\n  ops: {command: "true"}\n')
     with serve(project, tmp_path / "server.log") as server:
         client = server.client
         assert post_workflow(client, HELLO).status_code == 201
         for _ in range(2):
             wait_status(client, start(client, "hello"), "succeeded")
-        failing = "name: failing\ntasks:\n  - {name: boom, shell: exit 3}\n"
+        failing = "name: failing\nalerts:\n  - {on: failed, notify: [ops]}\ntasks:\n  - {name: boom, shell: exit 3}\n"
         assert post_workflow(client, failing).status_code == 201
         wait_status(client, start(client, "failing"), "failed")
 
@@ -263,6 +264,7 @@ def test_metrics_count_runs_by_workflow_and_status_in_the_prometheus_text_format
         assert 'flowstage_run_duration_seconds_count{status="succeeded",workflow="hello"} 2.0' in text
         assert 'flowstage_task_attempts_total{workflow="hello"} 4.0' in text  # greet and shout, twice
         assert 'flowstage_task_duration_seconds_count{status="failed",workflow="failing"} 1.0' in text
+        assert 'flowstage_alerts_total{notifier="ops",workflow="failing"} 1.0' in text
         events = re.search(r"^flowstage_events_total (\S+)$", text, flags=re.MULTILINE)
         assert events is not None
         assert float(events.group(1)) >= 12

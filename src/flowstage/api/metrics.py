@@ -10,7 +10,7 @@
   runs of every runner process count): `flowstage_events_total` (its rate is events per
   second), `flowstage_task_attempts_total{workflow}`, and the histograms
   `flowstage_run_duration_seconds{workflow, status}` and
-  `flowstage_task_duration_seconds{workflow, status}`;
+  `flowstage_task_duration_seconds{workflow, status}`, and `flowstage_alerts_total{workflow, notifier}`;
 - `flowstage_server_uptime_seconds`.
 
 Each server keeps a registry of its own, never the process-wide one of `prometheus_client`.
@@ -66,6 +66,12 @@ class EventMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.alerts = Counter(
+            "flowstage_alerts",
+            "Alerts fired, by workflow and notifier (suppressed ones included).",
+            ["workflow", "notifier"],
+            registry=self.registry,
+        )
         self._runs: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def _run(self, run_id: str) -> tuple[str, float] | None:
@@ -83,13 +89,16 @@ class EventMetrics:
     def observe(self, event: Any) -> None:
         """Count one event (on the hub's thread)."""
         self.events.inc()
-        if event.kind not in ("task_status", "run_finished"):
+        if event.kind not in ("task_status", "run_finished", "alert_fired"):
             return
         run = self._run(event.run_id)
         if run is None:
             return
         workflow, started_at = run
         data = event.data or {}
+        if event.kind == "alert_fired":
+            self.alerts.labels(workflow, str(data.get("notifier", "?"))).inc()
+            return
         if event.kind == "run_finished":
             self.run_seconds.labels(workflow, str(event.status)).observe(max(0.0, event.at - started_at))
             self._runs.pop(event.run_id, None)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flowstage.engine.ports import Event
+
 DELIVERIES = ("pending", "delivered", "failed", "suppressed")
 
 
@@ -77,4 +79,17 @@ class AlertStore(Protocol):
         ...
 
 
-__all__ = ["DELIVERIES", "AlertRecord", "AlertStore"]
+def fired_event(record: AlertRecord) -> Event:
+    """The `alert_fired` event of a record, appended to its run's log when it is added."""
+    data = {
+        "alert_id": record.id,
+        "rule": record.rule,
+        "alert": record.alert,
+        "notifier": record.notifier,
+        "value": record.value,
+        "delivery": record.delivery,
+    }
+    return Event(record.run_id, record.fired_at, "alert_fired", record.task, None, data)
+
+
+__all__ = ["DELIVERIES", "AlertRecord", "AlertStore", "fired_event"]

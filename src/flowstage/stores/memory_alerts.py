@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from flowstage.engine.ports import Event
-from flowstage.stores.alerts import AlertRecord
+from flowstage.stores.alerts import AlertRecord, fired_event
 
 
 class MemoryAlertStore:
@@ -51,7 +51,7 @@ class MemoryAlertStore:
                 delivery,
             )
             self._rows.append(record)
-        self._add_event(_fired(record))
+        self._add_event(fired_event(record))
         return record
 
     def settle(self, alert_id: int, *, delivery: str, tries: int, error: str | None, at: float, repeats: int = 0) -> None:
@@ -84,24 +84,6 @@ class MemoryAlertStore:
                 and r.delivery == "suppressed"
                 and r.fired_at > since
             )
-
-
-def _fired(record: AlertRecord) -> Event:
-    return Event(
-        record.run_id,
-        record.fired_at,
-        "alert_fired",
-        record.task,
-        None,
-        {
-            "alert_id": record.id,
-            "rule": record.rule,
-            "alert": record.alert,
-            "notifier": record.notifier,
-            "value": record.value,
-            "delivery": record.delivery,
-        },
-    )
 
 
 __all__ = ["MemoryAlertStore"]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from flowstage.engine.ports import Event
-from flowstage.stores.alerts import AlertRecord
+from flowstage.stores.alerts import AlertRecord, fired_event
 
 if TYPE_CHECKING:
     from flowstage.stores.sql.store import SqlRunStore
@@ -66,7 +65,7 @@ class SqlAlertStore:
             record = AlertRecord(
                 int(rows[0]["id"]), run_id, workflow, rule, alert, rule_key, task, status, value, notifier, at, delivery
             )
-            self.store.add_events_in(tx, [_fired(record)])
+            self.store.add_events_in(tx, [fired_event(record)])
         return record
 
     def settle(self, alert_id: int, *, delivery: str, tries: int, error: str | None, at: float, repeats: int = 0) -> None:
@@ -127,24 +126,6 @@ def _record(r: Any) -> AlertRecord:
         error=r["error"],
         delivered_at=r["delivered_at"],
         repeats=int(r["repeats"]),
-    )
-
-
-def _fired(record: AlertRecord) -> Event:
-    return Event(
-        record.run_id,
-        record.fired_at,
-        "alert_fired",
-        record.task,
-        None,
-        {
-            "alert_id": record.id,
-            "rule": record.rule,
-            "alert": record.alert,
-            "notifier": record.notifier,
-            "value": record.value,
-            "delivery": record.delivery,
-        },
     )
 
 

@@ -19,6 +19,7 @@ from flowstage.stores.memory import MemoryRunStore
 from tests.conftest import Project
 from tests.integration.test_api import serve
 from tests.integration.test_notifiers import HttpSink, _closed_port, serving_sink
+from tests.records import wait_until
 
 T0 = 1_800_000_000.0
 
@@ -88,6 +89,9 @@ def test_a_failed_run_notifies_the_webhook_with_the_body_of_the_spec_and_records
         page = httpx.get(str(server.client.base_url).rstrip("/").removesuffix("/api/v1") + f"/runs/{run_id}", timeout=30)
         assert "<h3>Alerts</h3>" in page.text
         assert "delivered (1 try)" in page.text
+    record = json.loads(project.cli("show", run_id, "--json").out)
+    assert record["metrics"]["tasks"] == {"failed": 1}
+    assert record["metrics"]["runtime_seconds"] >= 0
     shown = project.cli("show", run_id)
     assert "alert on failed: value failed -> ops delivered after 1 try" in shown.out
     assert "s3cr3t-hmac" not in listed.out + result.out + result.err + shown.out
@@ -235,3 +239,19 @@ def test_a_secret_of_a_notifier_reaches_neither_the_tasks_nor_the_logs(project: 
     assert "HOOK_URL" not in logs  # the task's environment did not get them
     for secret in ("tok-777", "hmac-888"):
         assert secret not in logs + result.out + result.err + project.cli("alerts", "--json", env=env).out
+
+
+def test_a_run_the_server_started_delivers_its_alerts_from_its_own_runner(project: Project, tmp_path: Path) -> None:
+    project.write("flowstage.yaml", "notifiers:\n  file: {command: \"sh -c 'cat > delivered.json'\"}\n")
+    failing = "name: detached_fail\nalerts:\n  - {on: failed, notify: [file]}\ntasks:\n  - {name: boom, shell: 'exit 2'}\n"
+    with serve(project, tmp_path / "server.log") as server:
+        answer = server.client.post("/workflows", content=failing, headers={"Content-Type": "application/yaml"})
+        assert answer.status_code == 201, answer.text
+        run_id = server.client.post("/workflows/detached_fail/runs", json={}).json()["id"]
+        delivered = project.root / "delivered.json"
+        wait_until(lambda: delivered.exists() and delivered.read_text().strip().endswith("}"), 60, "the runner to deliver")
+        body = json.loads(delivered.read_text())
+        assert (body["run_id"], body["status"], body["alert"]) == (run_id, "failed", {"on": "failed", "notify": ["file"]})
+        wait_until(
+            lambda: [a["delivery"] for a in server.client.get(f"/runs/{run_id}/alerts").json()] == ["delivered"], 30, "the record"
+        )

@@ -173,8 +173,14 @@ class Resume(Answer):
     at: str | None
 
 
+class RunMetrics(Answer):
+    runtime_seconds: float | None = Field(description="from the run's start to its end (null while it runs)")
+    tasks: dict[str, int] = Field(description="its tasks by status")
+
+
 class RunRecord(RunSummary):
     variables: dict[str, Any]
+    metrics: RunMetrics | None = None
     logical_time: str | None
     resumes: list[Resume]
     parent_run_id: str | None

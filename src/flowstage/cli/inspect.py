@@ -58,7 +58,7 @@ def show_cmd(run_id: str, as_json: bool) -> None:
     """The dynamic view of RUN_ID: each task's status, attempts, times, error, metrics, saved variables."""
     from flowstage.app.liveness import effective_status
     from flowstage.app.runs import get_run
-    from flowstage.views.records import run_code, run_record
+    from flowstage.views.records import run_code, run_metrics, run_record
 
     store = store_for(project_for())
     run = get_run(store, run_id)
@@ -77,6 +77,9 @@ def show_cmd(run_id: str, as_json: bool) -> None:
         click.echo(f"code: v{code['version']} files {files}")
     if run.variables:
         click.echo("variables: " + ", ".join(f"{k}={v!r}" for k, v in run.variables.items()))
+    measured = run_metrics(run)
+    counts = ", ".join(f"{n} {status}" for status, n in measured["tasks"].items())
+    click.echo(f"metrics: runtime_seconds={measured['runtime_seconds']}" + (f", tasks: {counts}" if counts else ""))
     click.echo("")
     width = max((len(t.name) for t in run.tasks), default=4)
     swidth = max((len(t.stage) for t in run.tasks), default=5)

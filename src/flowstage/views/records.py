@@ -74,10 +74,20 @@ def run_record(run: StoredRun, status: str | None = None, code: dict[str, Any] |
             "logical_time": iso(run.logical_time),
             "resumes": [{"by": r.get("by"), "at": iso(r.get("at"))} for r in run.resumes],
             "parent_run_id": run.parent_run_id,
+            "metrics": run_metrics(run),
             "tasks": [task_record(t) for t in run.tasks],
         }
     )
     return out
+
+
+def run_metrics(run: StoredRun) -> dict[str, Any]:
+    """The run's own metrics: its runtime (once it ended; None while it runs) and its tasks by status."""
+    counts: dict[str, int] = {}
+    for task in run.tasks:
+        counts[str(task.status)] = counts.get(str(task.status), 0) + 1
+    runtime = round(max(0.0, run.ended_at - run.started_at), 3) if run.ended_at is not None else None
+    return {"runtime_seconds": runtime, "tasks": dict(sorted(counts.items()))}
 
 
 def alert_entry(r: Any) -> dict[str, Any]:

@@ -339,3 +339,7 @@ def test_the_dashboard_filters_by_tag_and_the_catalog_shows_a_table_and_its_hist
     assert "amount" in columns
     assert "Schema history" in page.content()
     watched.check("catalog-table")
+    page.get_by_role("link", name="Alerts", exact=True).click()
+    page.wait_for_url("**/alerts")
+    assert "No alert fired yet" in page.locator("main").inner_text()
+    watched.check("alerts")

@@ -255,3 +255,9 @@ def test_a_run_the_server_started_delivers_its_alerts_from_its_own_runner(projec
         wait_until(
             lambda: [a["delivery"] for a in server.client.get(f"/runs/{run_id}/alerts").json()] == ["delivered"], 30, "the record"
         )
+        listed = server.client.get("/alerts", params={"workflow": "detached_fail"}).json()
+        assert [(a["run_id"], a["notifier"], a["delivery"]) for a in listed] == [(run_id, "file", "delivered")]
+        assert server.client.get("/alerts", params={"workflow": "other"}).json() == []
+        page = httpx.get(str(server.client.base_url).rstrip("/").removesuffix("/api/v1") + "/alerts", timeout=30)
+        assert f'href="/runs/{run_id}"' in page.text
+        assert "on failed" in page.text

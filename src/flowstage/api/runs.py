@@ -169,6 +169,20 @@ def cancel(run_id: RunIdPath, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get(
+    "/alerts", response_model=list[models.AlertFired], responses=problem_responses(422), dependencies=[Depends(require("viewer"))]
+)
+def list_alerts(
+    ctx: Ctx,
+    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Any]:
+    """The alerts that fired, newest first (of one workflow with `workflow=`)."""
+    from flowstage.views.records import alert_entry
+
+    return [ctx.masked(alert_entry(r)) for r in ctx.store.alerts.recent(workflow=workflow, limit=limit)]  # type: ignore[attr-defined]
+
+
+@router.get(
     "/runs/{run_id}/alerts",
     response_model=list[models.AlertFired],
     responses=problem_responses(404, 422),

@@ -402,6 +402,15 @@ def raw_logs(
     return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""), headers=headers)
 
 
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts_page(request: Request, workflow: Annotated[str | None, Query(max_length=200)] = None) -> HTMLResponse:
+    """Every alert that fired, newest first: rule, value seen, notifier and delivery."""
+    role = _role(request)
+    from flowstage.api.runs import list_alerts
+
+    return _page(request, "alerts.html", role, alerts=list_alerts(_ctx(request), workflow=workflow, limit=500), workflow=workflow)
+
+
 # --------------------------------------------------------------------------- catalog
 
 

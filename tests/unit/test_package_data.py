@@ -27,3 +27,26 @@ def test_every_tracked_file_of_the_package_is_in_its_package_data() -> None:
     shipped = {path.relative_to(PACKAGE).as_posix() for pattern in globs for path in PACKAGE.glob(pattern)}
     missing = sorted(needed - shipped)
     assert not missing, f"not in [tool.setuptools.package-data] of pyproject.toml: {missing}"
+
+
+def test_the_built_wheel_carries_every_tracked_file_of_the_package(tmp_path: Path) -> None:
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("flowstage-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    listed = subprocess.run(["git", "ls-files", "src/flowstage"], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked = {Path(line).relative_to("src").as_posix() for line in listed.stdout.splitlines()}
+    needed = {p for p in tracked if p.removeprefix("flowstage/") not in NOT_SHIPPED and not (ROOT / "src" / p).is_symlink()}
+    missing = sorted(needed - names)
+    assert not missing, f"not in the wheel: {missing}"
+    assert "flowstage/web/static/vendor/editor.js" in names
+    assert "flowstage/project_template/workflows/daily_sales.yaml" in names  # the linked example project too

@@ -464,3 +464,26 @@ def test_show_of_an_unknown_run_exits_2(project: Project) -> None:
     assert result.code == 2, result
     assert_no_traceback(result)
     assert "20000101000000abcdef" in result.err
+
+
+def test_a_notifier_of_an_unknown_kind_stops_validate_and_the_run_before_it_starts(project: Project) -> None:
+    project.write("flowstage.yaml", 'notifiers:\n  ops: {webhok: "http://127.0.0.1:9/hook"}\n')
+    project.write(
+        "workflows/alerted.yaml",
+        """
+        name: alerted
+        alerts:
+          - {on: failed, notify: [ops]}
+        tasks:
+          - {name: a, shell: "true"}
+        """,
+    )
+    checked = project.cli("validate", "flowstage.yaml")
+    assert checked.code == 2
+    assert "notifiers.ops" in checked.err
+    assert "did you mean 'webhook'" in checked.err
+    ran = project.cli("run", "alerted")
+    assert ran.code == 2
+    assert "notifiers.ops" in ran.err
+    assert "Traceback" not in ran.err + checked.err
+    assert project.cli("runs", "--json").out.strip() == "[]"  # nothing was recorded

@@ -44,6 +44,7 @@ class RunAlerts:
         store: Any,
         started_at: float | None = None,
         clock: Callable[[], float] = time.time,
+        notifiers: dict[str, Any] | None = None,
     ) -> None:
         self.project = project
         self.clock = clock
@@ -53,7 +54,7 @@ class RunAlerts:
         self.started_at = started_at if started_at is not None else clock()
         self._pending: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._notifiers: dict[str, Any] | None = None
+        self._notifiers = notifiers
 
     # -- the hooks ---------------------------------------------------------------------
 
@@ -192,10 +193,15 @@ def _key(firing: Firing) -> str:
 def with_alerts(
     project: Project, workflow: Workflow, hooks: Hooks | None, *, run_id: str, store: Any, started_at: float | None
 ) -> Hooks | None:
-    """`hooks` and, when the workflow has alert rules, the hooks that fire them."""
+    """`hooks` and, when the workflow has alert rules, the hooks that fire them (DefinitionError when
+    flowstage.yaml's notifiers are invalid: the run does not start)."""
     if not workflow.alerts:
         return hooks
-    alerts = RunAlerts(project, workflow, run_id=run_id, store=store, started_at=started_at).hooks()
+    from flowstage.app.registry import notifiers_for
+
+    # a notifier that could never deliver is a problem of flowstage.yaml, told before the run starts
+    notifiers = notifiers_for(project)
+    alerts = RunAlerts(project, workflow, run_id=run_id, store=store, started_at=started_at, notifiers=notifiers).hooks()
     if hooks is None:
         return alerts
     return Hooks(

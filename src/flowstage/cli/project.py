@@ -51,10 +51,11 @@ def _validate_path(path: Path) -> list[Problem]:
     from flowstage.model.loader import load
 
     if path.name == "flowstage.yaml":
+        from flowstage.app.registry import notifiers_for
         from flowstage.settings import load_project
 
         try:
-            load_project(root=path.parent)
+            notifiers_for(load_project(root=path.parent))  # the notifiers' settings too, each at its key
         except DefinitionError as exc:
             return exc.problems
         return []

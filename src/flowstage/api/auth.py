@@ -219,6 +219,24 @@ def caller_role(request: Request) -> Role | None:
     return token.role if token is not None else None
 
 
+def authenticate(request: Request, auth: AuthState, store: object, secret: str | None) -> Token:
+    """The live token of `secret`, for the API's routes and the UI's sign-in alike: a limited client
+    gets 429 before any token is looked at; no token or a bad one 401, counted against its client."""
+    client = request.client.host if request.client else "?"
+    wait = auth.failures.retry_after(client)
+    if wait is not None:  # the token is not even looked at
+        seconds = max(1, math.ceil(wait))
+        raise HTTPException(
+            429, f"too many failed logins from this address: try again in {seconds}s", {"Retry-After": str(seconds)}
+        )
+    if secret is None:
+        raise _refused(request, auth, client, "no bearer token", "this server needs a token: Authorization: Bearer TOKEN")
+    token = auth.verify(store, secret, time.time())
+    if token is None:
+        raise _refused(request, auth, client, "unknown, expired or revoked token", "the token is unknown, expired or revoked")
+    return token
+
+
 def require(role: str) -> Callable[[Request], None]:
     """A FastAPI dependency that lets a request through when its caller holds `role` (or auth is off)."""
     if role not in ROLES:
@@ -230,19 +248,9 @@ def require(role: str) -> Callable[[Request], None]:
         auth: AuthState = ctx.auth
         if not auth.on(ctx.store):
             return
-        client = request.client.host if request.client else "?"
-        wait = auth.failures.retry_after(client)
-        if wait is not None:  # the token is not even looked at
-            seconds = max(1, math.ceil(wait))
-            raise HTTPException(
-                429, f"too many failed logins from this address: try again in {seconds}s", {"Retry-After": str(seconds)}
-            )
         secret, by_cookie = credentials(request)
-        if secret is None:
-            raise _refused(request, auth, client, "no bearer token", "this server needs a token: Authorization: Bearer TOKEN")
-        token = auth.verify(ctx.store, secret, time.time())
-        if token is None:
-            raise _refused(request, auth, client, "unknown, expired or revoked token", "the token is unknown, expired or revoked")
+        token = authenticate(request, auth, ctx.store, secret)
+        client = request.client.host if request.client else "?"
         if by_cookie and request.method in UNSAFE_METHODS and not same_origin(request):
             logger.warning(
                 "refused %s %s from %s: a cross-site request with the sign-in cookie", request.method, request.url.path, client
@@ -264,6 +272,7 @@ __all__ = [
     "FailedLogins",
     "auth_forced",
     "auth_state",
+    "authenticate",
     "caller_role",
     "credentials",
     "max_failed_logins",

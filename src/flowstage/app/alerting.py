@@ -95,13 +95,13 @@ class RunAlerts:
         now = self.clock()
         for notifier in firing.alert.notify:
             repeats = 0
-            last = alerts.last_sent(self.workflow.name, _key(firing), notifier)
+            last = alerts.last_sent(self.workflow.name, firing.key, notifier)
             every = firing.alert.every
             if every is not None and last is not None and now - last.fired_at < every:
                 self._record(firing, notifier, now, delivery="suppressed")
                 continue
             if every is not None and last is not None:
-                repeats = alerts.suppressed_since(self.workflow.name, _key(firing), notifier, last.fired_at)
+                repeats = alerts.suppressed_since(self.workflow.name, firing.key, notifier, last.fired_at)
             record = self._record(firing, notifier, now)
             self._deliver(record.id, firing, notifier, tasks, repeats)
 
@@ -111,7 +111,7 @@ class RunAlerts:
             workflow=self.workflow.name,
             rule=firing.rule,
             alert=firing.alert.as_written(),
-            rule_key=_key(firing),
+            rule_key=firing.key,
             task=firing.task,
             status=firing.status,
             value=firing.value,
@@ -182,12 +182,6 @@ class RunAlerts:
         server = self.project.config.get("server")
         url = server.get("url") if isinstance(server, dict) else None
         return f"{str(url).rstrip('/')}/runs/{self.run_id}" if url else None
-
-
-def _key(firing: Firing) -> str:
-    import hashlib
-
-    return hashlib.sha256(firing.key.encode("utf-8")).hexdigest()[:32]
 
 
 def with_alerts(

@@ -41,10 +41,11 @@ class Firing:
 
     @property
     def key(self) -> str:
-        """What `every:` counts repeats by: the rule as written."""
+        """What `every:` counts repeats by: a digest of the rule as written."""
+        import hashlib
         import json
 
-        return json.dumps(self.alert.as_written(), sort_keys=True)
+        return hashlib.sha256(json.dumps(self.alert.as_written(), sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
 def _status_matches(on: str, status: str) -> bool:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from flowstage.api.auth import COOKIE, caller_role, same_origin
+from flowstage.api.auth import COOKIE, authenticate, caller_role, same_origin
 from flowstage.api.context import ApiContext
 from flowstage.api.problems import ApiProblem
 from flowstage.stores.tokens import Role
@@ -316,10 +317,7 @@ def _copies(record: dict[str, Any]) -> dict[str, dict[str, int]]:
             if attempt.get("instance") is not None:
                 latest[attempt["instance"]] = str(attempt.get("status"))
         if latest:
-            counts: dict[str, int] = {}
-            for status in latest.values():
-                counts[status] = counts.get(status, 0) + 1
-            found[task["name"]] = counts
+            found[task["name"]] = dict(Counter(latest.values()))
     return found
 
 
@@ -358,16 +356,13 @@ def _tasks_view(record: dict[str, Any]) -> dict[str, Any]:
         bar["left"] = round(100 * (bar["start"] - begin) / span, 3)
         bar["width"] = round(max(0.3, 100 * (bar["stop"] - bar["start"]) / span), 3)
         bar["seconds"] = round(bar["stop"] - bar["start"], 3)
-    counts: dict[str, int] = {}
-    for task in record["tasks"]:
-        counts[task["status"]] = counts.get(task["status"], 0) + 1
     return {
         "notes": _notes(record),
         "tasks": record["tasks"][:TASK_ROWS],
         "more_tasks": max(0, len(record["tasks"]) - TASK_ROWS),
         "bars": bars,
         "span": round(span, 3),
-        "counts": dict(sorted(counts.items())),
+        "counts": record["metrics"]["tasks"],
         "duration": _duration(_epoch(record.get("started_at")), _epoch(record.get("ended_at"))),
     }
 
@@ -467,17 +462,12 @@ def login(
     ctx = _ctx(request)
     if not same_origin(request):
         raise ApiProblem(403, "sign in from this server's own page")
-    client = request.client.host if request.client else "?"
-    wait = ctx.auth.failures.retry_after(client)
-    if wait is not None:
-        raise ApiProblem(429, "too many failed logins from this address: try again later")
-    found = ctx.store.tokens.verify(token.strip(), now=time.time())
-    if found is None:
-        from flowstage.api.auth import logger
-
-        logger.warning("refused sign-in from %s: unknown, expired or revoked token", client)
-        ctx.auth.failures.record(client)
-        return RedirectResponse(f"/login?failed=1&next={quote(_local(next))}", status_code=303)
+    try:
+        authenticate(request, ctx.auth, ctx.store, token.strip() or None)
+    except HTTPException as refused:
+        if refused.status_code == 401:
+            return RedirectResponse(f"/login?failed=1&next={quote(_local(next))}", status_code=303)
+        raise ApiProblem(refused.status_code, str(refused.detail)) from None
     answer = RedirectResponse(_local(next), status_code=303)
     answer.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
     return answer

@@ -52,22 +52,27 @@ class ApiContext:
     scrub: Callable[[str], str]
     #: whether requests need a token (see api/auth.py)
     auth: AuthState
+    #: the one reader of new events for every live-event subscriber
+    hub: EventHub
     #: the static graph of each recently read run, by run id: a run's definition never changes
     graphs: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     #: the run records last answered, each with its ETag
     answers: AnswerCache = field(default_factory=AnswerCache)
-    #: the one reader of new events for every live-event subscriber (None: each reads the store)
-    hub: EventHub | None = None
 
     def masked(self, data: Any) -> Any:
         """`data` with every string scrubbed of connection URLs and passwords (SPEC §1)."""
-        if isinstance(data, str):
-            return self.scrub(data)
-        if isinstance(data, dict):
-            return {k: self.masked(v) for k, v in data.items()}
-        if isinstance(data, list | tuple):
-            return [self.masked(v) for v in data]
-        return data
+        return masked(self.scrub, data)
+
+
+def masked(scrub: Callable[[str], str], data: Any) -> Any:
+    """`data` with every string passed through `scrub`."""
+    if isinstance(data, str):
+        return scrub(data)
+    if isinstance(data, dict):
+        return {k: masked(scrub, v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [masked(scrub, v) for v in data]
+    return data
 
 
 def scrubber_for(project: Project) -> Scrubber:
@@ -81,4 +86,4 @@ async def context(request: Request) -> ApiContext:
     return found
 
 
-__all__ = ["AnswerCache", "ApiContext", "context", "scrubber_for"]
+__all__ = ["AnswerCache", "ApiContext", "context", "masked", "scrubber_for"]

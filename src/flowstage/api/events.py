@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from flowstage.api.auth import require
-from flowstage.api.context import ApiContext, context
+from flowstage.api.context import ApiContext, context, masked
 from flowstage.api.models import BIGINT_MAX
 from flowstage.api.problems import ApiProblem, problem_responses
 from flowstage.engine.ports import Event
@@ -43,22 +43,21 @@ def _frame(event_id: int | None, kind: str, data: Any) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(data, default=str, separators=(',', ':'))}\n\n"
 
 
-def _event_data(ctx: ApiContext, event: Event) -> Any:
-    return ctx.masked(
-        {
-            "run_id": event.run_id,
-            "at": iso(event.at),
-            "kind": event.kind,
-            "task": event.task,
-            "status": event.status,
-            "data": event.data,
-        }
-    )
+def _event_data(scrub: Callable[[str], str], event: Event) -> Any:
+    data = {
+        "run_id": event.run_id,
+        "at": iso(event.at),
+        "kind": event.kind,
+        "task": event.task,
+        "status": event.status,
+        "data": event.data,
+    }
+    return masked(scrub, data)
 
 
-def renderer(ctx: ApiContext) -> Callable[[int, Event], str]:
+def renderer(scrub: Callable[[str], str]) -> Callable[[int, Event], str]:
     """How the hub renders an event's frame (masked like every answer)."""
-    return lambda event_id, event: _frame(event_id, event.kind, _event_data(ctx, event))
+    return lambda event_id, event: _frame(event_id, event.kind, _event_data(scrub, event))
 
 
 def _cursor(last_event_id: str | None, after: int | None) -> int | None:
@@ -86,13 +85,13 @@ async def _follow(request: Request, ctx: ApiContext, cursor: int, run_id: str | 
     position = cursor  # every event (of the run) up to here was sent
     looked = False
     while True:
-        held = hub.read(position, run_id) if hub is not None else None
+        held = hub.read(position, run_id)
         if held is not None:
             frames, reached = [(h.id, h.event.kind, h.frame) for h in held[0]], held[1]
         else:
-            base = hub.base if hub is not None else position
+            base = hub.base
             events = await run_in_threadpool(store.events_after, position, run_id=run_id, limit=PAGE)
-            frames = [(i, e.kind, _frame(i, e.kind, _event_data(ctx, e))) for i, e in events]
+            frames = [(i, e.kind, _frame(i, e.kind, _event_data(ctx.scrub, e))) for i, e in events]
             # nothing of the run after `position` in the store: nothing of it up to the hub's base either
             reached = frames[-1][0] if len(frames) == PAGE else max(position, base, frames[-1][0] if frames else 0)
         for _, kind, frame in frames:
@@ -108,12 +107,7 @@ async def _follow(request: Request, ctx: ApiContext, cursor: int, run_id: str | 
             looked = True
             if await run_in_threadpool(_ended, store, run_id, position):
                 return  # the run ended before this stream caught up with it
-        woken = (
-            await hub.wait(position, PING_SECONDS)
-            if hub is not None
-            else await run_in_threadpool(store.wait_events, position, run_id=run_id, timeout=PING_SECONDS)
-        )
-        if not woken:
+        if not await hub.wait(position, PING_SECONDS):
             yield ": ping\n\n"
             looked = False  # a quiet stream looks again whether its run ended unseen
 

@@ -13,7 +13,6 @@ from a CDN (`flowstage.api.docs`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import threading
@@ -130,11 +129,10 @@ def create_app(project: Project, *, clock: Clock | None = None, with_ui: bool = 
 
         policy = orphan_policy(project.config)
         store = open_store(project)
-        ctx = ApiContext(project=project, store=store, scrub=scrub, auth=auth_state(project.config))
         app.state.event_metrics = observed = metrics.EventMetrics(store)
-        hub = EventHub(store, events.renderer(ctx), observe=observed.observe)
+        hub = EventHub(store, events.renderer(scrub), observe=observed.observe)
         hub.start(asyncio.get_running_loop())
-        app.state.flowstage = dataclasses.replace(ctx, hub=hub)
+        app.state.flowstage = ApiContext(project=project, store=store, scrub=scrub, auth=auth_state(project.config), hub=hub)
         app.state.started_monotonic = time.monotonic()
         scheduler, scheduler_store, thread = _start_scheduler(project, policy, clock)
         app.state.scheduler = scheduler

@@ -154,3 +154,11 @@ def test_a_wrong_max_failed_logins_setting_is_refused_before_the_server_starts(p
     assert refused.code == 2, refused.err
     assert "max_failed_logins" in refused.err
     assert "Traceback" not in refused.err
+
+
+def test_a_wrong_orphans_setting_is_refused_before_the_server_starts(project: Project) -> None:
+    project.write("flowstage.yaml", "server: {orphans: maybe}\n")
+    refused = project.cli("server", "--port", "1")
+    assert refused.code == 2, refused.err
+    assert "server: {orphans: 'maybe'} in flowstage.yaml: expected one of resume, fail" in refused.err
+    assert "Traceback" not in refused.err

@@ -27,8 +27,11 @@ def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: flo
             "create a token first (flowstage token create --role admin) or set server: {auth: true} in flowstage.yaml"
         )
     from flowstage.api.auth import max_failed_logins
+    from flowstage.api.server import orphan_policy
 
-    max_failed_logins(project.config)  # a wrong setting is told here, before the server starts
+    # a wrong setting is told here, before the server starts (exit 2), never as a failed start-up
+    max_failed_logins(project.config)
+    orphan_policy(project.config)
     import uvicorn
 
     from flowstage.api.server import create_app

@@ -162,3 +162,12 @@ def test_a_wrong_orphans_setting_is_refused_before_the_server_starts(project: Pr
     assert refused.code == 2, refused.err
     assert "server: {orphans: 'maybe'} in flowstage.yaml: expected one of resume, fail" in refused.err
     assert "Traceback" not in refused.err
+
+
+def test_an_unreachable_store_stops_the_server_before_it_starts_with_exit_3(project: Project) -> None:
+    refused = project.cli(
+        "server", "--port", "1", env=project.env(FLOWSTAGE_STORE="postgresql+psycopg://flowstage@127.0.0.1:1/none")
+    )
+    assert refused.code == 3, refused.err
+    assert "is unreachable" in refused.err
+    assert "Traceback" not in refused.err

@@ -32,6 +32,9 @@ def server_cmd(host: str, port: int, clock_origin: float | None, clock_rate: flo
     # a wrong setting is told here, before the server starts (exit 2), never as a failed start-up
     max_failed_logins(project.config)
     orphan_policy(project.config)
+    from flowstage.cli.common import store_for
+
+    store_for(project).close()  # an unreachable store is told as such (exit 3), not as a failed start-up
     import uvicorn
 
     from flowstage.api.server import create_app

@@ -25,11 +25,27 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KEYS = ("store", "connections", "notifiers", "executor", "spark", "server")
 
 
+@dataclass(frozen=True)
+class SparkSettings:
+    """flowstage.yaml's `spark:`: the master Spark dataflows and `spark:` tasks run on, and Spark conf.
+
+    ``conf`` values are strings as Spark takes them; the defaults flowstage adds (UTC session time
+    zone, ANSI SQL, no UI for local masters) give way to what the file says.
+    """
+
+    master: str = "local[*]"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+_SPARK_KEYS = ("master", "conf")
+
+
 @dataclass
 class Project:
     root: Path
     store_url: str
     executor: str = "local"
+    spark: SparkSettings = field(default_factory=SparkSettings)
     connections: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
@@ -173,6 +189,9 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
         conns = data.get("connections") or {}
         if not isinstance(conns, dict) or not all(isinstance(v, str) for v in conns.values()):
             raise DefinitionError([source.problem(("connections",), "connections: a mapping of names to URLs")])
+        spark = _spark_settings(data.get("spark"), source)
+    else:
+        spark = SparkSettings()
     store = os.environ.get("FLOWSTAGE_STORE") or data.get("store") or sqlite_url(root / STATE_DIR / "flowstage.db")
     executor = os.environ.get("FLOWSTAGE_EXECUTOR") or data.get("executor") or "local"
     connections = {"warehouse": f"duckdb:///{root / STATE_DIR / 'warehouse.duckdb'}"}
@@ -184,8 +203,43 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
         root=root,
         store_url=resolve_url(store, root),
         executor=executor,
+        spark=spark,
         connections={k: resolve_url(v, root) for k, v in connections.items()},
         config=data,
         config_file=cfg_path,
         secret_env=secret_env,
     )
+
+
+def _spark_settings(data: Any, source: Any) -> SparkSettings:
+    """`spark:` of flowstage.yaml, checked key by key (file:line:col at the key)."""
+    if data is None:
+        return SparkSettings()
+    if not isinstance(data, dict):
+        raise DefinitionError([source.problem(("spark",), "spark: a mapping with master: and conf:")])
+    for key in data:
+        if key not in _SPARK_KEYS:
+            from flowstage.model.workflow import did_you_mean
+
+            raise DefinitionError(
+                [
+                    source.problem(
+                        ("spark", key),
+                        f"unknown key '{key}' under spark{did_you_mean(str(key), _SPARK_KEYS)}; keys: master, conf",
+                    )
+                ]
+            )
+    master = data.get("master", SparkSettings.master)
+    if not isinstance(master, str) or not master.strip():
+        raise DefinitionError(
+            [source.problem(("spark", "master"), 'spark.master: a Spark master URL ("local[*]", "spark://host:7077")')]
+        )
+    conf = data.get("conf") or {}
+    if not isinstance(conf, dict):
+        raise DefinitionError([source.problem(("spark", "conf"), "spark.conf: a mapping of Spark settings to values")])
+    out: dict[str, str] = {}
+    for key, value in conf.items():
+        if isinstance(value, dict | list) or value is None:
+            raise DefinitionError([source.problem(("spark", "conf", key), f"spark.conf.{key}: a string, number or boolean")])
+        out[str(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return SparkSettings(master=master.strip(), conf=out)

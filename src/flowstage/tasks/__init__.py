@@ -14,7 +14,7 @@ from typing import Any
 from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.plugins import Registry
-from flowstage.settings import Project
+from flowstage.settings import Project, SparkSettings
 from flowstage.tasks._process import ProcessHandle
 
 _BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl")
@@ -29,6 +29,8 @@ class RunResources:
     store_url: str = ""
     #: the data catalog (crawlers write it, dataflows read `{catalog: name}` sources from it)
     catalog: Any = None
+    #: flowstage.yaml's `spark:` (Spark dataflows and `spark:` tasks)
+    spark: SparkSettings = field(default_factory=SparkSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -39,6 +41,7 @@ class RunResources:
             connections=Connections(project.connections, root=project.root),
             store_url=project.store_url,
             catalog=_LazyCatalog(project.store_url),
+            spark=project.spark,
         )
 
     def close(self) -> None:

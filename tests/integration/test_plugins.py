@@ -29,13 +29,13 @@ def test_built_ins_are_imported_by_name_on_first_use() -> None:
 def test_an_unknown_name_is_refused_naming_what_is_available(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match=r"no notifier 'pager'; available: command, email, slack, webhook"):
         NOTIFIERS.get("pager")
-    with pytest.raises(DefinitionError, match=r"dataflow engine 'spark' is not available here .*available: duckdb"):
-        engine_for("spark")
+    with pytest.raises(DefinitionError, match=r"dataflow engine 'flink' is not available here .*available: duckdb"):
+        engine_for("flink")
     (tmp_path / "flowstage.yaml").write_text("{}\n")
     project = load_project(root=tmp_path)
     workflow = load_text("name: w\ntasks: [{name: a, shell: 'true'}]\n", "w.yaml")
-    with pytest.raises(DefinitionError, match=r"executor 'dask://127.0.0.1:8786' is not available .*available: local"):
-        executor_for(project, workflow, "dask://127.0.0.1:8786")
+    with pytest.raises(DefinitionError, match=r"executor 'ray://127.0.0.1:10001' is not available .*available: dask, local"):
+        executor_for(project, workflow, "ray://127.0.0.1:10001")
 
 
 def test_a_plugin_registers_through_its_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

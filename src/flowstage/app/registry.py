@@ -1,8 +1,8 @@
 """The registries the application layer chooses from: executors by URL scheme, notifiers by kind.
 
 An executor factory is called as ``factory(url, project=..., workflow=...)`` and returns an
-`ExecutorPort`; `local` is built in, others come from the ``flowstage.executors`` entry-point
-group (``dask`` will be one). Notifiers (``flowstage.notifiers``) are looked up by the kind
+`ExecutorPort`; `local` and `dask` are built in, others come from the ``flowstage.executors``
+entry-point group. Notifiers (``flowstage.notifiers``) are looked up by the kind
 named in flowstage.yaml. Dataflow engines live in `flowstage.data.engine.ENGINES`, task kinds in
 `flowstage.tasks.TASK_KINDS`: the same `Registry`, one per extension point.
 """
@@ -17,7 +17,11 @@ from flowstage.notifiers.config import BUILTIN_NOTIFIERS
 from flowstage.plugins import Registry
 from flowstage.settings import Project
 
-EXECUTORS = Registry("flowstage.executors", {"local": "flowstage.app.registry:local_executor"}, what="executor")
+EXECUTORS = Registry(
+    "flowstage.executors",
+    {"local": "flowstage.app.registry:local_executor", "dask": "flowstage.app.registry:dask_executor"},
+    what="executor",
+)
 NOTIFIERS = Registry("flowstage.notifiers", BUILTIN_NOTIFIERS, what="notifier")
 
 
@@ -27,6 +31,14 @@ def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
     from flowstage.tasks import RunResources
 
     return LocalExecutor(RunResources.for_project(project), max_workers=workflow.preferences.max_parallel)
+
+
+def dask_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
+    """Attempts on the Dask cluster whose scheduler `url` names (``dask://host:port``)."""
+    from flowstage.executors.dask import DaskExecutor
+    from flowstage.tasks import RunResources
+
+    return DaskExecutor(url, RunResources.for_project(project), max_workers=workflow.preferences.max_parallel)
 
 
 def notifiers_for(project: Project) -> dict[str, Any]:
@@ -48,4 +60,4 @@ def executor_for(project: Project, workflow: Workflow, override: str | None = No
     return factory(url, project=project, workflow=workflow)
 
 
-__all__ = ["EXECUTORS", "NOTIFIERS", "executor_for", "local_executor", "notifiers_for"]
+__all__ = ["EXECUTORS", "NOTIFIERS", "dask_executor", "executor_for", "local_executor", "notifiers_for"]

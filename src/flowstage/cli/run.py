@@ -153,7 +153,9 @@ def _detached(run_id: str, as_json: bool) -> None:
 @click.command("run")
 @click.argument("workflow")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a run variable (repeatable).")
-@click.option("--executor", default=None, metavar="URL", help="Executor: local (default).")
+@click.option(
+    "--executor", default=None, metavar="URL", help="Where tasks run: local (default) or dask://HOST:PORT (a Dask scheduler)."
+)
 @click.option("--detach", is_flag=True, help="Run in a runner process of its own; print the run id and return.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
@@ -194,7 +196,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
 
 @click.command("resume")
 @click.argument("run_id")
-@click.option("--executor", default=None, metavar="URL")
+@click.option("--executor", default=None, metavar="URL", help="Where tasks run: local (default) or dask://HOST:PORT.")
 @click.option("--detach", is_flag=True, help="Resume in a runner process of its own and return.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True)

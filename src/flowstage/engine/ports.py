@@ -145,6 +145,9 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: variables the task saves itself beyond `save:` (e.g. `save_rows:`)
     variables: dict[str, Any] = field(default_factory=dict)
+    #: the attempt's own status when it says more than `status`: ``worker_lost`` (the machine that
+    #: ran it went away: retried on a budget of its own, not the task's `retries:`)
+    attempt_status: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -153,6 +156,7 @@ class Outcome:
             "error": self.error,
             "metrics": self.metrics,
             "variables": self.variables,
+            "attempt_status": self.attempt_status,
         }
 
     @classmethod
@@ -163,7 +167,12 @@ class Outcome:
             error=data.get("error"),
             metrics=dict(data.get("metrics") or {}),
             variables=dict(data.get("variables") or {}),
+            attempt_status=data.get("attempt_status"),
         )
+
+
+#: an attempt whose worker went away (`Outcome.attempt_status`)
+WORKER_LOST = "worker_lost"
 
 
 class Reports(Protocol):

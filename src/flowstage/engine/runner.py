@@ -27,6 +27,7 @@ from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
 from flowstage.engine.plan import Plan
 from flowstage.engine.ports import (
+    WORKER_LOST,
     AttemptSpec,
     Clock,
     Event,
@@ -55,6 +56,8 @@ from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
+#: tries per copy after its worker was lost, besides the task's own `retries:`
+WORKER_LOST_RETRIES = 3
 _RESET: dict[str, Any] = {
     "reason": None,
     "error": None,
@@ -87,6 +90,8 @@ class _Launch:
     todo: deque[int]
     started: float  # monotonic
     tries: dict[int, int] = field(default_factory=dict)
+    #: attempts per copy that ended because their worker was lost (a budget apart from `retries:`)
+    lost: dict[int, int] = field(default_factory=dict)
     values: dict[int, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -416,7 +421,12 @@ class Runner:
         self.rec.attempt(
             name,
             number,
-            {"status": str(outcome.status), "ended_at": self.clock.time(), "error": outcome.error, "metrics": metrics},
+            {
+                "status": outcome.attempt_status or str(outcome.status),
+                "ended_at": self.clock.time(),
+                "error": outcome.error,
+                "metrics": metrics,
+            },
         )
         task_metrics = None if launch.fan else {**record.metrics, **metrics, "attempts": len(record.attempts)}
         if outcome.status is TaskStatus.SUCCEEDED:
@@ -426,7 +436,12 @@ class Runner:
             if len(launch.values) == len(launch.items):
                 self._succeed(name, {"metrics": task_metrics} if task_metrics is not None else {})
             return
-        self._copy_failed(name, running.copy, outcome.status, outcome.error or str(outcome.status), task_metrics)
+        lost = outcome.attempt_status == WORKER_LOST and launch.lost.get(running.copy, 0) < WORKER_LOST_RETRIES
+        if lost:
+            # not the task's fault: another try that does not count against its `retries:`
+            launch.lost[running.copy] = launch.lost.get(running.copy, 0) + 1
+            launch.tries[running.copy] -= 1
+        self._copy_failed(name, running.copy, outcome.status, outcome.error or str(outcome.status), task_metrics, lost=lost)
 
     def _succeed(self, name: str, changes: dict[str, Any]) -> None:
         launch = self.launch[name]
@@ -456,15 +471,21 @@ class Runner:
             )
         self._finish(name, TaskInput.SUCCEED, changes=data)
 
-    def _copy_failed(self, name: str, copy: int, status: TaskStatus, error: str, metrics: dict[str, Any] | None) -> None:
-        """One copy's attempt failed or timed out: retry that copy, or fail the task."""
+    def _copy_failed(
+        self, name: str, copy: int, status: TaskStatus, error: str, metrics: dict[str, Any] | None, *, lost: bool = False
+    ) -> None:
+        """One copy's attempt failed or timed out: retry that copy, or fail the task.
+
+        `lost`: the attempt's worker went away and the copy has lost-worker tries left: retried at
+        once, whatever its `retries:`.
+        """
         task = self.plan.nodes[name].task
         launch = self.launch[name]
         retries = task.retries if task.retries is not None else self.prefs.retries
         record = self.records[name]
         label = f"copy {copy} ({jsonable(launch.items[copy])!r}): " if launch.fan else ""
-        if launch.tries.get(copy, 0) <= retries and not self._stopped():
-            delay = task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
+        if (lost or launch.tries.get(copy, 0) <= retries) and not self._stopped():
+            delay = 0.0 if lost else task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
             if launch.fan:
                 step = self.rec.move(name, TaskInput.RETRY_COPY)
             else:

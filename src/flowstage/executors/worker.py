@@ -5,11 +5,17 @@ on stdin, builds the task kind's resources from the project at the attempt's `ro
 flowstage.yaml and environment: connections, the catalog), runs the attempt, and writes JSON
 lines to stdout — ``{"log": [level, text]}``, ``{"process": pid}``, ``{"note": text}`` as they
 happen, then ``{"outcome": {...}}`` (`Outcome.to_message`). Nothing crosses but JSON.
+
+Started with ``FLOWSTAGE_PARENT_PID`` (as the Dask executor's worker side does), it dies with that
+parent: a worker that is killed takes its attempts with it (the kernel's parent-death signal; a
+task's own processes follow, their supervisor watching this process the same way).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import traceback
@@ -77,7 +83,22 @@ def run_message(message: dict[str, Any], reports: Any) -> Outcome:
     return outcome
 
 
+def _die_with_parent() -> None:
+    parent = int(os.environ.pop("FLOWSTAGE_PARENT_PID", "0") or 0)
+    if not parent:
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the worker's side kills this process's group when it can
+    if os.getppid() != parent:
+        os._exit(137)  # the parent died before the signal was armed
+
+
 def main() -> int:
+    _die_with_parent()
     run_message(json.loads(sys.stdin.read()), _LineReports(sys.stdout))
     return 0
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flowstage.engine.ports import AttemptSpec, Outcome
-from flowstage.model.kinds import PythonSpec, ShellSpec, SqlSpec
+from flowstage.model.kinds import DataflowSpec, PythonSpec, ShellSpec, SqlSpec
 from flowstage.model.statuses import TaskStatus
 from tests.conftest import Project
 
@@ -67,6 +67,24 @@ def test_an_attempt_message_round_trips_through_json_unchanged(tmp_path: Path) -
     assert isinstance(back.spec, SqlSpec)
     outcome = Outcome(TaskStatus.TIMED_OUT, value=[1, "a"], error="slow", metrics={"rows_read": 2}, variables={"v": 1})
     assert Outcome.from_message(json.loads(json.dumps(outcome.to_message()))) == outcome
+    lost = Outcome(TaskStatus.FAILED, error="worker_lost: gone", attempt_status="worker_lost")
+    assert Outcome.from_message(json.loads(json.dumps(lost.to_message()))) == lost
+
+
+def test_an_inline_dataflow_package_round_trips_through_its_message(tmp_path: Path) -> None:
+    package = {
+        "name": "totals",
+        "sources": {"orders": {"file": "data/orders.csv"}},
+        "steps": [
+            {"from": "orders"},
+            {"filter": "amount > :min"},
+            {"aggregate": {"by": ["country"], "metrics": {"n": "count(*)"}}},
+        ],
+        "sink": {"file": "out/totals.parquet", "mode": "overwrite"},
+    }
+    spec = attempt(tmp_path, "totals", DataflowSpec.model_validate({"dataflow": package}))
+    back = AttemptSpec.from_message(json.loads(json.dumps(spec.to_message())))
+    assert back == spec
 
 
 def test_an_unknown_kind_in_a_message_is_refused_by_name(tmp_path: Path) -> None:

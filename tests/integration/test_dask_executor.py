@@ -172,11 +172,21 @@ def test_attempts_run_on_workers_sql_stays_on_the_runner_and_copies_spread(proje
                 with: {instance: "{{ task.instance }}", instances: "{{ task.instances }}"}
                 save: workers
               - {name: hello, shell: 'echo "hello from $FLOWSTAGE_DASK_WORKER"'}
+              - name: totals
+                dataflow:
+                  name: totals
+                  sources: {orders: {file: data/orders.csv}}
+                  steps:
+                    - from: orders
+                    - aggregate: {by: [country], metrics: {amount: sum(amount)}}
+                    - sort: [country]
+                  sink: {file: out/totals.parquet}
           - name: two
             tasks:
               - {name: after, shell: "echo answer {{ var.answer }}"}
         """,
     )
+    project.write("data/orders.csv", "country,amount\nFR,1\nDE,2\nFR,3\n")
     result = project.cli("run", "spread", "--json")
     assert result.code == 0, result.err
     record = record_of(result)
@@ -188,6 +198,9 @@ def test_attempts_run_on_workers_sql_stays_on_the_runner_and_copies_spread(proje
     on_workers = [line for line in logs.splitlines() if "attempt runs on Dask worker tcp://127.0.0.1:" in line]
     assert not [line for line in on_workers if "answer#" in line], "the SQL task was shipped to a worker"
     assert [line for line in on_workers if "hello#" in line]
+    assert [line for line in on_workers if "totals#" in line], "the dataflow stayed on the runner"
+    assert tasks["totals"]["metrics"]["rows_written"] == 2
+    assert (project.root / "out/totals.parquet").is_file()
     assert [line for line in on_workers if "after#" in line]
     assert "hello from tcp://127.0.0.1:" in logs
     assert "answer 42" in logs
@@ -242,6 +255,14 @@ def test_cancel_and_timeout_stop_the_remote_child(project: Project, cluster: Any
     out, err = proc.communicate(timeout=120)
     assert json.loads(out)["status"] == "cancelled", err
     wait_until(lambda: _gone(pid), 30, "the cancelled attempt's process on the worker to be killed")
+
+    # the runner killed: its client is gone, the cluster releases the attempt, the worker kills it
+    (project.root / "held.pid").unlink()
+    proc = project.popen("run", "held", "--json", env=env)
+    pid = _pid_in(project, "held.pid")
+    proc.kill()
+    proc.communicate(timeout=30)
+    wait_until(lambda: _gone(pid), 60, "the attempt of a killed runner to be killed on the worker")
 
     result = project.cli("run", "bounded", "--json", env=env)
     assert result.code == 1, result.err

@@ -120,7 +120,7 @@ class AttemptSpec:
         """The attempt as plain JSON data."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"}
         data["kind"] = self.spec.kind
-        data["spec"] = self.spec.model_dump(mode="json", by_alias=True)
+        data["spec"] = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         return data
 
     @classmethod

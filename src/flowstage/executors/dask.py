@@ -7,13 +7,15 @@ share a result); the run store, the state machine and every decision stay with t
 http and sensor tasks, in-process python tasks and sub-workflows stay on the runner: they wait on
 other systems, not on CPU, and a worker slot would only hold their wait.
 
-On the worker (`run_on_worker`), the attempt runs in a child process of its own
-(``python -m flowstage.executors.worker``, its own process group), because Dask cannot stop code
-that is running: the function watches its task's state and kills the child's group the moment the
-task is no longer wanted — cancelled by a timeout or a cancel (the runner cancels the future),
-or released because the runner went away. Its log lines, notes and where it runs come back as
-Dask events on a topic of this executor; the outcome comes back as the task's result, delivered
-once every event the attempt sent before it has arrived.
+On the worker (`run_on_worker`), the attempt's work runs in a child process, because Dask cannot
+stop code that is running: python, shell and spark attempts start their own (the task supervisor's
+process group), dataflow and crawl attempts get one (``python -m flowstage.executors.worker``).
+The worker watches its task's state and kills that child's group the moment the task is no longer
+wanted — cancelled by a timeout or a cancel (the runner cancels the future), or released because
+the runner went away — and a child dies with its worker (parent-death signal). Log lines, notes and
+where the attempt runs come back as Dask events on a topic of this executor; the outcome comes back
+as the task's result, delivered once every event the attempt sent before it has arrived. Tasks see
+``FLOWSTAGE_DASK_WORKER`` (the worker's address) and ``FLOWSTAGE_DASK_WORKER_PID``.
 
 A worker that dies takes its attempts with it: the scheduler says so (``remove-worker``), and those
 attempts end ``worker_lost``; the runner retries them on a budget of their own. Dask's own
@@ -254,12 +256,43 @@ class DaskExecutor:
 
 
 # ---------------------------------------------------------------------- the worker's side
-def run_on_worker(message: dict[str, Any], topic: str) -> dict[str, Any]:
-    """Run one attempt in a child process on this Dask worker; stop it once its task is unwanted.
+#: kinds whose work runs in a child process of their own (under the task supervisor): their
+#: attempt is driven from the worker's thread, and a kill reaches that child's process group
+OWN_CHILD_KINDS = frozenset({"python", "shell", "spark"})
 
-    Returns ``{"outcome": ..., "events": n}`` (n: the events sent to `topic` before it), or
-    ``{"duplicate": true}`` when this key already ran here or elsewhere (Dask re-running a task
-    whose worker died: the runner retries such an attempt itself).
+
+class _EventReports:
+    """An attempt's reports sent as events to the executor's topic (the outcome is kept)."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.emit = emit
+        self.outcome: Outcome | None = None
+
+    def log(self, level: int, message: str) -> None:
+        self.emit({"log": [level, message]})
+
+    def process(self, pid: int) -> None:
+        pass  # a pid of the worker's host means nothing to the runner's host
+
+    def note(self, reason: str | None) -> None:
+        self.emit({"note": reason})
+
+    def subrun(self, run_id: str) -> None:
+        pass
+
+    def done(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def run_on_worker(message: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Run one attempt on this Dask worker; stop it as soon as its task is no longer wanted.
+
+    python, shell and spark attempts run their work in a child process of their own (the task
+    supervisor's group), driven from this thread; dataflow and crawl attempts, whose work would
+    run in this process, get a child process (``python -m flowstage.executors.worker``) so a kill
+    stops them too. Returns ``{"outcome": ..., "events": n}`` (n: the events sent to `topic`
+    before it), or ``{"duplicate": true}`` when this key already ran (Dask re-running a task whose
+    worker died: the runner retries such an attempt itself).
     """
     from distributed import get_worker
     from distributed.utils import sync
@@ -279,12 +312,52 @@ def run_on_worker(message: dict[str, Any], topic: str) -> dict[str, Any]:
             sent += 1
             worker.log_event(topic, {"key": key, **data})
 
-    env = {
-        **os.environ,
-        "FLOWSTAGE_PARENT_PID": str(os.getpid()),  # the child dies with this worker
-        "FLOWSTAGE_DASK_WORKER": str(worker.address),
-        "FLOWSTAGE_DASK_WORKER_PID": str(os.getpid()),
-    }
+    def wanted() -> bool:
+        task = worker.state.tasks.get(key)  # cancelled by a timeout or cancel, released when the runner is gone
+        return task is not None and task.state in ("executing", "long-running")
+
+    where = {"FLOWSTAGE_DASK_WORKER": str(worker.address), "FLOWSTAGE_DASK_WORKER_PID": str(os.getpid())}
+    message = {**message, "env": {**(message.get("env") or {}), **where}}
+    emit({"started": worker.address, "host": socket.gethostname(), "pid": os.getpid()})
+    spec = message.get("spec") or {}
+    if message.get("kind") in OWN_CHILD_KINDS and not spec.get("in_process"):
+        outcome = _in_this_process(message, emit, wanted)
+    else:
+        outcome = _in_a_child(message, emit, wanted, str(worker.address))
+    return {"outcome": outcome.to_message(), "events": sent}
+
+
+def _in_this_process(message: dict[str, Any], emit: Callable[[dict[str, Any]], None], wanted: Callable[[], bool]) -> Outcome:
+    from flowstage.executors.worker import run_message
+    from flowstage.tasks._process import ProcessHandle
+
+    handle = ProcessHandle()
+    reports = _EventReports(emit)
+    ended = threading.Event()
+
+    def watch() -> None:
+        while not ended.wait(POLL_SECONDS):
+            if not wanted():
+                handle.kill()
+                return
+
+    watcher = threading.Thread(target=watch, name="flowstage-attempt-watch", daemon=True)
+    watcher.start()
+    try:
+        run_message(message, reports, handle=handle)
+    finally:
+        ended.set()
+        watcher.join()
+    if handle.killed:
+        return Outcome(TaskStatus.CANCELLED, error="killed")
+    assert reports.outcome is not None
+    return reports.outcome
+
+
+def _in_a_child(
+    message: dict[str, Any], emit: Callable[[dict[str, Any]], None], wanted: Callable[[], bool], address: str
+) -> Outcome:
+    env = {**os.environ, "FLOWSTAGE_PARENT_PID": str(os.getpid())}  # the child dies with this worker
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowstage.executors.worker"],
         cwd=message.get("root") or None,
@@ -294,7 +367,6 @@ def run_on_worker(message: dict[str, Any], topic: str) -> dict[str, Any]:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    emit({"started": worker.address, "host": socket.gethostname(), "pid": proc.pid})
     outcome: list[dict[str, Any]] = []
 
     def read_out() -> None:
@@ -324,28 +396,27 @@ def run_on_worker(message: dict[str, Any], topic: str) -> dict[str, Any]:
     with contextlib.suppress(BrokenPipeError):
         proc.stdin.write(json.dumps(message).encode())
         proc.stdin.close()
-    wanted = True
+    killed = False
     while True:
         try:
             proc.wait(timeout=POLL_SECONDS)
             break
         except subprocess.TimeoutExpired:
             pass
-        task = worker.state.tasks.get(key)
-        if task is None or task.state not in ("executing", "long-running"):
-            wanted = False  # cancelled (timeout, cancel) or released (the runner is gone)
+        if not wanted():
+            killed = True
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             break
     for reader in readers:
         reader.join(timeout=5)
-    if not wanted:
-        return {"outcome": Outcome(TaskStatus.CANCELLED, error="killed").to_message(), "events": sent}
+    if killed:
+        return Outcome(TaskStatus.CANCELLED, error="killed")
     if not outcome:
-        error = f"the attempt's process on {worker.address} exited with code {proc.returncode} and no outcome"
-        return {"outcome": Outcome(TaskStatus.FAILED, error=error).to_message(), "events": sent}
-    return {"outcome": outcome[-1], "events": sent}
+        error = f"the attempt's process on {address} exited with code {proc.returncode} and no outcome"
+        return Outcome(TaskStatus.FAILED, error=error)
+    return Outcome.from_message(outcome[-1])
 
 
 def _reachable(address: str) -> None:

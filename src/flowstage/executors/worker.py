@@ -56,10 +56,11 @@ class _LineReports:
         self._write({"outcome": outcome.to_message()})
 
 
-def run_message(message: dict[str, Any], reports: Any) -> Outcome:
+def run_message(message: dict[str, Any], reports: Any, *, handle: Any = None) -> Outcome:
     """Run the attempt `message` describes with resources built here; report through `reports`.
 
     Log lines and errors are masked like the local executor's; `reports.done` gets the outcome.
+    `handle` (a `ProcessHandle`) lets the caller kill the attempt's child process.
     """
     from flowstage.executors.local import MaskedReports, run_secrets
     from flowstage.redact import Scrubber
@@ -71,7 +72,8 @@ def run_message(message: dict[str, Any], reports: Any) -> Outcome:
     resources = RunResources.for_project(load_project(root=Path(attempt.root)))
     reports = MaskedReports(reports, Scrubber(run_secrets(resources)))  # the same masking as the local executor
     try:
-        outcome = runner_for(attempt.kind)(attempt, TaskContext.reporting_to(reports, ProcessHandle(), resources))
+        context = TaskContext.reporting_to(reports, handle if handle is not None else ProcessHandle(), resources)
+        outcome = runner_for(attempt.kind)(attempt, context)
     except FlowstageError as exc:
         outcome = Outcome(TaskStatus.FAILED, error=str(exc))
     except Exception as exc:  # the error boundary of user code

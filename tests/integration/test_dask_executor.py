@@ -99,7 +99,8 @@ def _start_cluster() -> Any:
         processes=True,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address="127.0.0.1:0",  # its HTTP server (metrics) on a free loopback port
+        dashboard_address="127.0.0.1:0",  # HTTP servers (metrics) on free loopback ports, never 0.0.0.0
+        worker_dashboard_address="127.0.0.1:0",
     )
 
 

@@ -17,7 +17,7 @@ from flowstage.plugins import Registry
 from flowstage.settings import Project, SparkSettings
 from flowstage.tasks._process import ProcessHandle
 
-_BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl")
+_BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl", "spark")
 
 
 @dataclass

@@ -38,11 +38,12 @@ def _module(path: str, code: Any) -> Any:
         raise ImportError("cannot load " + path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    exec(code, module.__dict__)  # the script's top level, as an import would run it
-    # Python workers cannot import the script by this name: its UDFs travel by value
+    # Python workers cannot import the script by this name: its UDFs travel by value (the
+    # function is untyped in pyspark)
     from pyspark import cloudpickle
 
-    cloudpickle.register_pickle_by_value(module)
+    cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+    exec(code, module.__dict__)  # the script's top level, as an import would run it
     return module
 
 

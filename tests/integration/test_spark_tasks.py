@@ -56,6 +56,8 @@ def main(spark, n, label):
         "label": label,
         "master": spark.sparkContext.master,
         "partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+        # relative paths are the project's: the driver runs in its root
+        "csv_rows": spark.read.option("header", True).csv("data/*.csv").count(),
     }
 
 
@@ -163,6 +165,8 @@ def test_main_gets_the_session_and_with_values_its_result_is_saved_and_a_raising
         """,
     )
     project.write("tasks/double.py", "def double(result):\n    return result['rows'] * 2\n")
+    project.write("data/orders-1.csv", "id,amount\n1,10\n2,20\n")
+    project.write("data/orders-2.csv", "id,amount\n3,30\n")
 
     result = project.cli("run", "spark_jobs", "--json", timeout=300, env=env(project))
 
@@ -172,7 +176,14 @@ def test_main_gets_the_session_and_with_values_its_result_is_saved_and_a_raising
     count, broken, double = tasks["count"], tasks["broken"], tasks["double"]
     assert count["status"] == "succeeded", count
     assert count["saved"] == {
-        "result": {"rows": 1000, "total": 332833500, "label": "run of spark_jobs", "master": "local[2]", "partitions": "2"}
+        "result": {
+            "rows": 1000,
+            "total": 332833500,
+            "label": "run of spark_jobs",
+            "master": "local[2]",
+            "partitions": "2",
+            "csv_rows": 3,
+        }
     }
     assert double["status"] == "succeeded"
     assert double["saved"] == {"doubled": 2000}
@@ -191,6 +202,7 @@ def test_main_gets_the_session_and_with_values_its_result_is_saved_and_a_raising
     assert "INFO SparkContext" not in count_log
     assert "Using Spark's default log4j profile" not in count_log
     assert "[Stage " not in count_log  # no console progress bar
+    assert "Assume no metadata directory" not in count_log  # a warning of every glob read, quieted
     broken_log = logs(project, record["id"], "broken")
     assert "Traceback (most recent call last):" in broken_log
     assert re.search(r'File ".*/jobs/count\.py", line \d+, in broken', broken_log), broken_log

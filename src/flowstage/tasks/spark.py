@@ -67,6 +67,11 @@ logger.hadoop.name = org.apache.hadoop.util.NativeCodeLoader
 logger.hadoop.level = error
 logger.parquet.name = org.apache.parquet.CorruptStatistics
 logger.parquet.level = error
+# "Assume no metadata directory", with a stack trace, on every read of a glob of files
+logger.filesink.name = org.apache.spark.sql.execution.streaming.sinks.FileStreamSink
+logger.filesink.level = error
+logger.filesink3.name = org.apache.spark.sql.execution.streaming.FileStreamSink
+logger.filesink3.level = error
 """
 
 

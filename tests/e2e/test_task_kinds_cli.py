@@ -691,3 +691,22 @@ def test_max_parallel_bounds_the_copies_running_at_once(project: Project) -> Non
     assert max_overlap(spans) == 2
     recorded = [(when(a["started_at"]), when(a["ended_at"])) for a in span["attempts"]]
     assert max_overlap(recorded) <= 2
+
+
+def test_a_child_python_task_imports_the_standard_librarys_http_and_sql_modules(project: Project) -> None:
+    # flowstage's own task modules (tasks/http.py, tasks/sql.py ...) never shadow the standard library
+    project.write(
+        "tasks/net.py",
+        """
+        import http.client
+        import sqlite3
+        import urllib.request
+
+
+        def names():
+            return [http.client.__name__, urllib.request.__name__, sqlite3.__name__]
+        """,
+    )
+    project.write("workflows/net.yaml", "name: net\ntasks: [{name: n, python: tasks/net.py:names, save: got}]\n")
+    record = run_json(project, "net")
+    assert tasks_of(record)["n"]["saved"] == {"got": ["http.client", "urllib.request", "sqlite3"]}

@@ -5,7 +5,7 @@ dataflow); a `spark:` task builds its own in the task's child process, so a kill
 and JVM down with the task's process group. Both take their settings from `session_conf`.
 
 Defaults flowstage adds (the file's `conf:` wins): UTC session time zone and ANSI SQL (the same
-answers as DuckDB for arithmetic and casts), and for a local master no web UI and a driver bound to
+answers as DuckDB for arithmetic and casts), no console progress bar, and for a local master no web UI and a driver bound to
 ``SPARK_LOCAL_IP`` (127.0.0.1 unless set) — nothing listens beyond loopback.
 """
 
@@ -36,7 +36,8 @@ def missing() -> str | None:
 
 def session_conf(settings: SparkSettings) -> dict[str, str]:
     """The Spark conf of a session for `settings`: flowstage's defaults under the file's own."""
-    conf = {"spark.sql.session.timeZone": "UTC", "spark.sql.ansi.enabled": "true"}
+    # no console progress bar: it would draw over the terminal of the runner (or a task's log)
+    conf = {"spark.sql.session.timeZone": "UTC", "spark.sql.ansi.enabled": "true", "spark.ui.showConsoleProgress": "false"}
     if settings.master.startswith("local"):
         host = os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
         conf.update({"spark.ui.enabled": "false", "spark.driver.host": host, "spark.driver.bindAddress": host})

@@ -67,4 +67,7 @@ def main():
 
 
 if __name__ == "__main__":
+    # this file's folder (flowstage/tasks: http.py, sql.py, ...) must not shadow the standard library
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]
     main()

@@ -603,7 +603,8 @@ def test_cancel_stops_the_running_spark_job(spark: Any, inputs: Inputs) -> None:
 
 # ---------------------------------------------------------------------------------------------- through the CLI
 def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> None:
-    """Two Spark dataflow tasks at once (threads of the runner, one Spark driver) beside a shell task."""
+    """Two Spark dataflow tasks at once (threads of the runner, one Spark driver) beside a shell task,
+    one of them reading a table the crawler put in the catalog (hive partition folders)."""
     reason = _spark_missing()
     if reason is not None:
         if CI:
@@ -613,7 +614,7 @@ def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> N
     project = Project(root)
     project.write("flowstage.yaml", 'spark: {master: "local[2]", conf: {spark.sql.shuffle.partitions: 2}}\n')
     data = make_data()
-    write_inputs(project, data)
+    _, sold, _ = write_inputs(project, data)
     project.write(
         "packages/revenue.yaml",
         """
@@ -633,20 +634,26 @@ def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> N
         "workflows/daily.yaml",
         """
         name: daily
-        tasks:
-          - name: revenue
-            dataflow: packages/revenue.yaml
-          - name: by_status
-            dataflow:
-              name: by_status
-              engine: spark
-              sources: {orders: {file: data/orders.parquet}}
-              steps:
-                - from: orders
-                - aggregate: {by: [status], metrics: {n: count(*)}}
-              sink: {file: out/by_status.parquet}
-          - name: hello
-            shell: echo hello
+        stages:
+          - name: crawl
+            tasks:
+              - name: crawl_sales
+                crawl: {path: "data/sales/**/*.csv", table: raw.sales}
+          - name: report
+            tasks:
+              - name: revenue
+                dataflow: packages/revenue.yaml
+              - name: by_region
+                dataflow:
+                  name: by_region
+                  engine: spark
+                  sources: {sales: {catalog: raw.sales}}
+                  steps:
+                    - from: sales
+                    - aggregate: {by: [region], metrics: {units: sum(units), n: count(*)}}
+                  sink: {file: out/by_region.parquet}
+              - name: hello
+                shell: echo hello
         """,
     )
     result = project.cli("run", "daily", "--json", timeout=240, env=project.env(SPARK_LOCAL_IP="127.0.0.1"))
@@ -665,6 +672,9 @@ def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> N
     metrics = tasks["revenue"]["metrics"]
     assert metrics["rows_read"] == 300
     assert metrics["rows_written"] == len(want)
-    _, rows = query_rows("SELECT status, n FROM read_parquet(?)", [str(root / "out" / "by_status.parquet")])
-    assert Counter({r["status"]: r["n"] for r in rows}) == Counter(o["status"] for o in data.orders)
+    sales = {r: [s for s in sold if s["region"] == r] for r in {s["region"] for s in sold}}
+    _, rows = query_rows("SELECT region, units, n FROM read_parquet(?)", [str(root / "out" / "by_region.parquet")])
+    assert sorted((r["region"], r["units"], r["n"]) for r in rows) == sorted(
+        (region, sum(s["units"] for s in group), len(group)) for region, group in sales.items()
+    )
     assert "Traceback" not in result.err

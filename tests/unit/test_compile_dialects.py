@@ -218,3 +218,36 @@ def test_a_file_sink_upserts_by_keys_and_needs_them() -> None:
     bad = {**ok, "sink": {"file": "o.parquet", "mode": "upsert"}}
     with pytest.raises(DefinitionError, match="upsert needs keys"):
         package_from_data(bad, "p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("duck", "spark"),
+    [
+        ("BIGINT", "BIGINT"),
+        ("INTEGER", "INT"),
+        ("DOUBLE", "DOUBLE"),
+        ("VARCHAR", "STRING"),
+        ("DECIMAL(10,2)", "DECIMAL(10,2)"),
+        ("DECIMAL(18, 3)", "DECIMAL(18,3)"),
+        ("HUGEINT", "DECIMAL(38,0)"),
+        ("UBIGINT", "DECIMAL(20,0)"),
+        ("DATE", "DATE"),
+        ("TIMESTAMP", "TIMESTAMP_NTZ"),
+        ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP_LTZ"),
+        ("STRUCT(a INTEGER)", None),
+    ],
+)
+def test_duckdb_types_map_to_the_spark_types_that_hold_the_same_values(duck: str, spark: str | None) -> None:
+    from flowstage.data.spark_files import spark_type
+
+    assert spark_type(duck) == spark
+
+
+def test_duckdb_date_formats_become_spark_patterns() -> None:
+    from flowstage.data.spark_files import spark_pattern
+
+    assert spark_pattern("%d/%m/%Y") == "dd/MM/yyyy"
+    assert spark_pattern("%Y-%m-%dT%H:%M:%S.%f") == "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+    assert spark_pattern("%-d %b %y") == "d MMM yy"
+    with pytest.raises(DefinitionError, match="%Q has no Spark equivalent"):
+        spark_pattern("%Q")

@@ -224,6 +224,10 @@ MORE_CASES = [
     Case("sort_nulls_first_when_asked", '- from: orders\n- sort: ["amount nulls first", order_id]', ordered=True),
     Case("limit_after_sort_with_nulls", "- from: orders\n- sort: [quantity, order_id]\n- limit: 20", ordered=True),
     Case(
+        "timestamps_computed_by_the_query_have_no_time_zone",
+        '- from: orders\n- derive: {month: "date_trunc(\'month\', ordered_at)", at: "CAST(ordered_at AS TIMESTAMP)"}',
+    ),
+    Case(
         "derive_over_a_join",
         '- from: orders\n- join: {with: customers, on: "orders.customer_id = customers.customer_id"}\n- derive: {name: "upper(name)", big: "amount > 100"}',
     ),

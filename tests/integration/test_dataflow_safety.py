@@ -189,11 +189,10 @@ steps:
 sink:
   file: out/x.parquet
   mode: upsert
-  keys: [id]
 """,
         (7, 1),
-        ["upsert", "table sink"],
-        id="file-sink-with-upsert",
+        ["upsert", "keys"],
+        id="file-sink-upsert-without-keys",
     ),
     pytest.param(
         GOOD_HEAD

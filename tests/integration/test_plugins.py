@@ -29,7 +29,7 @@ def test_built_ins_are_imported_by_name_on_first_use() -> None:
 def test_an_unknown_name_is_refused_naming_what_is_available(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match=r"no notifier 'pager'; available: command, email, slack, webhook"):
         NOTIFIERS.get("pager")
-    with pytest.raises(DefinitionError, match=r"dataflow engine 'flink' is not available here .*available: duckdb"):
+    with pytest.raises(DefinitionError, match=r"dataflow engine 'flink' is not available here .*available: duckdb, spark"):
         engine_for("flink")
     (tmp_path / "flowstage.yaml").write_text("{}\n")
     project = load_project(root=tmp_path)

@@ -56,7 +56,7 @@ def test_references_are_checked_with_their_position(steps: list[dict], message: 
     ("data", "message"),
     [
         (package([{"from": "orders"}, {"filtr": "x"}]), "unknown step 'filtr' (did you mean 'filter'?)"),
-        (package([{"from": "orders"}], sink={"file": "o.parquet", "mode": "upsert"}), "upsert needs a table sink"),
+        (package([{"from": "orders"}], sink={"file": "o.parquet", "mode": "upsert"}), "upsert needs keys"),
         (package([{"from": "orders"}], sink={"table": "t", "mode": "upsert"}), "upsert needs keys"),
         (package([{"from": "orders"}], sink={"file": "o.csv", "mode": "append"}), "appending to files needs partition_by"),
         (package([{"from": "orders"}, {"join": {"with": "people"}}]), "a join needs `on:`"),
@@ -87,7 +87,7 @@ def test_steps_compile_to_one_chain_of_ctes_with_quoted_columns() -> None:
     sql = compiled.query()
     assert sql.startswith('WITH "orders" AS (')
     assert 'GROUP BY "country", "we""ird"' in sql
-    assert 'ORDER BY "country" ASC, "revenue" DESC, "x" DESC' in sql
+    assert 'ORDER BY "country" ASC NULLS LAST, "revenue" DESC NULLS LAST, "x" DESC NULLS LAST' in sql
     assert sql.rstrip().endswith('SELECT * FROM "__step_5"')
     assert "WHERE (amount >= :min)" in sql  # the variable stays a parameter, bound at run time
     assert compiled.query(upto=0).rstrip().endswith('SELECT * FROM "__step_1"')

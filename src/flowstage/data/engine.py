@@ -7,6 +7,11 @@ record batches (`data/arrow_io.py`). Variables are bound as ``$name`` parameters
 query must be exactly one SELECT, so no expression can become another statement. A dataflow holds
 the warehouse file from its first source to its sink (other DuckDB files only while it reads or
 writes them), waiting as `DataflowRequest.wait` says while another process holds one.
+
+File sinks: overwrite writes beside the last output and swaps at the end (a failed run keeps the
+last good one); append adds files (with partition_by); upsert rewrites the files as a new version
+holding the old rows whose keys the new rows do not have, and the new rows. `engine: spark` runs
+the same package on Spark (`data/spark.py`), its SQL compiled in Spark's dialect.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from flowstage.errors import DefinitionError, RunError
 from flowstage.model.dataflow import Package, Sink, Source, format_of
 from flowstage.plugins import Registry
 from flowstage.redact import scrub
+from flowstage.settings import SparkSettings
 
 NULL_MARKERS = ["", "NA", "N/A", "NULL", "null"]
 _OPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -55,6 +61,8 @@ class DataflowRequest:
     package_file: str | None = None
     #: how to wait for a DuckDB file another process holds (default: without a bound)
     wait: LockWait | None = None
+    #: flowstage.yaml's `spark:` (the session `engine: spark` runs on)
+    spark: SparkSettings = field(default_factory=SparkSettings)
 
 
 class DataflowEngine(Protocol):
@@ -62,7 +70,11 @@ class DataflowEngine(Protocol):
 
 
 #: dataflow engines by name; `spark` and others come from the `flowstage.dataflow_engines` entry points
-ENGINES = Registry("flowstage.dataflow_engines", {"duckdb": "flowstage.data.engine:DuckDBEngine"}, what="dataflow engine")
+ENGINES = Registry(
+    "flowstage.dataflow_engines",
+    {"duckdb": "flowstage.data.engine:DuckDBEngine", "spark": "flowstage.data.spark:SparkEngine"},
+    what="dataflow engine",
+)
 
 
 def engine_for(name: str) -> DataflowEngine:
@@ -97,6 +109,17 @@ def reader_sql(path: str, fmt: str, options: Mapping[str, Any]) -> str:
         opts[key] = value
     args = "".join(f", {k} = {literal(v)}" for k, v in opts.items())
     return f"SELECT * FROM {func}({literal(path)}{args})"
+
+
+def existing_output(path: Path, fmt: str) -> str | None:
+    """The files a file sink wrote at `path` last time, as a path or glob to read; None when there are none."""
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        pattern = "*.parquet" if fmt == "parquet" else f"*.{fmt}"
+        if any(path.rglob(pattern)):
+            return str(path / "**" / pattern)
+    return None
 
 
 def _has_hive(path: str) -> bool:
@@ -243,7 +266,7 @@ class DuckDBEngine:
             return self._to_file(request, con, text, bound, sink)
         url = request.connections.url(sink.connection)
         if url == warehouse_url:
-            return self._to_duck_table(con, text, bound, qualified(sink.table or ""), sink)
+            return write_duck_table(con, text, bound, qualified(sink.table or ""), sink)
         with _profiling(con) as profile:
             rel = con.sql(text, params=bound) if bound else con.sql(text)
             # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
@@ -253,7 +276,7 @@ class DuckDBEngine:
                 other = request.connections.duck_cursor(sink.connection, wait=request.wait)
                 try:
                     other.register("__flowstage_input", reader)
-                    written = self._to_duck_table(
+                    written = write_duck_table(
                         other, 'SELECT * FROM "__flowstage_input"', {}, qualified(sink.table or ""), sink
                     ).rows_written
                 finally:
@@ -283,10 +306,14 @@ class DuckDBEngine:
                 raise DefinitionError(f"sink option {key!r} is not a name")
             options[key.upper()] = value
         opts = ", ".join(f"{k} {v if k == 'PARTITION_BY' else literal(v)}" for k, v in options.items())
-        # overwrite writes beside the old output and swaps at the end: a failed run keeps the last good one
-        into = path if sink.mode != "overwrite" else path.with_name(f".{path.name}.flowstage-{os.getpid()}-{time.monotonic_ns()}")
+        # overwrite and upsert write beside the old output and swap at the end: a failed run keeps the last good one
+        into = path if sink.mode == "append" else path.with_name(f".{path.name}.flowstage-{os.getpid()}-{time.monotonic_ns()}")
         try:
-            written, per_source, extra = _run_profiled(con, f"COPY ({text}) TO {literal(str(into))} ({opts})", bound)
+            if sink.mode == "upsert":
+                rows, per_source, extra = self._upsert_files(con, text, bound, sink, path, into, fmt, opts)
+            else:
+                written, per_source, extra = _run_profiled(con, f"COPY ({text}) TO {literal(str(into))} ({opts})", bound)
+                rows = int(written[0][0]) if written and written[0] else 0
         except BaseException:
             if into != path:
                 _remove(into)
@@ -294,40 +321,62 @@ class DuckDBEngine:
         if into != path:
             _remove(path)
             os.replace(into, path)
-        rows = int(written[0][0]) if written and written[0] else 0
         metrics = {"rows_written": rows, "bytes_written": _size(path), "rows_read": per_source, **extra}
         return DataflowResult(rows, metrics)
 
-    def _to_duck_table(self, con: Any, text: str, bound: dict[str, Any], target: str, sink: Sink) -> DataflowResult:
-        exists = _duck_table_exists(con, target)
-        con.execute("BEGIN TRANSACTION")
+    def _upsert_files(
+        self, con: Any, text: str, bound: dict[str, Any], sink: Sink, path: Path, into: Path, fmt: str, opts: str
+    ) -> tuple[int, dict[str, int], dict[str, Any]]:
+        """The old rows whose keys the new rows lack, and the new rows, written to `into`; returns
+        (new rows, rows read per source, io metrics)."""
+        stage = ident(f"__flowstage_upsert_{os.getpid()}_{time.monotonic_ns()}")
+        _, per_source, extra = _run_profiled(con, f"CREATE TEMP TABLE {stage} AS {text}", bound)
         try:
-            if sink.mode == "overwrite" or not exists:
-                _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TABLE {target} AS {text}", bound)
-                rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-            elif sink.mode == "append":
-                result, per_source, extra = _run_profiled(con, f"INSERT INTO {target} BY NAME {text}", bound)
-                rows = int(result[0][0]) if result else 0
-            else:
-                _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TEMP TABLE __flowstage_stage AS {text}", bound)
-                rows = con.execute("SELECT count(*) FROM __flowstage_stage").fetchone()[0]
-                on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in sink.keys)
-                con.execute(
-                    f"MERGE INTO {target} AS t USING __flowstage_stage AS s ON ({on}) "
-                    "WHEN MATCHED THEN UPDATE BY NAME WHEN NOT MATCHED THEN INSERT BY NAME"
-                )
-                con.execute("DROP TABLE __flowstage_stage")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return DataflowResult(int(rows), {"rows_written": int(rows), "rows_read": per_source, **extra})
+            rows = int(con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0])
+            merged = f"SELECT * FROM {stage}"
+            old = existing_output(path, fmt)
+            if old is not None:
+                on = " AND ".join(f"o.{ident(k)} = s.{ident(k)}" for k in sink.keys)
+                kept = f"SELECT o.* FROM ({reader_sql(old, fmt, {})}) AS o ANTI JOIN {stage} AS s ON ({on})"
+                merged = f"{kept} UNION ALL BY NAME {merged}"
+            con.execute(f"COPY ({merged}) TO {literal(str(into))} ({opts})")
+        finally:
+            with contextlib.suppress(Exception):  # an interrupted run may have lost its temp table already
+                con.execute(f"DROP TABLE IF EXISTS {stage}")
+        return rows, per_source, extra
 
     # ------------------------------------------------------------------ errors
     def _locate(
         self, request: DataflowRequest, holder: list[Compiled], exc: Exception, params: dict[str, Any], con: Any
     ) -> RunError:
         return RunError(scrub(f"dataflow {request.package.name}: {_first_line(exc)}", request.connections.secrets()))
+
+
+def write_duck_table(con: Any, text: str, bound: dict[str, Any], target: str, sink: Sink) -> DataflowResult:
+    """Write the rows of `text` into table `target` of a DuckDB connection, in one transaction, as `sink.mode` says."""
+    exists = _duck_table_exists(con, target)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if sink.mode == "overwrite" or not exists:
+            _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TABLE {target} AS {text}", bound)
+            rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        elif sink.mode == "append":
+            result, per_source, extra = _run_profiled(con, f"INSERT INTO {target} BY NAME {text}", bound)
+            rows = int(result[0][0]) if result else 0
+        else:
+            _, per_source, extra = _run_profiled(con, f"CREATE OR REPLACE TEMP TABLE __flowstage_stage AS {text}", bound)
+            rows = con.execute("SELECT count(*) FROM __flowstage_stage").fetchone()[0]
+            on = " AND ".join(f"t.{ident(k)} = s.{ident(k)}" for k in sink.keys)
+            con.execute(
+                f"MERGE INTO {target} AS t USING __flowstage_stage AS s ON ({on}) "
+                "WHEN MATCHED THEN UPDATE BY NAME WHEN NOT MATCHED THEN INSERT BY NAME"
+            )
+            con.execute("DROP TABLE __flowstage_stage")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return DataflowResult(int(rows), {"rows_written": int(rows), "rows_read": per_source, **extra})
 
 
 def _bind(query: str, variables: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -108,6 +108,9 @@ class Union(_Frozen):
 
 
 class Sink(_Frozen):
+    """Where the rows go: files (overwrite; append with partition_by; upsert by keys, rewriting the
+    files as a new version) or a table of a connection (overwrite, append, upsert by keys)."""
+
     file: str | None = None
     format: Literal["csv", "parquet", "json"] | None = None
     partition_by: list[str] = Field(default_factory=list)
@@ -123,8 +126,6 @@ class Sink(_Frozen):
             raise ValueError("a sink has exactly one of `file` or `table`")
         if self.file is not None:
             format_of(self.file, self.format)
-            if self.mode == "upsert":
-                raise ValueError("upsert needs a table sink (with keys:)")
             if self.mode == "append" and not self.partition_by:
                 raise ValueError("appending to files needs partition_by (each run adds files)")
         if self.table is not None and not _DOTTED.match(self.table):
@@ -205,16 +206,26 @@ class Package(_Frozen):
         return v
 
 
-def _separates_statements(sql: str) -> bool:
-    """Whether `sql` holds a `;` outside quotes and comments (more than one statement)."""
+def _separates_statements(sql: str, engine: str = "duckdb") -> bool:
+    """Whether `sql` holds a `;` outside quotes and comments (more than one statement).
+
+    Spark SQL also quotes with backticks, and a backslash escapes a quote inside a string.
+    """
+    quotes = ("'", '"', "`") if engine == "spark" else ("'", '"')
     i, n = 0, len(sql)
     while i < n:
         ch = sql[i]
-        if ch in ("'", '"'):
-            end = sql.find(ch, i + 1)
-            while end != -1 and end + 1 < n and sql[end + 1] == ch:  # a doubled quote stays inside
-                end = sql.find(ch, end + 2)
-            i = n if end == -1 else end + 1
+        if ch in quotes:
+            end = i + 1
+            while end < n:
+                escaped = engine == "spark" and ch != "`" and sql[end] == "\\"
+                if escaped or (sql[end] == ch and end + 1 < n and sql[end + 1] == ch):  # a doubled quote stays inside
+                    end += 2
+                elif sql[end] == ch:
+                    break
+                else:
+                    end += 1
+            i = end + 1
         elif sql.startswith("--", i):
             end = sql.find("\n", i)
             i = n if end == -1 else end
@@ -248,10 +259,9 @@ def check_references(package: Package) -> list[tuple[tuple[Any, ...], str]]:
         for ref, path in refs:
             if ref not in package.sources:
                 problems.append((path, f"unknown source '{ref}'{did_you_mean(ref, names)} (sources: {', '.join(names)})"))
-    if package.engine == "duckdb":
-        for i, step in enumerate(package.steps):
-            if step.sql is not None and _separates_statements(step.sql.strip().rstrip(";")):
-                problems.append((("steps", i, "sql"), "a sql step is one SELECT statement"))
+    for i, step in enumerate(package.steps):
+        if step.sql is not None and _separates_statements(step.sql.strip().rstrip(";"), package.engine):
+            problems.append((("steps", i, "sql"), "a sql step is one SELECT statement"))
     return problems
 
 

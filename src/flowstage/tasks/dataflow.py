@@ -44,6 +44,7 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
         log=lambda message: ctx.log(INFO, message),
         package_file=file,
         wait=lock_wait(job, ctx),
+        spark=ctx.resources.spark,
     )
     try:
         result = engine_for(package.engine).run(request, ctx.handle.on_kill)

@@ -51,25 +51,27 @@ ENGINES = ("duckdb", "spark")
 
 
 # ---------------------------------------------------------------------------------------------- the session
-def _spark_missing() -> str | None:
+def require_spark() -> None:
+    """Skip without pyspark or Java, saying which; with CI=true that is a failure."""
     from flowstage.data.spark_session import missing
 
-    return missing()
+    reason = missing()
+    if reason is not None:
+        if CI:
+            pytest.fail(f"Spark cannot run here, and CI=true: {reason}")
+        pytest.skip(f"Spark cannot run here: {reason}")
 
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """The module's one SparkSession (the engine's shared session for SETTINGS), stopped at the end."""
-    reason = _spark_missing()
-    if reason is not None:
-        if CI:
-            pytest.fail(f"Spark cannot run here, and CI=true: {reason}")
-        pytest.skip(f"Spark cannot run here: {reason}")
+    require_spark()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from flowstage.data import spark_session
 
     session = spark_session.shared_session(SETTINGS)
     yield session
+    # forget the stopped session, or a later module of this process would be handed it
     with spark_session._lock:
         spark_session._sessions.clear()
     session.stop()
@@ -512,23 +514,6 @@ def test_a_postgres_table_sink_and_source_move_as_arrow_with_the_same_rows(
 
 
 # ---------------------------------------------------------------------------------------------- errors and cancel
-def test_a_bad_expression_is_one_clear_line_naming_the_column(spark: Any, inputs: Inputs) -> None:
-    package = {
-        "name": "typo",
-        "sources": {"orders": {"file": "data/orders.csv"}},
-        "steps": [{"from": "orders"}, {"filter": "amout > 10"}],
-        "sink": {"file": "out/typo.parquet"},
-    }
-    with pytest.raises(RunError) as caught:
-        inputs.place.run("spark", package)
-    message = str(caught.value)
-    assert message.startswith("dataflow typo: [UNRESOLVED_COLUMN")
-    assert "`amout`" in message
-    assert "\n" not in message
-    assert "Traceback" not in message
-    assert "line 8 pos" not in message  # a place in the compiled query, which the user never wrote
-
-
 def test_an_expression_that_would_run_another_statement_is_refused(spark: Any, inputs: Inputs) -> None:
     from flowstage.data.spark import one_query
 
@@ -606,14 +591,10 @@ def test_cancel_stops_the_running_spark_job(spark: Any, inputs: Inputs) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- through the CLI
-def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> None:
-    """Two Spark dataflow tasks at once (threads of the runner, one Spark driver) beside a shell task,
-    one of them reading a table the crawler put in the catalog (hive partition folders)."""
-    reason = _spark_missing()
-    if reason is not None:
-        if CI:
-            pytest.fail(f"Spark cannot run here, and CI=true: {reason}")
-        pytest.skip(f"Spark cannot run here: {reason}")
+def test_flowstage_run_of_spark_dataflows_writes_their_rows_and_tells_a_bad_expression_in_one_line(tmp_path: Path) -> None:
+    """Spark dataflow tasks at once (threads of the runner, one Spark driver) beside a shell task, one
+    reading a table the crawler put in the catalog (hive partition folders), one failing on a typo."""
+    require_spark()
     root = tmp_path / "proj"
     project = Project(root)
     project.write("flowstage.yaml", 'spark: {master: "local[2]", conf: {spark.sql.shuffle.partitions: 2}}\n')
@@ -658,13 +639,37 @@ def test_flowstage_run_of_spark_dataflows_writes_their_rows(tmp_path: Path) -> N
                   sink: {file: out/by_region.parquet}
               - name: hello
                 shell: echo hello
+              - name: typo
+                dataflow:
+                  name: typo
+                  engine: spark
+                  sources: {orders: {file: data/orders.csv}}
+                  steps:
+                    - from: orders
+                    - filter: "amout > 10"
+                  sink: {file: out/typo.parquet}
+          - name: after
+            tasks:
+              - name: caught
+                after: {typo: failure}
+                shell: echo caught
         """,
     )
     result = project.cli("run", "daily", "--json", timeout=240, env=project.env(SPARK_LOCAL_IP="127.0.0.1"))
     record = record_of(result)
     assert result.code == 0, (record["tasks"], result.err[-2000:])
     tasks = {t["name"]: t for t in record["tasks"]}
-    assert {t["status"] for t in tasks.values()} == {"succeeded"}
+    assert {n: t["status"] for n, t in tasks.items() if n != "typo"} == dict.fromkeys(
+        ["crawl_sales", "revenue", "by_region", "hello", "caught"], "succeeded"
+    )
+    # a bad expression: the task's error is one clear line naming the column, the run goes on
+    assert tasks["typo"]["status"] == "failed"
+    error = tasks["typo"]["error"]
+    assert error.startswith("dataflow typo: [UNRESOLVED_COLUMN"), error
+    assert "`amout`" in error
+    assert "\n" not in error
+    assert " pos " not in error  # no place in the compiled query, which the user never wrote
+    assert not (root / "out" / "typo.parquet").exists()
     paid = [o for o in data.orders if o["status"] == "paid" and o["amount"] is not None and o["amount"] >= 20]
     want: dict[str, tuple[float, int]] = {}
     for o in paid:

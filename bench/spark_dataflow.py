@@ -83,7 +83,7 @@ def spark_vs_duckdb(rows: int = 5_000_000) -> dict[str, Any]:
     from flowstage.data.spark_session import shared_session
     from flowstage.settings import SparkSettings
 
-    settings = SparkSettings(master="local[2]", conf={"spark.ui.showConsoleProgress": "false"})
+    settings = SparkSettings(master="local[2]")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "flowstage.yaml").write_text("{}\n")

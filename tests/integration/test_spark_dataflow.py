@@ -45,7 +45,7 @@ from tests.records import record_of, wait_until
 Row = dict[str, Any]
 SETTINGS = SparkSettings(
     master="local[2]",
-    conf={"spark.sql.shuffle.partitions": "2", "spark.ui.showConsoleProgress": "false", "spark.ui.enabled": "false"},
+    conf={"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"},
 )
 ENGINES = ("duckdb", "spark")
 

@@ -126,7 +126,7 @@ class SparkEngine:
 
 
 def _configure_process(shared: Any, conf: Mapping[str, str]) -> None:
-    """Once per SparkContext: keep Spark's own error logging and progress bar off the runner's terminal.
+    """Once per SparkContext: keep Spark's own error logging off the runner's terminal.
 
     A failed query reaches the user as the task's one-line error (masked); PySpark would also log it
     with its JVM stack trace to stderr, past flowstage's masking. ``spark.log.level`` in flowstage.yaml's
@@ -143,12 +143,6 @@ def _configure_process(shared: Any, conf: Mapping[str, str]) -> None:
             PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
         if "spark.log.level" not in conf:
             shared.sparkContext.setLogLevel("FATAL")
-        if conf.get("spark.ui.showConsoleProgress", "false").lower() != "true":
-            # PySpark's launcher turns Spark's progress bar on: it would draw over the runner's output
-            with contextlib.suppress(Exception):
-                bar = shared.sparkContext._jsc.sc().progressBar()
-                if bar.isDefined():
-                    bar.get().stop()
 
 
 class _Run:

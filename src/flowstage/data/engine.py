@@ -271,22 +271,7 @@ class DuckDBEngine:
             rel = con.sql(text, params=bound) if bound else con.sql(text)
             # DuckDB 2 reads a relation with to_arrow_reader (fetch_record_batch is gone); 1.x with fetch_arrow_reader
             batches = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
-            reader = batches(100_000)
-            if url.startswith("duckdb:"):
-                other = request.connections.duck_cursor(sink.connection, wait=request.wait)
-                try:
-                    other.register("__flowstage_input", reader)
-                    written = write_duck_table(
-                        other, 'SELECT * FROM "__flowstage_input"', {}, qualified(sink.table or ""), sink
-                    ).rows_written
-                finally:
-                    other.close()
-            else:
-                from flowstage.data.arrow_io import write_arrow
-
-                written = write_arrow(
-                    request.connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys
-                )
+            written = write_to_connection(request.connections, sink, batches(100_000), request.wait)
         return DataflowResult(written, {"rows_written": written, "rows_read": profile.per_source, **profile.extra})
 
     def _to_file(self, request: DataflowRequest, con: Any, text: str, bound: dict[str, Any], sink: Sink) -> DataflowResult:
@@ -377,6 +362,25 @@ def write_duck_table(con: Any, text: str, bound: dict[str, Any], target: str, si
         con.execute("ROLLBACK")
         raise
     return DataflowResult(int(rows), {"rows_written": int(rows), "rows_read": per_source, **extra})
+
+
+def write_to_connection(connections: Connections, sink: Sink, reader: Any, wait: LockWait | None) -> int:
+    """Write Arrow data (a record batch reader or a table) to `sink`'s table on a connection that is not
+    the dataflow's own warehouse session: another DuckDB file, or any database through Arrow. Returns the rows written."""
+    if connections.url(sink.connection).startswith("duckdb:"):
+        cur = connections.duck_cursor(sink.connection, wait=wait)
+        try:
+            cur.register("__flowstage_input", reader)
+            return write_duck_table(cur, 'SELECT * FROM "__flowstage_input"', {}, qualified(sink.table or ""), sink).rows_written
+        finally:
+            cur.close()
+    import pyarrow as pa
+
+    from flowstage.data.arrow_io import write_arrow
+
+    if isinstance(reader, pa.Table):
+        reader = pa.RecordBatchReader.from_batches(reader.schema, reader.to_batches())
+    return write_arrow(connections, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
 
 
 def _bind(query: str, variables: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

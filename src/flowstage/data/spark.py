@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flowstage.data.compile import SPARK, compile_package, parameters, qualified
+from flowstage.data.compile import SPARK, compile_package, parameters
 from flowstage.data.engine import (
     CatalogLookup,
     DataflowRequest,
@@ -42,7 +42,7 @@ from flowstage.data.engine import (
     _resolve,
     _size,
     existing_output,
-    write_duck_table,
+    write_to_connection,
 )
 from flowstage.data.spark_files import data_files, read_files, tidy, write, write_one_file
 from flowstage.errors import DefinitionError, RunError
@@ -304,26 +304,9 @@ class _Run:
         return new, kept.unionByName(new, allowMissingColumns=True), rows
 
     def _to_table(self, df: Any, sink: Sink) -> DataflowResult:
-        conns = self.request.connections
-        url = conns.url(sink.connection)
         table = df.toArrow()
         self.engine.check()
-        if url.startswith("duckdb:"):
-            cur = conns.duck_cursor(sink.connection, wait=self.request.wait)
-            try:
-                cur.register("__flowstage_input", table)
-                written = write_duck_table(
-                    cur, 'SELECT * FROM "__flowstage_input"', {}, qualified(sink.table or ""), sink
-                ).rows_written
-            finally:
-                cur.close()
-        else:
-            import pyarrow as pa
-
-            from flowstage.data.arrow_io import write_arrow
-
-            reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-            written = write_arrow(conns, sink.connection, sink.table or "", reader, mode=sink.mode, keys=sink.keys)
+        written = write_to_connection(self.request.connections, sink, table, self.request.wait)
         return DataflowResult(written, {"rows_written": written})
 
 

@@ -222,7 +222,7 @@ def is_task_process(proc: psutil.Process) -> bool:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return False
-    return "_python_child" in cmd or "ledger.txt" in cmd
+    return "_python_worker" in cmd or "ledger.txt" in cmd
 
 
 def wait_for_no(root: Path, keep: Callable[[psutil.Process], bool], timeout: float) -> list[psutil.Process]:

@@ -30,7 +30,22 @@ def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
     from flowstage.executors.local import LocalExecutor
     from flowstage.tasks import RunResources
 
-    return LocalExecutor(RunResources.for_project(project), max_workers=workflow.preferences.max_parallel)
+    return LocalExecutor(
+        RunResources.for_project(project),
+        max_workers=workflow.preferences.max_parallel,
+        interpreters=python_interpreters(workflow),
+    )
+
+
+def python_interpreters(workflow: Workflow) -> list[str]:
+    """The interpreters the workflow's child-process python tasks ask for ("" for the default)."""
+    default = workflow.preferences.python or ""
+    found: list[str] = []
+    for _stage, task in workflow.all_tasks():
+        spec = task.spec
+        if spec.kind == "python" and not getattr(spec, "in_process", False) and not getattr(spec, "fresh_process", False):
+            found.append(getattr(spec, "interpreter", None) or default)
+    return list(dict.fromkeys(found))
 
 
 def dask_executor(url: str, *, project: Project, workflow: Workflow) -> Any:

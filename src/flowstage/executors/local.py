@@ -13,12 +13,14 @@ echoes a URL it was given logs ``***``.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
+from pathlib import Path
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError
@@ -105,12 +107,25 @@ class _DaemonThreads:
 
 
 class LocalExecutor:
-    def __init__(self, resources: RunResources, max_workers: int = 8) -> None:
+    def __init__(self, resources: RunResources, max_workers: int = 8, interpreters: Sequence[str] = ()) -> None:
+        """`interpreters`: those the run's python tasks ask for; a warm worker of each starts at once."""
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="flowstage-task")
         self._in_process = _DaemonThreads("flowstage-in-process")
         self.resources = resources
         self._futures: set[Future[None]] = set()
         self._scrub = Scrubber(run_secrets(resources))
+        self._root = str(resources.root)
+        if interpreters:
+            self._pool.submit(self._prestart, list(interpreters))
+
+    def _prestart(self, interpreters: list[str]) -> None:
+        from flowstage.tasks._process import base_env
+        from flowstage.tasks.python import interpreter, prestart
+
+        env = {**base_env(Path(self._root)), "PYTHONUNBUFFERED": "1"}
+        for choice in dict.fromkeys(interpreters):
+            with contextlib.suppress(Exception):  # a wrong interpreter fails its task, not the run
+                prestart(interpreter(choice or None, self._root), self._root, env)
 
     def submit(self, job: AttemptSpec, reports: Reports) -> ProcessHandle:
         handle = ProcessHandle()
@@ -143,4 +158,7 @@ class LocalExecutor:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._in_process.shutdown()
+        from flowstage.tasks._workers import WORKERS
+
+        WORKERS.close_idle(self._root)
         self.resources.close()

@@ -1,34 +1,32 @@
 """Child processes for tasks: their environment, output captured line by line, killed as a group, measured.
 
-Every task process runs under the standalone supervisor `_supervise.py`, which measures the
-command's own process tree (peak memory, CPU) and reports it on a pipe; see its docstring for
-why the runner cannot measure a child it forks itself. The environment a task gets leaves out
-the run's secrets unless the task's `env:` asks for them (`task_env`, `resolve_env`).
+Every task process is started by the runner's supervisor (`_supervisor`, one `_forkserver.py`
+process per runner), which leads it into a process group of its own, measures its process tree
+(peak memory, CPU) and takes every group down when the runner dies; see `_forkserver.py` for why
+the runner cannot measure a child it forks itself. The environment a task gets leaves out the
+run's secrets unless the task's `env:` asks for them (`task_env`, `resolve_env`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
 from flowstage.logging import INFO, WARNING
+from flowstage.tasks._supervisor import supervisor
+from flowstage.tasks._workers import pump
 
 if TYPE_CHECKING:
     from flowstage.connections import Connections
     from flowstage.model.kinds import EnvSource
-
-_SUPERVISOR = str(Path(__file__).with_name("_supervise.py"))
 
 
 class RunSecrets(Protocol):
@@ -39,12 +37,18 @@ class RunSecrets(Protocol):
     store_url: str
 
 
+class Killable(Protocol):
+    """A process an attempt runs in (a supervisor's `Child`): `kill()` takes down its whole group."""
+
+    def kill(self) -> None: ...
+
+
 class ProcessHandle:
     """Kills an attempt's process group; safe to call before the process exists or after it ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Killable | None = None
         self._callbacks: list[Callable[[], None]] = []
         self.killed = False
 
@@ -56,7 +60,7 @@ class ProcessHandle:
         if killed:
             callback()
 
-    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+    def attach(self, proc: Killable) -> None:
         with self._lock:
             self._proc = proc
             if self.killed:
@@ -72,9 +76,18 @@ class ProcessHandle:
                 callback()
 
     def _signal(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.kill()
+
+
+def base_env(root: Path) -> dict[str, str]:
+    """The runner's environment minus its secrets (`FLOWSTAGE_CONN_*`, the store, flowstage.yaml's substitutions)."""
+    from flowstage.settings import secret_env_names
+
+    withheld = secret_env_names(root)
+    return {
+        k: v for k, v in os.environ.items() if not (k.startswith("FLOWSTAGE_CONN_") or k == "FLOWSTAGE_STORE" or k in withheld)
+    }
 
 
 def task_env(job: AttemptSpec, resources: RunSecrets | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -84,12 +97,7 @@ def task_env(job: AttemptSpec, resources: RunSecrets | None = None, extra: dict[
     substitutes into connection or store URLs. A task gets them only through its own `env:`
     (`extra`, resolved by `resolve_env`).
     """
-    from flowstage.settings import secret_env_names
-
-    withheld = secret_env_names(Path(resources.root if resources is not None else job.root))
-    env = {
-        k: v for k, v in os.environ.items() if not (k.startswith("FLOWSTAGE_CONN_") or k == "FLOWSTAGE_STORE" or k in withheld)
-    }
+    env = base_env(Path(resources.root if resources is not None else job.root))
     env.update(job.env)
     env.update(
         {
@@ -125,12 +133,6 @@ def resolve_env(values: Mapping[str, str | EnvSource], resources: RunSecrets) ->
     return out
 
 
-def _pump(stream: IO[bytes], level: int, log: Callable[[int, str], None]) -> None:
-    for raw in iter(stream.readline, b""):
-        log(level, raw.decode("utf-8", "replace").rstrip("\r\n"))
-    stream.close()
-
-
 @dataclass(frozen=True)
 class ProcessResult:
     """How a task's process ended and what its own process tree used (None: not measured, e.g. killed)."""
@@ -149,84 +151,50 @@ def run_process(
     argv: Sequence[str],
     *,
     cwd: str,
-    env: dict[str, str],
+    env: Mapping[str, str],
     log: Callable[[int, str], None],
     handle: ProcessHandle,
     stdin_data: bytes | None = None,
     pass_fds: Sequence[int] = (),
     on_process: Callable[[int], None] | None = None,
 ) -> ProcessResult:
-    """Run `argv` under the supervisor (`_supervise.py`) to its end.
+    """Run `argv` to its end, started by the runner's supervisor in a process group of its own.
 
-    stdout lines are logged as info, stderr lines as warning. The supervisor leads its own process
-    group, so a kill reaches everything the command started, and it measures the command's own
-    process tree (never the runner: the runner forks no copy of itself that gets measured).
+    stdout lines are logged as info, stderr lines as warning; `pass_fds` keep their numbers in
+    the child. The supervisor measures the command's own process tree (never the runner's).
     """
-    report_r, report_w = os.pipe()
-    cmd = [sys.executable, "-S", "-E", _SUPERVISOR, "--report-fd", str(report_w), "--", *argv]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if stdin_data is not None else (os.open(os.devnull, os.O_RDONLY), -1)
     try:
-        # no preexec_fn: subprocess may then spawn without copying the runner (vfork); the
-        # supervisor arms its own parent-death signal and takes its group down with it
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            pass_fds=(report_w, *pass_fds),
-        )
+        fds = {0: in_r, 1: out_w, 2: err_w, **{fd: fd for fd in pass_fds}}
+        child = supervisor().spawn(argv, cwd=cwd, env=env, fds=fds)
     except BaseException:
-        os.close(report_r)
+        for fd in (out_r, err_r, in_w):
+            if fd >= 0:
+                os.close(fd)
         raise
     finally:
-        os.close(report_w)
-    try:
-        handle.attach(proc)
-        if on_process is not None:
-            on_process(proc.pid)
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        err_thread = threading.Thread(target=_pump, args=(proc.stderr, WARNING, log), daemon=True)
-        err_thread.start()
-        if stdin_data is not None:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(stdin_data)
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-        _pump(proc.stdout, INFO, log)
-        err_thread.join(timeout=5)
-        code = proc.wait()
-        return _result(code, _read_report(report_r))
-    finally:
-        os.close(report_r)
+        for fd in (out_w, err_w, in_r):
+            os.close(fd)
+    handle.attach(child)
+    if on_process is not None:
+        on_process(child.pid)
+    err_thread = threading.Thread(target=pump, args=(err_r, WARNING, log), daemon=True)
+    err_thread.start()
+    if stdin_data is not None:
+        _feed(in_w, stdin_data)
+    pump(out_r, INFO, log)
+    err_thread.join(timeout=5)
+    ended = child.wait()
+    assert ended is not None
+    return ProcessResult(ended.code, ended.memory_mb, ended.cpu_seconds)
 
 
-def _read_report(fd: int) -> dict[str, Any]:
-    """The supervisor's report: written before it exited, so nothing here waits."""
-    os.set_blocking(fd, False)
-    chunks = []
-    with contextlib.suppress(BlockingIOError):
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    try:
-        report = json.loads(b"".join(chunks)) if chunks else {}
-    except ValueError:
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
-def _result(code: int, report: dict[str, Any]) -> ProcessResult:
-    if not report:  # the supervisor itself was killed (a kill, a runner that died)
-        return ProcessResult(code)
-    memory, cpu = report.get("memory_mb"), report.get("cpu_seconds")
-    return ProcessResult(
-        int(report.get("exit_code", code)),
-        float(memory) if isinstance(memory, int | float) else None,
-        float(cpu) if isinstance(cpu, int | float) else None,
-    )
+def _feed(fd: int, data: bytes) -> None:
+    """Write `data` to a child's stdin and close it (a child that stopped reading is not an error)."""
+    with contextlib.suppress(OSError), os.fdopen(fd, "wb") as stream:
+        stream.write(data)
 
 
 def kill_group(pgid: int, not_before: float) -> bool:

@@ -1,14 +1,16 @@
-"""``python:`` tasks: a callable run in a child interpreter (default) or in the runner's process.
+"""``python:`` tasks: a callable run in a warm worker interpreter (default) or in the runner's process.
 
-The child interpreter runs `_python_child.py` under the task supervisor (see `_process`), with
-the same filtered environment as a shell task; its answer comes back on a pipe of its own.
+A worker (`_workers`, running `_python_worker.py`) is an interpreter of the task's `interpreter:`
+started by the runner's supervisor ahead of time, that runs one task at a time with the same
+filtered environment as a shell task; its answer comes back on the worker's socket. A worker is
+replaced after a kill, a crash or when it grew too large, so a task's isolation and kill are those
+of a process of its own; `fresh_process: true` asks for a new interpreter for the task alone.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -24,9 +26,9 @@ from flowstage.logging import ERROR
 from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
-from flowstage.tasks._process import run_process, task_env
+from flowstage.tasks._process import task_env
+from flowstage.tasks._workers import WORKERS, Worker, WorkerLost
 
-_CHILD = str(Path(__file__).with_name("_python_child.py"))
 _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str], Callable[..., Any]] = {}
 
@@ -83,43 +85,33 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     if spec.in_process:
         return _in_process(job, spec, log)
     exe = interpreter(spec.interpreter or job.interpreter, job.root)
-    read_fd, write_fd = os.pipe()
     env = task_env(job, ctx.resources, {"PYTHONUNBUFFERED": "1"})
-    request = json.dumps(
-        {"target": spec.python, "kwargs": job.kwargs, "root": job.root, "result_fd": write_fd}, default=str
-    ).encode()
-    result_chunks: list[bytes] = []
-
-    def read_result() -> None:
-        with os.fdopen(read_fd, "rb") as fh:
-            result_chunks.append(fh.read())
-
-    reader = threading.Thread(target=read_result, daemon=True)
-    reader.start()
+    request = {"target": spec.python, "kwargs": job.kwargs, "root": job.root, "env": env}
+    fresh = bool(getattr(spec, "fresh_process", False))
+    worker = Worker(exe, env) if fresh else WORKERS.acquire(exe, job.root, env)
+    answer: dict[str, Any] | None = None
     try:
-        ended = run_process(
-            [exe, _CHILD],
-            cwd=job.root,
-            env=env,
-            log=log,
-            handle=handle,
-            stdin_data=request,
-            pass_fds=(write_fd,),
-            on_process=ctx.process,
-        )
+        handle.attach(worker.child)
+        ctx.process(worker.pid)
+        answer = worker.run(request, log)
+    except WorkerLost as lost:
+        code = lost.exit.code if lost.exit is not None else "unknown"
+        return Outcome(TaskStatus.FAILED, error=f"python process exited with code {code} and no result")
     finally:
-        os.close(write_fd)
-    reader.join(timeout=10)
-    metrics = ended.metrics()
-    raw = b"".join(result_chunks)
-    if not raw:
-        error = f"python process exited with code {ended.exit_code} and no result"
-        return Outcome(TaskStatus.FAILED, error=error, metrics=metrics)
-    answer = json.loads(raw)
+        if fresh or handle.killed:
+            worker.retire()
+        else:
+            WORKERS.release(worker, job.root, answer)
+    metrics = {k: float(answer[k]) for k in ("memory_mb", "cpu_seconds") if isinstance(answer.get(k), int | float)}
     if not answer.get("ok"):
-        log(ERROR, answer.get("traceback", "").rstrip())
+        log(ERROR, str(answer.get("traceback", "")).rstrip())
         return Outcome(TaskStatus.FAILED, error=answer.get("error"), metrics=metrics)
     return Outcome(TaskStatus.SUCCEEDED, value=answer.get("value"), metrics=metrics)
+
+
+def prestart(exe: str, root: str, env: dict[str, str]) -> None:
+    """Start a warm worker of `exe` for `root` ahead of the first task that needs one."""
+    WORKERS.prestart(exe, root, env)
 
 
 def _in_process(job: AttemptSpec, spec: PythonSpec, log: Callable[[int, str], None]) -> Outcome:

@@ -1,0 +1,426 @@
+"""The runner's supervisor: one small long-lived process that starts, measures and reaps every task process.
+
+Standalone (no flowstage imports, any Python 3.8+), started once per runner process by
+`flowstage.tasks._supervisor` as ``python -S -E _forkserver.py FD`` with its control socket on file
+descriptor FD. Why a process of its own, and why one for all tasks:
+
+- The runner cannot measure a child it forks itself: at exec the kernel records the pre-exec
+  copy's resident pages into the child's ``ru_maxrss``, so every task would show the runner's
+  memory. This process is a tiny interpreter (no site): the copy a child starts from holds a
+  few MB, the least any task shows.
+- One interpreter start per runner, not per task: a shell task costs a fork and an exec here.
+
+The protocol, on a Unix stream socket. The runner sends frames: an 8-byte header (payload
+length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then a JSON payload:
+
+- ``{"op": "spawn", "id", "argv", "cwd", "env", "fds": [target, ...], "measure": bool}``: fork a
+  child that leads a session (and process group) of its own, places the received descriptors at
+  the target numbers (0, 1, 2, ...), and execs ``argv``. Answered ``{"op": "started", "id",
+  "pid"}``, and when the child ends ``{"op": "exited", "id", "code", "memory_mb",
+  "cpu_seconds"}`` (newline-delimited JSON).
+- ``{"op": "kill", "id"}``: SIGKILL to the child's whole process group.
+
+What is measured, for a child spawned with ``measure``:
+- ``memory_mb``: the peak resident memory of the child and every process it starts, the largest
+  of (a) the summed RSS of its tree (descendants found through /proc, and orphans of its
+  session this process adopted as subreaper), sampled every ``INTERVAL`` seconds or so, (b) the
+  largest single process's own high-water mark (``VmHWM``, exact between samples), and (c) the
+  child's own ``ru_maxrss`` from ``wait4`` (which includes the few MB of its pre-exec copy).
+- ``cpu_seconds``: user + system time of the child and the descendants it waited for.
+- ``code``: the exit code, ``128 + n`` when signal ``n`` ended it.
+
+Nothing outlives the runner: this process arms a parent-death signal (SIGTERM) and treats the
+end of its control socket the same way; either takes down every group it started, and every
+descendant it adopted (a process that left its group with setsid included), with SIGKILL.
+Each child also gets a parent-death SIGKILL, should this process itself be killed.
+"""
+
+import array
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+INTERVAL = 0.02  # seconds between two samples of a tree (longer for trees slow to sample)
+_HEADER = struct.Struct("!II")
+_MAX_FDS = 16
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_MAXFD = 1 << 16
+
+_libc = None  # type: object
+
+
+class _Child(object):
+    __slots__ = ("id", "pid", "measure", "peak_kb", "done")
+
+    def __init__(self, ident, pid, measure):
+        # type: (object, int, bool) -> None
+        self.id = ident
+        self.pid = pid
+        self.measure = measure
+        self.peak_kb = 0
+        self.done = False
+
+
+_children = {}  # type: dict[int, _Child]  # by pid, until reaped
+_by_id = {}  # type: dict[object, _Child]  # until reaped
+_groups = set()  # type: set[int]  # every group started here whose members may live on
+
+
+def _read(path):
+    # type: (str) -> bytes
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _kids(pid):
+    # type: (int) -> list[int]
+    """The children of `pid` (each thread keeps its own list)."""
+    found = []  # type: list[int]
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return found
+    for tid in tids:
+        found.extend(int(x) for x in _read("/proc/%d/task/%s/children" % (pid, tid)).split())
+    return found
+
+
+def _kids_by_scan():
+    # type: () -> dict[int, list[int]]
+    """Every process's children, from /proc/*/stat (kernels without the `children` files)."""
+    tree = {}  # type: dict[int, list[int]]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = _read("/proc/%s/stat" % name)
+        try:
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        except (ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+_HAS_CHILDREN_FILES = os.path.exists("/proc/%d/task/%d/children" % (os.getpid(), os.getpid()))
+
+
+def _tree(roots):
+    # type: (list[int]) -> list[int]
+    """`roots` and all their descendants."""
+    if _HAS_CHILDREN_FILES:
+        lookup = _kids
+    else:
+        scanned = _kids_by_scan()
+
+        def lookup(pid):
+            # type: (int) -> list[int]
+            return scanned.get(pid, [])
+
+    seen = set()  # type: set[int]
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(lookup(pid))
+    return list(seen)
+
+
+def _session(pid):
+    # type: (int) -> int
+    stat = _read("/proc/%d/stat" % pid)
+    try:
+        return int(stat[stat.rindex(b")") + 2 :].split()[4])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _sample(pids):
+    # type: (list[int]) -> int
+    """kB: the larger of the processes' summed RSS now and the largest one's own peak so far."""
+    total = largest = 0
+    for pid in pids:
+        rss = hwm = 0
+        for line in _read("/proc/%d/status" % pid).splitlines():
+            if line.startswith(b"VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith(b"VmHWM:"):
+                hwm = int(line.split()[1])
+        total += rss
+        largest = max(largest, hwm)
+    return max(total, largest)
+
+
+def _sample_all():
+    # type: () -> None
+    measured = [c for c in _children.values() if c.measure and not c.done]
+    if not measured:
+        return
+    adopted = {}  # type: dict[int, list[int]]  # session -> orphans this process adopted
+    roots = set(_children)
+    for pid in _kids(os.getpid()) if _HAS_CHILDREN_FILES else ():
+        if pid not in roots:
+            adopted.setdefault(_session(pid), []).append(pid)
+    for child in measured:
+        pids = _tree([child.pid, *adopted.get(child.pid, ())])
+        child.peak_kb = max(child.peak_kb, _sample(pids))
+
+
+def _which(name, env):
+    # type: (str, dict[str, str]) -> str
+    """`name` found on the child's PATH as execvp would find it (looked up before the fork)."""
+    if "/" in name:
+        return name
+    for folder in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name  # not found: execve fails with the right error
+
+
+def _exit_code(status):
+    # type: (int) -> int
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 1
+
+
+def _prctl(option, value):
+    # type: (int, int) -> None
+    if _libc is None:
+        return
+    try:
+        _libc.prctl(option, value, 0, 0, 0)  # type: ignore[attr-defined]
+    except Exception:
+        pass
+
+
+def _send(ctl, message):
+    # type: (socket.socket, dict[str, object]) -> None
+    try:
+        ctl.sendall(json.dumps(message).encode() + b"\n")
+    except OSError:
+        _shutdown()
+
+
+def _exec_child(request, fds, path, server):
+    # type: (dict[str, object], list[int], str, int) -> None
+    """In the forked child: a session of its own, the descriptors in place, then exec. Never returns."""
+    try:
+        os.setsid()
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != server:
+            os._exit(137)  # this process died before the signal was armed
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        targets = list(request["fds"])  # type: ignore[call-overload]
+        # out of the way first, so that placing one cannot overwrite another still to be placed
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(targets) + 1) for fd in fds]
+        for fd, target in zip(high, targets):  # noqa: B905 (strict= is 3.10+; this runs on 3.8)
+            os.dup2(fd, target, inheritable=True)
+        os.closerange(max(targets) + 1, _MAXFD)
+        os.chdir(str(request["cwd"]))
+        os.execve(path, list(request["argv"]), dict(request["env"]))  # type: ignore[call-overload]
+    except BaseException as exc:
+        try:
+            os.write(2, ("cannot run %s: %s\n" % (request["argv"][0], exc)).encode())  # type: ignore[index]
+        finally:
+            os._exit(127)
+
+
+def _spawn(ctl, request, fds):
+    # type: (socket.socket, dict[str, object], list[int]) -> None
+    env = dict(request["env"])  # type: ignore[call-overload]
+    argv = list(request["argv"])  # type: ignore[call-overload]
+    path = _which(str(argv[0]), env) if argv else ""
+    server = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _exec_child(request, fds, path, server)
+    for fd in fds:
+        os.close(fd)
+    child = _Child(request["id"], pid, bool(request.get("measure", True)))
+    _children[pid] = child
+    _by_id[child.id] = child
+    _groups.add(pid)
+    _send(ctl, {"op": "started", "id": child.id, "pid": pid})
+
+
+def _kill(request):
+    # type: (dict[str, object]) -> None
+    child = _by_id.get(request["id"])
+    if child is None:
+        return
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _reap(ctl):
+    # type: (socket.socket) -> None
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if not pid:
+            return
+        child = _children.pop(pid, None)
+        if child is None:
+            continue  # an adopted orphan
+        _by_id.pop(child.id, None)
+        child.done = True
+        message = {"op": "exited", "id": child.id, "code": _exit_code(status)}  # type: dict[str, object]
+        if child.measure:
+            peak_kb = max(child.peak_kb, usage.ru_maxrss)
+            message["memory_mb"] = round(peak_kb / 1024.0, 3)
+            message["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
+        _send(ctl, message)
+        _forget_empty_groups()
+
+
+def _forget_empty_groups():
+    # type: () -> None
+    if len(_groups) < 64:
+        return
+    for pgid in list(_groups):
+        if pgid in _children:
+            continue
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            _groups.discard(pgid)
+
+
+def _shutdown(_signum=0, _frame=None):
+    # type: (int, object) -> None
+    """The runner is gone: every group started here, then every adopted descendant, with SIGKILL."""
+    for pgid in list(_groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+    if _HAS_CHILDREN_FILES:
+        me = os.getpid()
+        for pid in _tree([me]):
+            if pid != me:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    os._exit(0)
+
+
+def _recv_frame(ctl):
+    # type: (socket.socket) -> tuple[dict[str, object], list[int]] | None
+    fds = array.array("i")
+    head, ancdata, _flags, _addr = ctl.recvmsg(_HEADER.size, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
+    if not head:
+        return None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    while len(head) < _HEADER.size:
+        more = ctl.recv(_HEADER.size - len(head))
+        if not more:
+            return None
+        head += more
+    size, _count = _HEADER.unpack(head)
+    chunks = []
+    while size:
+        chunk = ctl.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return json.loads(b"".join(chunks)), list(fds)
+
+
+def main():
+    # type: () -> None
+    global _libc
+    runner = int(os.environ.get("FLOWSTAGE_RUNNER_PID", "0") or 0)
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    signal.set_wakeup_fd(wake_w)
+    import ctypes
+
+    try:
+        _libc = ctypes.CDLL(None)
+    except Exception:
+        _libc = None
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphaned descendants are reaped (and counted) here
+    if runner and os.getppid() != runner:
+        _shutdown()  # the runner died before the signal was armed
+    next_sample = 0.0
+    while True:
+        busy = any(c.measure for c in _children.values())
+        wait = None
+        if busy:
+            now = time.monotonic()
+            if now >= next_sample:
+                _sample_all()
+                took = time.monotonic() - now
+                # a large tree is sampled less often: sampling takes at most a tenth of one CPU
+                next_sample = now + max(INTERVAL, 10 * took)
+            wait = max(0.0, next_sample - time.monotonic())
+        try:
+            readable, _, _ = select.select([ctl, wake_r], [], [], wait)
+        except InterruptedError:
+            readable = []
+        if ctl in readable:
+            try:
+                frame = _recv_frame(ctl)
+            except (OSError, ValueError):
+                frame = None
+            if frame is None:
+                _shutdown()
+            else:
+                request, fds = frame
+                if request.get("op") == "spawn":
+                    _spawn(ctl, request, fds)
+                else:
+                    for fd in fds:
+                        os.close(fd)
+                    if request.get("op") == "kill":
+                        _kill(request)
+        if wake_r in readable:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except OSError:
+                pass
+        _reap(ctl)
+
+
+if __name__ == "__main__":
+    sys.argv[0] = "flowstage-supervisor"
+    main()

@@ -11,6 +11,7 @@ change and can never change the run.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import queue
@@ -601,7 +602,13 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunStatus:
-        """Drive the run to a final status, recording as it goes."""
+        """Drive the run to a final status, recording as it goes.
+
+        What exists when the run starts (the workflow, the plan, the task records) lives until it
+        ends: it is moved out of the garbage collector's sight for the run (`gc.freeze`), or
+        every full collection would walk all of it again, a cost that grows with the run.
+        """
+        gc.freeze()
         try:
             return self._loop()
         except BaseException:
@@ -612,6 +619,7 @@ class Runner:
                     running.handle.kill()
             raise
         finally:
+            gc.unfreeze()
             self.executor.shutdown()
             if self.subruns is not None:
                 self.subruns.shutdown()

@@ -59,14 +59,26 @@ log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 
 
+#: one encoder for every write: `json.dumps` with options builds a new one per call
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))
+    # most task rows carry empty metrics, saved values and variables: no encoder for those
+    if not value and type(value) in (dict, list):
+        return "{}" if type(value) is dict else "[]"
+    return _ENCODE(value)
 
 
 def _loads(text: str | None, default: Any) -> Any:
     if not text:
         return default
-    return json.loads(text)
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return _DECODE(text)
 
 
 def _text(value: str | None) -> str | None:

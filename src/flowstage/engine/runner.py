@@ -217,7 +217,7 @@ class Runner:
                     number,
                     {"status": "interrupted", "error": entry.get("error") or "the runner stopped during this attempt"},
                 )
-        if record.status is not TaskStatus.PENDING or any(record.__dict__[k] != v for k, v in _RESET.items()):
+        if record.status is not TaskStatus.PENDING or any(getattr(record, k) != v for k, v in _RESET.items()):
             if record.status is TaskStatus.PENDING:
                 self.rec.emit(task_event(self.info.id, self.clock.time(), name, TaskStatus.PENDING, dict(_RESET)))
             else:

@@ -11,7 +11,6 @@ change and can never change the run.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import logging
 import queue
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowstage.engine import attempts
+from flowstage.engine import attempts, collector
 from flowstage.engine.attempts import RunInfo, jsonable
 from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
@@ -161,6 +160,11 @@ class Runner:
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
         self.variables: dict[str, Any] = dict(variables)
+        with collector.paused():
+            self._build(plan, info, store, prior)
+
+    def _build(self, plan: Plan, info: RunInfo, store: RunStorePort, prior: Mapping[str, TaskRun] | None) -> None:
+        """The run's records and scheduling structures (one entry per task)."""
         run_level = LEVELS[self.prefs.log_level]
         level_of = {name: LEVELS[node.task.log_level] if node.task.log_level else run_level for name, node in plan.nodes.items()}
         records = {
@@ -605,12 +609,11 @@ class Runner:
         """Drive the run to a final status, recording as it goes.
 
         What exists when the run starts (the workflow, the plan, the task records) lives until it
-        ends: it is moved out of the garbage collector's sight for the run (`gc.freeze`), or
-        every full collection would walk all of it again, a cost that grows with the run.
+        ends: it is out of the garbage collector's sight for the run (see `engine.collector`).
         """
-        gc.freeze()
         try:
-            return self._loop()
+            with collector.frozen():
+                return self._loop()
         except BaseException:
             # the loop died (the store went away, a second signal): stop what still runs, so the
             # run shows as interrupted and can be resumed instead of holding on to children
@@ -619,7 +622,6 @@ class Runner:
                     running.handle.kill()
             raise
         finally:
-            gc.unfreeze()
             self.executor.shutdown()
             if self.subruns is not None:
                 self.subruns.shutdown()

@@ -18,6 +18,7 @@ from flowstage.model import templates
 from flowstage.model.kinds import KindSpec
 from flowstage.model.workflow import Task
 
+_PLAIN = (str, int, float, bool)
 _SUMMED = ("rows_read", "rows_written", "bytes_read", "bytes_written", "cpu_seconds")
 
 
@@ -44,6 +45,10 @@ class RunInfo:
 
 def jsonable(value: Any) -> Any:
     """`value` as plain JSON data (unknown objects become their text)."""
+    if value is None or type(value) in _PLAIN:
+        return value  # what JSON gives back unchanged: no round trip (most results are None or empty)
+    if not value and type(value) in (dict, list):
+        return type(value)()
     try:
         return json.loads(json.dumps(value, default=str))
     except (TypeError, ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flowstage.engine import collector
 from flowstage.model.conditions import Condition, When
 from flowstage.model.workflow import Task, Workflow
 
@@ -48,6 +49,11 @@ class Plan:
 
 def compile_plan(workflow: Workflow) -> Plan:
     """Compile a validated workflow into a plan."""
+    with collector.paused():  # the plan lives as long as the run: nothing of it is garbage
+        return _compile(workflow)
+
+
+def _compile(workflow: Workflow) -> Plan:
     nodes: dict[str, Node] = {}
     staged = workflow.stages is not None
     stage_names = workflow.stage_names()

@@ -35,17 +35,21 @@ class Readiness:
         }
         self.remaining = [sum(1 for n in names if status(n) not in TASK_FINAL) for names in plan.stages]
         self.stage_open = [False] * len(plan.stages)
+        self._opened = 0  # stages before this one are open: the barrier never looks at them again
         self.stage_default: dict[int, Decision] = {}
         self.to_evaluate: deque[str] = deque()
 
     def open_stages(self) -> None:
         """Open every stage whose predecessors are all final (the barrier), queueing its tasks."""
-        for k in range(len(self.plan.stages)):
+        k = self._opened
+        while k < len(self.plan.stages):
             if not self.stage_open[k]:
                 self.stage_open[k] = True
                 self.to_evaluate.extend(self.plan.stages[k])
             if self.remaining[k] > 0:
                 break
+            k += 1
+        self._opened = k
 
     def candidates(self) -> Iterator[str]:
         """Tasks of open stages whose answer may have changed (more may be added while iterating)."""

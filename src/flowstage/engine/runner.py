@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowstage.engine import attempts
+from flowstage.engine import attempts, collector
 from flowstage.engine.attempts import RunInfo, jsonable
 from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
@@ -160,6 +160,11 @@ class Runner:
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
         self.variables: dict[str, Any] = dict(variables)
+        with collector.paused():
+            self._build(plan, info, store, prior)
+
+    def _build(self, plan: Plan, info: RunInfo, store: RunStorePort, prior: Mapping[str, TaskRun] | None) -> None:
+        """The run's records and scheduling structures (one entry per task)."""
         run_level = LEVELS[self.prefs.log_level]
         level_of = {name: LEVELS[node.task.log_level] if node.task.log_level else run_level for name, node in plan.nodes.items()}
         records = {
@@ -216,7 +221,7 @@ class Runner:
                     number,
                     {"status": "interrupted", "error": entry.get("error") or "the runner stopped during this attempt"},
                 )
-        if record.status is not TaskStatus.PENDING or any(record.__dict__[k] != v for k, v in _RESET.items()):
+        if record.status is not TaskStatus.PENDING or any(getattr(record, k) != v for k, v in _RESET.items()):
             if record.status is TaskStatus.PENDING:
                 self.rec.emit(task_event(self.info.id, self.clock.time(), name, TaskStatus.PENDING, dict(_RESET)))
             else:
@@ -601,9 +606,14 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunStatus:
-        """Drive the run to a final status, recording as it goes."""
+        """Drive the run to a final status, recording as it goes.
+
+        What exists when the run starts (the workflow, the plan, the task records) lives until it
+        ends: it is out of the garbage collector's sight for the run (see `engine.collector`).
+        """
         try:
-            return self._loop()
+            with collector.frozen():
+                return self._loop()
         except BaseException:
             # the loop died (the store went away, a second signal): stop what still runs, so the
             # run shows as interrupted and can be resumed instead of holding on to children

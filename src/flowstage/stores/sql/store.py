@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flowstage.engine import projection
+from flowstage.engine import collector, projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
@@ -59,14 +59,26 @@ log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 
 
+#: one encoder for every write: `json.dumps` with options builds a new one per call
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))
+    # most task rows carry empty metrics, saved values and variables: no encoder for those
+    if not value and type(value) in (dict, list):
+        return "{}" if type(value) is dict else "[]"
+    return _ENCODE(value)
 
 
 def _loads(text: str | None, default: Any) -> Any:
     if not text:
         return default
-    return json.loads(text)
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return _DECODE(text)
 
 
 def _text(value: str | None) -> str | None:
@@ -582,10 +594,12 @@ class SqlRunStore:
                 },
             )
             if run.tasks:
+                with collector.paused():  # a row per task, none of them garbage until written
+                    rows = [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)]
                 tx.executemany(
                     f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) VALUES (:run_id, :position, :name, :stage, "
                     ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
-                    [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)],
+                    rows,
                 )
             self._add_events(tx, [Event(run.id, run.started_at, projection.RUN_STARTED, None, "running", {})])
         self._wakeups.wake([run.id])
@@ -783,7 +797,8 @@ class SqlRunStore:
             run = _run_from_row(rows[0])
             if with_tasks:
                 tasks = tx.query(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
-                run.tasks = [_task_from_row(r) for r in tasks]
+                with collector.paused():  # a large run's tasks, none of them garbage
+                    run.tasks = [_task_from_row(r) for r in tasks]
         return run
 
     def run_head(self, run_id: str) -> RunHead | None:

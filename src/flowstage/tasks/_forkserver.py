@@ -4,11 +4,12 @@ Standalone (no flowstage imports, any Python 3.8+), started once per runner proc
 `flowstage.tasks._supervisor` as ``python -S -E _forkserver.py FD`` with its control socket on file
 descriptor FD. Why a process of its own, and why one for all tasks:
 
-- The runner cannot measure a child it forks itself: at exec the kernel records the pre-exec
-  copy's resident pages into the child's ``ru_maxrss``, so every task would show the runner's
-  memory. This process is a tiny interpreter (no site): the copy a child starts from holds a
-  few MB, the least any task shows.
-- One interpreter start per runner, not per task: a shell task costs a fork and an exec here.
+- The runner cannot measure a child it starts itself: at exec the kernel records the memory
+  the child started from (the runner's, for a fork or a vfork) into its ``ru_maxrss``, so every
+  task would show the runner's memory. This process is a tiny interpreter (no site), and it
+  starts children with posix_spawn (a vfork and an exec: no copy of this process is made, and
+  it costs a tenth of a fork).
+- One interpreter start per runner, not per task: a shell task costs a vfork and an exec here.
 
 The protocol, on a Unix stream socket. The runner sends frames: an 8-byte header (payload
 length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then a JSON payload:
@@ -23,16 +24,18 @@ length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then 
 What is measured, for a child spawned with ``measure``:
 - ``memory_mb``: the peak resident memory of the child and every process it starts, the largest
   of (a) the summed RSS of its tree (descendants found through /proc, and orphans of its
-  session this process adopted as subreaper), sampled every ``INTERVAL`` seconds or so, (b) the
-  largest single process's own high-water mark (``VmHWM``, exact between samples), and (c) the
-  child's own ``ru_maxrss`` from ``wait4`` (which includes the few MB of its pre-exec copy).
+  session this process adopted as subreaper), sampled at once after exec and then every
+  ``INTERVAL`` seconds or so, (b) the largest single process's own high-water mark (``VmHWM``,
+  exact between samples), and (c) the ``ru_maxrss`` of the child and the descendants it waited
+  for, from ``wait4``, when it is above this process's own peak (exec starts it from there; above
+  it, it is exact). So a process that ends before its first sample and never held more than this
+  process (about 10 MB) shows what it held right after exec.
 - ``cpu_seconds``: user + system time of the child and the descendants it waited for.
-- ``code``: the exit code, ``128 + n`` when signal ``n`` ended it.
+- ``code``: the exit code, ``128 + n`` when signal ``n`` ended it; 127 when it could not start.
 
 Nothing outlives the runner: this process arms a parent-death signal (SIGTERM) and treats the
 end of its control socket the same way; either takes down every group it started, and every
 descendant it adopted (a process that left its group with setsid included), with SIGKILL.
-Each child also gets a parent-death SIGKILL, should this process itself be killed.
 """
 
 import array
@@ -47,6 +50,7 @@ import sys
 import time
 
 INTERVAL = 0.02  # seconds between two samples of a tree (longer for trees slow to sample)
+_EARLY = (0.001, 0.003, 0.01)  # seconds from one sample to the next in a child's first moments
 _HEADER = struct.Struct("!II")
 _MAX_FDS = 16
 _PR_SET_PDEATHSIG = 1
@@ -57,7 +61,7 @@ _libc = None  # type: object
 
 
 class _Child(object):
-    __slots__ = ("id", "pid", "measure", "peak_kb", "done")
+    __slots__ = ("id", "pid", "measure", "peak_kb", "floor_kb", "done", "next_at", "samples")
 
     def __init__(self, ident, pid, measure):
         # type: (object, int, bool) -> None
@@ -65,7 +69,10 @@ class _Child(object):
         self.pid = pid
         self.measure = measure
         self.peak_kb = 0
+        self.floor_kb = 0
         self.done = False
+        self.next_at = time.monotonic() + _EARLY[0]
+        self.samples = 0
 
 
 _children = {}  # type: dict[int, _Child]  # by pid, until reaped
@@ -167,19 +174,26 @@ def _sample(pids):
     return max(total, largest)
 
 
-def _sample_all():
-    # type: () -> None
-    measured = [c for c in _children.values() if c.measure and not c.done]
-    if not measured:
-        return
-    adopted = {}  # type: dict[int, list[int]]  # session -> orphans this process adopted
-    roots = set(_children)
-    for pid in _kids(os.getpid()) if _HAS_CHILDREN_FILES else ():
-        if pid not in roots:
-            adopted.setdefault(_session(pid), []).append(pid)
-    for child in measured:
-        pids = _tree([child.pid, *adopted.get(child.pid, ())])
-        child.peak_kb = max(child.peak_kb, _sample(pids))
+def _sample_due(now):
+    # type: (float) -> float
+    """Sample the measured children whose time came; the time of the next sample (0: none is due)."""
+    due = [c for c in _children.values() if c.measure and c.next_at <= now]
+    if due:
+        adopted = {}  # type: dict[int, list[int]]  # session -> orphans this process adopted
+        if _HAS_CHILDREN_FILES:
+            for pid in _kids(os.getpid()):
+                if pid not in _children:
+                    adopted.setdefault(_session(pid), []).append(pid)
+        for child in due:
+            child.peak_kb = max(child.peak_kb, _sample(_tree([child.pid, *adopted.get(child.pid, ())])))
+        took = time.monotonic() - now
+        for child in due:
+            # young children are sampled sooner (most commands are short); a large tree less often:
+            # sampling takes at most a tenth of one CPU
+            early = _EARLY[child.samples] if child.samples < len(_EARLY) else INTERVAL
+            child.samples += 1
+            child.next_at = now + max(early, 10 * took)
+    return min([c.next_at for c in _children.values() if c.measure] or [0.0])
 
 
 def _which(name, env):
@@ -221,47 +235,49 @@ def _send(ctl, message):
         _shutdown()
 
 
-def _exec_child(request, fds, path, server):
-    # type: (dict[str, object], list[int], str, int) -> None
-    """In the forked child: a session of its own, the descriptors in place, then exec. Never returns."""
-    try:
-        os.setsid()
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != server:
-            os._exit(137)  # this process died before the signal was armed
-        signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(signum, signal.SIG_DFL)
-        targets = list(request["fds"])  # type: ignore[call-overload]
-        # out of the way first, so that placing one cannot overwrite another still to be placed
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(targets) + 1) for fd in fds]
-        for fd, target in zip(high, targets):  # noqa: B905 (strict= is 3.10+; this runs on 3.8)
-            os.dup2(fd, target, inheritable=True)
-        os.closerange(max(targets) + 1, _MAXFD)
-        os.chdir(str(request["cwd"]))
-        os.execve(path, list(request["argv"]), dict(request["env"]))  # type: ignore[call-overload]
-    except BaseException as exc:
-        try:
-            os.write(2, ("cannot run %s: %s\n" % (request["argv"][0], exc)).encode())  # type: ignore[index]
-        finally:
-            os._exit(127)
-
-
 def _spawn(ctl, request, fds):
     # type: (socket.socket, dict[str, object], list[int]) -> None
+    """posix_spawn (vfork and exec: no copy of this process) the child, in a session of its own."""
     env = dict(request["env"])  # type: ignore[call-overload]
     argv = list(request["argv"])  # type: ignore[call-overload]
-    path = _which(str(argv[0]), env) if argv else ""
-    server = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        _exec_child(request, fds, path, server)
+    targets = list(request["fds"])  # type: ignore[call-overload]
+    # each received descriptor is first moved above every target (close-on-exec), so that placing
+    # one can never overwrite another still to be placed; the targets themselves are inherited
+    top = max(targets) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top) for fd in fds]
     for fd in fds:
         os.close(fd)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(high, targets)]  # noqa: B905 (3.8)
+    pid = 0
+    try:
+        path = _which(str(argv[0]), env)
+        os.chdir(str(request["cwd"]))  # this process is single-threaded: the child starts there
+        pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE,))
+    except (OSError, IndexError, ValueError) as exc:
+        err = high[targets.index(2)] if 2 in targets else -1
+        if err >= 0:
+            try:
+                os.write(err, ("cannot run %s: %s\n" % (argv[0] if argv else "nothing", exc)).encode())
+            except OSError:
+                pass
+    finally:
+        for fd in high:
+            os.close(fd)
+        try:
+            os.chdir("/")
+        except OSError:
+            pass
+    if not pid:
+        _send(ctl, {"op": "started", "id": request["id"], "pid": 0})
+        _send(ctl, {"op": "exited", "id": request["id"], "code": 127})
+        return
     child = _Child(request["id"], pid, bool(request.get("measure", True)))
     _children[pid] = child
     _by_id[child.id] = child
     _groups.add(pid)
+    if child.measure:
+        child.peak_kb = _sample([pid])  # what the command holds at once after exec: the least it shows
+        child.floor_kb = _sample([os.getpid()])  # this process's own mark, inherited by the child's ru_maxrss
     _send(ctl, {"op": "started", "id": child.id, "pid": pid})
 
 
@@ -294,24 +310,30 @@ def _reap(ctl):
         child.done = True
         message = {"op": "exited", "id": child.id, "code": _exit_code(status)}  # type: dict[str, object]
         if child.measure:
-            peak_kb = max(child.peak_kb, usage.ru_maxrss)
+            # ru_maxrss starts from this process's own mark (exec records the shared memory's
+            # peak): above it, it is the child's tree's own; at or below it, it tells nothing
+            own = usage.ru_maxrss if usage.ru_maxrss > child.floor_kb else 0
+            peak_kb = max(child.peak_kb, own)
             message["memory_mb"] = round(peak_kb / 1024.0, 3)
             message["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
         _send(ctl, message)
-        _forget_empty_groups()
+        _forget_if_empty(pid)
+        _reaped[0] += 1
+        if _reaped[0] % 256 == 0:  # groups that outlived their leader, checked now and then
+            for pgid in list(_groups):
+                if pgid not in _children:
+                    _forget_if_empty(pgid)
 
 
-def _forget_empty_groups():
-    # type: () -> None
-    if len(_groups) < 64:
-        return
-    for pgid in list(_groups):
-        if pgid in _children:
-            continue
-        try:
-            os.killpg(pgid, 0)
-        except OSError:
-            _groups.discard(pgid)
+_reaped = [0]
+
+
+def _forget_if_empty(pgid):
+    # type: (int) -> None
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        _groups.discard(pgid)
 
 
 def _shutdown(_signum=0, _frame=None):
@@ -380,18 +402,9 @@ def main():
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphaned descendants are reaped (and counted) here
     if runner and os.getppid() != runner:
         _shutdown()  # the runner died before the signal was armed
-    next_sample = 0.0
     while True:
-        busy = any(c.measure for c in _children.values())
-        wait = None
-        if busy:
-            now = time.monotonic()
-            if now >= next_sample:
-                _sample_all()
-                took = time.monotonic() - now
-                # a large tree is sampled less often: sampling takes at most a tenth of one CPU
-                next_sample = now + max(INTERVAL, 10 * took)
-            wait = max(0.0, next_sample - time.monotonic())
+        next_at = _sample_due(time.monotonic()) if _children else 0.0
+        wait = max(0.0, next_at - time.monotonic()) if next_at else None
         try:
             readable, _, _ = select.select([ctl, wake_r], [], [], wait)
         except InterruptedError:

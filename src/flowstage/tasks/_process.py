@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
-from flowstage.logging import INFO, WARNING
 from flowstage.tasks._supervisor import supervisor
 from flowstage.tasks._workers import pump
 
@@ -180,12 +179,9 @@ def run_process(
     handle.attach(child)
     if on_process is not None:
         on_process(child.pid)
-    err_thread = threading.Thread(target=pump, args=(err_r, WARNING, log), daemon=True)
-    err_thread.start()
     if stdin_data is not None:
-        _feed(in_w, stdin_data)
-    pump(out_r, INFO, log)
-    err_thread.join(timeout=5)
+        threading.Thread(target=_feed, args=(in_w, stdin_data), daemon=True).start()  # a large input must not block the output
+    pump(out_r, err_r, log)
     ended = child.wait()
     assert ended is not None
     return ProcessResult(ended.code, ended.memory_mb, ended.cpu_seconds)

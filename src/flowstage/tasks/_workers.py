@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -39,11 +40,33 @@ def max_rss_mb() -> float:
         return MAX_RSS_MB
 
 
-def pump(fd: int, level: int, log: Callable[[int, str], None]) -> None:
-    """Log each line read from `fd` at `level` until its end; then close it."""
-    with os.fdopen(fd, "rb", buffering=65536) as stream:
-        for raw in stream:
-            log(level, raw.decode("utf-8", "replace").rstrip("\r\n"))
+def pump(out_fd: int, err_fd: int, log: Callable[[int, str], None]) -> None:
+    """Log each line of a child's stdout (info) and stderr (warning) as it comes, until both end; closes both.
+
+    One thread reads both pipes (poll), in the order the lines arrive.
+    """
+    levels = {out_fd: INFO, err_fd: WARNING}
+    partial = {out_fd: b"", err_fd: b""}
+    poller = select.poll()
+    for fd in levels:
+        poller.register(fd, select.POLLIN)
+    left = set(levels)
+    try:
+        while left:
+            for fd, _event in poller.poll():
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    poller.unregister(fd)
+                    left.discard(fd)
+                    if partial[fd]:
+                        log(levels[fd], partial[fd].decode("utf-8", "replace").rstrip("\r"))
+                    continue
+                *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
+                for line in lines:
+                    log(levels[fd], line.decode("utf-8", "replace").rstrip("\r"))
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
 
 
 class WorkerLost(Exception):
@@ -102,11 +125,8 @@ class Worker:
             os.close(err_r)
             self.retire()
             raise WorkerLost(self.child.wait(timeout=5)) from None
-        err_thread = threading.Thread(target=pump, args=(err_r, WARNING, log), daemon=True)
-        err_thread.start()
-        pump(out_r, INFO, log)
+        pump(out_r, err_r, log)
         answer = recv_frame(self.sock)
-        err_thread.join(timeout=5)
         if answer is None:
             self.retire()
             raise WorkerLost(self.child.wait(timeout=5))

@@ -39,10 +39,26 @@ def process_started() -> float:
     """This process's start time (with its pid, what tells a runner apart from a later process)."""
     pid = os.getpid()
     if pid not in _STARTED:  # keyed by pid: a forked child has its own
-        import psutil
+        found = _started_from_proc(pid)
+        if found is None:
+            import psutil
 
-        _STARTED[pid] = float(psutil.Process(pid).create_time())
+            found = float(psutil.Process(pid).create_time())
+        _STARTED[pid] = found
     return _STARTED[pid]
+
+
+def _started_from_proc(pid: int) -> float | None:
+    """psutil's `create_time`, read from /proc without importing psutil (the start of a run stays light):
+    the boot time (`btime` of /proc/stat) plus the process's start in clock ticks (field 22 of its stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _process_gone(run: RunnerRecord) -> bool:

@@ -21,7 +21,7 @@ from flowstage.model.durations import format_duration, parse_duration
 class KindSpec(BaseModel):
     """Base of every task kind's spec: the kind key plus the kind-specific keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     kind: ClassVar[str]
     #: keys whose string values are Jinja templates rendered at run time
     template_fields: ClassVar[tuple[str, ...]] = ()
@@ -105,7 +105,7 @@ class EnvSource(BaseModel):
     ``{store: true}`` the run store's URL. A task's process gets none of these otherwise.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     connection: str | None = Field(default=None, description="a connection's URL")
     env: str | None = Field(default=None, description="the runner's environment variable of this name")
     store: bool = Field(default=False, description="the run store's URL")
@@ -182,7 +182,7 @@ class SqlSpec(KindSpec):
 
 
 class HttpRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     url: str = Field(description="http:// or https:// URL")
     method: str = Field(default="GET", pattern=r"^(?i:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$")
     headers: dict[str, str] = Field(default_factory=dict)
@@ -208,7 +208,7 @@ class HttpSpec(KindSpec):
 
 
 class WaitTarget(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     file: str | None = Field(default=None, description="a glob (relative to the project root)")
     sql: str | None = Field(default=None, description="a query whose first value is true-ish")
     connection: str = "warehouse"
@@ -247,7 +247,7 @@ class DataflowSpec(KindSpec):
 
 
 class CrawlTarget(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     path: str | None = Field(default=None, description="a glob of files (csv, parquet, json); hive partitions are found")
     format: str | None = Field(default=None, pattern=r"^(csv|parquet|json)$")
     options: dict[str, Any] = Field(default_factory=dict)

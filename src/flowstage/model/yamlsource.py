@@ -30,7 +30,7 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 _STR_TAG = "tag:yaml.org,2002:str"
-_MAX_NODES = 500_000  # an alias bomb must not exhaust memory (10,000 tasks need ~100,000)
+_MAX_NODES = 2_000_000  # an alias bomb must not exhaust memory (100,000 tasks need ~1,000,000)
 
 
 def resolve_scalar(text: str) -> Any:

@@ -34,6 +34,7 @@ FORBIDDEN = (
     "flowstage.web",
     "flowstage.data",
     "flowstage.scheduler",
+    *(f"flowstage.cli.{other}" for other in ("project", "inspect", "catalog", "deploy", "server", "tokens", "notify", "alerts")),
 )
 
 # runs the CLI as `flowstage` does, then lists what was imported (at exit, after the run)

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
-from flowstage.cli.main import cli
+from flowstage.cli.main import COMMAND_MODULES, cli
 from flowstage.model.kinds import BUILTIN_KINDS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))
+@pytest.mark.parametrize("command", sorted(COMMAND_MODULES))
 def test_every_cli_command_is_documented(command: str) -> None:
     assert f"`flowstage {command}" in README
+
+
+def test_every_command_module_is_listed_and_every_listed_command_loads() -> None:
+    import importlib
+    import pkgutil
+
+    import flowstage.cli
+
+    defined = {}
+    for info in pkgutil.iter_modules(flowstage.cli.__path__):
+        module = importlib.import_module(f"flowstage.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            defined[command.name] = info.name
+    assert defined == COMMAND_MODULES
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(defined)
+    assert all(cli.get_command(ctx, name) is not None for name in defined)
 
 
 @pytest.mark.parametrize("kind", sorted(BUILTIN_KINDS))

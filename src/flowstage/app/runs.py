@@ -26,6 +26,7 @@ from flowstage.app.liveness import effective_status, kill_orphans, process_start
 from flowstage.app.registry import executor_for
 from flowstage.app.stores import open_store
 from flowstage.app.subruns import SubRuns
+from flowstage.engine import collector
 from flowstage.engine.hooks import Hooks
 from flowstage.engine.plan import Plan, compile_plan
 from flowstage.engine.ports import Batch, Event, TaskRun
@@ -195,7 +196,8 @@ def begin_run(
     else:
         logical_at = float(logical_time)
     scope = run_scope(workflow, overrides)
-    tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
+    with collector.paused():  # records that live as long as the run: no collection walks them meanwhile
+        tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
     host = socket.gethostname()
     info = RunInfo(run_id, workflow.name, version, logical_datetime(workflow, logical_at), str(project.root), host)
     runner = _runner(

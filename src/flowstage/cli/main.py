@@ -20,7 +20,34 @@ def fail(message: str, code: ExitCode) -> None:
     sys.exit(int(code))
 
 
+#: each command's module, imported only when the command runs (or help lists it): a run starts light
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("init", "validate", "schema"), "project"),
+    **dict.fromkeys(("run", "resume", "cancel"), "run"),
+    **dict.fromkeys(("runs", "show", "logs", "graph"), "inspect"),
+    "catalog": "catalog",
+    **dict.fromkeys(("deploy", "workflows", "versions", "diff", "rollback", "schedule", "scheduler"), "deploy"),
+    "server": "server",
+    "token": "tokens",
+    "notify": "notify",
+    "alerts": "alerts",
+}
+
+
 class FlowstageGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        module = COMMAND_MODULES.get(cmd_name)
+        if found is not None or module is None:
+            return found
+        import importlib
+
+        commands: list[click.Command] = importlib.import_module(f"flowstage.cli.{module}").COMMANDS
+        return next((c for c in commands if c.name == cmd_name), None)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", True)
         return super().main(*args, **kwargs)
@@ -50,17 +77,6 @@ class FlowstageGroup(click.Group):
 @click.version_option(package_name="flowstage")
 def cli() -> None:
     """flowstage: ETL workflows of stages and tasks, conditions, variables, resumable runs."""
-
-
-def _register() -> None:
-    from flowstage.cli import alerts, catalog, deploy, inspect, notify, project, run, server, tokens
-
-    for module in (project, run, inspect, catalog, deploy, server, tokens, notify, alerts):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

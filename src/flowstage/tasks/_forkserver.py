@@ -4,12 +4,13 @@ Standalone (no flowstage imports, any Python 3.8+), started once per runner proc
 `flowstage.tasks._supervisor` as ``python -S -E _forkserver.py FD`` with its control socket on file
 descriptor FD. Why a process of its own, and why one for all tasks:
 
-- The runner cannot measure a child it starts itself: at exec the kernel records the memory
-  the child started from (the runner's, for a fork or a vfork) into its ``ru_maxrss``, so every
-  task would show the runner's memory. This process is a tiny interpreter (no site), and it
-  starts children with posix_spawn (a vfork and an exec: no copy of this process is made, and
-  it costs a tenth of a fork).
-- One interpreter start per runner, not per task: a shell task costs a vfork and an exec here.
+- The runner cannot measure a child it starts itself: at exec the kernel records the memory the
+  child started from into its ``ru_maxrss`` (the pages of its pre-exec copy for a fork, the
+  whole parent's peak for a vfork), so every task would show the runner's memory. This process
+  is a tiny interpreter (no site): a measured child is forked from it and its copy holds about
+  6 MB, the least any measured task shows. Children it does not measure (the warm python
+  workers, which measure each task themselves) start by posix_spawn, a vfork and an exec.
+- One interpreter start per runner, not per task: a shell task costs a fork and an exec here.
 
 The protocol, on a Unix stream socket. The runner sends frames: an 8-byte header (payload
 length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then a JSON payload:
@@ -24,12 +25,10 @@ length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then 
 What is measured, for a child spawned with ``measure``:
 - ``memory_mb``: the peak resident memory of the child and every process it starts, the largest
   of (a) the summed RSS of its tree (descendants found through /proc, and orphans of its
-  session this process adopted as subreaper), sampled at once after exec and then every
-  ``INTERVAL`` seconds or so, (b) the largest single process's own high-water mark (``VmHWM``,
+  session this process adopted as subreaper), sampled a few times in its first milliseconds and
+  then every ``INTERVAL`` seconds or so, (b) the largest single process's own high-water mark (``VmHWM``,
   exact between samples), and (c) the ``ru_maxrss`` of the child and the descendants it waited
-  for, from ``wait4``, when it is above this process's own peak (exec starts it from there; above
-  it, it is exact). So a process that ends before its first sample and never held more than this
-  process (about 10 MB) shows what it held right after exec.
+  for, from ``wait4`` (which includes the pages of its pre-exec copy of this process).
 - ``cpu_seconds``: user + system time of the child and the descendants it waited for.
 - ``code``: the exit code, ``128 + n`` when signal ``n`` ended it; 127 when it could not start.
 
@@ -61,7 +60,7 @@ _libc = None  # type: object
 
 
 class _Child(object):
-    __slots__ = ("id", "pid", "measure", "peak_kb", "floor_kb", "done", "next_at", "samples")
+    __slots__ = ("id", "pid", "measure", "peak_kb", "done", "next_at", "samples")
 
     def __init__(self, ident, pid, measure):
         # type: (object, int, bool) -> None
@@ -69,7 +68,6 @@ class _Child(object):
         self.pid = pid
         self.measure = measure
         self.peak_kb = 0
-        self.floor_kb = 0
         self.done = False
         self.next_at = time.monotonic() + _EARLY[0]
         self.samples = 0
@@ -235,9 +233,30 @@ def _send(ctl, message):
         _shutdown()
 
 
+def _fork_exec(path, argv, env, fds, targets):
+    # type: (str, list[str], dict[str, str], list[int], list[int]) -> int
+    """Fork and exec a measured child (see the module docstring for why a fork, not a vfork)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: as little as it can before exec, so its copy of this process stays small
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        for fd, target in zip(fds, targets):  # noqa: B905 (3.8)
+            os.dup2(fd, target, inheritable=True)
+        os.execve(path, argv, env)
+    except BaseException as exc:
+        try:
+            os.write(2, ("cannot run %s: %s\n" % (argv[0], exc)).encode())
+        finally:
+            os._exit(127)
+    return 0  # never reached
+
+
 def _spawn(ctl, request, fds):
     # type: (socket.socket, dict[str, object], list[int]) -> None
-    """posix_spawn (vfork and exec: no copy of this process) the child, in a session of its own."""
+    """Start the child in a session of its own: forked when measured, else by posix_spawn (vfork and exec)."""
     env = dict(request["env"])  # type: ignore[call-overload]
     argv = list(request["argv"])  # type: ignore[call-overload]
     targets = list(request["fds"])  # type: ignore[call-overload]
@@ -249,10 +268,14 @@ def _spawn(ctl, request, fds):
         os.close(fd)
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(high, targets)]  # noqa: B905 (3.8)
     pid = 0
+    measure = bool(request.get("measure", True))
     try:
         path = _which(str(argv[0]), env)
         os.chdir(str(request["cwd"]))  # this process is single-threaded: the child starts there
-        pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE,))
+        if measure:
+            pid = _fork_exec(path, argv, env, high, targets)
+        else:
+            pid = os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE,))
     except (OSError, IndexError, ValueError) as exc:
         err = high[targets.index(2)] if 2 in targets else -1
         if err >= 0:
@@ -271,13 +294,10 @@ def _spawn(ctl, request, fds):
         _send(ctl, {"op": "started", "id": request["id"], "pid": 0})
         _send(ctl, {"op": "exited", "id": request["id"], "code": 127})
         return
-    child = _Child(request["id"], pid, bool(request.get("measure", True)))
+    child = _Child(request["id"], pid, measure)
     _children[pid] = child
     _by_id[child.id] = child
     _groups.add(pid)
-    if child.measure:
-        child.peak_kb = _sample([pid])  # what the command holds at once after exec: the least it shows
-        child.floor_kb = _sample([os.getpid()])  # this process's own mark, inherited by the child's ru_maxrss
     _send(ctl, {"op": "started", "id": child.id, "pid": pid})
 
 
@@ -310,10 +330,7 @@ def _reap(ctl):
         child.done = True
         message = {"op": "exited", "id": child.id, "code": _exit_code(status)}  # type: dict[str, object]
         if child.measure:
-            # ru_maxrss starts from this process's own mark (exec records the shared memory's
-            # peak): above it, it is the child's tree's own; at or below it, it tells nothing
-            own = usage.ru_maxrss if usage.ru_maxrss > child.floor_kb else 0
-            peak_kb = max(child.peak_kb, own)
+            peak_kb = max(child.peak_kb, usage.ru_maxrss)
             message["memory_mb"] = round(peak_kb / 1024.0, 3)
             message["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
         _send(ctl, message)

@@ -556,7 +556,11 @@ def test_cancel_stops_the_running_spark_job(spark: Any, inputs: Inputs) -> None:
             "sources": {"orders": {"file": "data/orders.csv"}},
             "steps": [
                 {"from": "orders"},
-                {"sql": "SELECT count(*) AS n FROM input a CROSS JOIN input b CROSS JOIN input c CROSS JOIN input d"},
+                # long enough that the cancel always lands while it runs (it is cancelled within seconds)
+                {
+                    "sql": "SELECT count(*) AS n FROM input a CROSS JOIN input b CROSS JOIN input c CROSS JOIN input d"
+                    " CROSS JOIN input e CROSS JOIN input f"
+                },
             ],
             "sink": {"file": "out/slow.parquet"},
         },

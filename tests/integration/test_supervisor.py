@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def spawn_and_wait(token, marker):
         fh.write(str(child.pid))
     time.sleep(600)
 """
+
+
+def stop(runner: subprocess.Popen[str]) -> None:
+    """End a runner the test started (if it still runs) and close its pipes."""
+    if runner.poll() is None:
+        runner.kill()
+        runner.wait(timeout=30)
+    for stream in (runner.stdout, runner.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def alive(pid: int) -> bool:
@@ -194,13 +205,7 @@ def test_a_sigkilled_runner_leaves_no_process_alive(project: Project) -> None:
         wait_until(lambda: not any(alive(pid) for pid in pids), 15, "every process of the killed runner to end")
         assert processes_with(token) == []
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=30)
-        if runner.stdout is not None:
-            runner.stdout.close()
-        if runner.stderr is not None:
-            runner.stderr.close()
+        stop(runner)
 
 
 def test_cancel_kills_a_shell_task_group(project: Project) -> None:
@@ -224,10 +229,4 @@ def test_cancel_kills_a_shell_task_group(project: Project) -> None:
         wait_until(lambda: not alive(background), 15, "the task's whole group to be killed")
         assert processes_with(token) == []
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=30)
-        if runner.stdout is not None:
-            runner.stdout.close()
-        if runner.stderr is not None:
-            runner.stderr.close()
+        stop(runner)

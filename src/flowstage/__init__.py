@@ -13,15 +13,39 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flowstage.errors import DefinitionError, FlowstageError
-from flowstage.model.loader import load
-from flowstage.model.workflow import Stage, Task, Workflow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
+    from flowstage.model.loader import load
+    from flowstage.model.workflow import Stage, Task, Workflow
+
+#: names imported on first use: `import flowstage` (and so every command) starts without the model
+_LAZY = {
+    "Stage": "flowstage.model.workflow",
+    "Task": "flowstage.model.workflow",
+    "Workflow": "flowstage.model.workflow",
+    "load": "flowstage.model.loader",
+}
+
 __all__ = ["DefinitionError", "FlowstageError", "Stage", "Task", "Workflow", "load", "run"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowstage' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def run(

@@ -10,6 +10,7 @@ themselves: `secret_env_names` tells which, so that task processes do not inheri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -128,9 +129,7 @@ def secret_env_names(root: Path) -> frozenset[str]:
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
-        from flowstage.model.yamlsource import parse
-
-        names = _secret_refs(parse(path.read_text(encoding="utf-8"), str(path)).data)
+        names = _secret_refs(_parse_config(path.read_text(encoding="utf-8"), path, root / STATE_DIR).data)
     except (OSError, ValueError, DefinitionError):
         names = frozenset()
     with _secret_cache_lock:
@@ -165,13 +164,11 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
     data: dict[str, Any] = {}
     secret_env: frozenset[str] = frozenset()
     if cfg_path is not None:
-        from flowstage.model.yamlsource import parse
-
         try:
             text = cfg_path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DefinitionError([Problem(f"cannot read: {exc}", str(cfg_path))]) from None
-        source = parse(text, str(cfg_path))
+        source = _parse_config(text, cfg_path, root / STATE_DIR)
         if source.data is None:
             source.data = {}
         if not isinstance(source.data, dict):
@@ -209,6 +206,50 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
         config_file=cfg_path,
         secret_env=secret_env,
     )
+
+
+class _KeptConfig:
+    """flowstage.yaml's document read back from the cache: the positions, for a message, are parsed
+    again only when there is a problem to point at."""
+
+    def __init__(self, data: Any, text: str, file: str) -> None:
+        self.data = data
+        self._text = text
+        self._file = file
+
+    def problem(self, path: tuple[Any, ...], message: str) -> Problem:
+        from flowstage.model.yamlsource import parse
+
+        found: Problem = parse(self._text, self._file).problem(path, message)
+        return found
+
+
+def _parse_config(text: str, path: Path, state_dir: Path) -> Any:
+    """flowstage.yaml parsed; the document is kept under ``.flowstage/cache/config/`` (when the project
+    has its state folder) so that a command reading an unchanged file needs no YAML reader."""
+    import hashlib
+    import marshal
+    import sys
+
+    key = hashlib.sha256(f"{marshal.version}\0{sys.version}\0".encode() + text.encode()).hexdigest()
+    kept = state_dir / "cache" / "config" / f"{key}.marshal"
+    try:
+        return _KeptConfig(marshal.loads(kept.read_bytes()), text, str(path))
+    except (OSError, EOFError, ValueError, TypeError):
+        pass  # not kept yet, or damaged: parsed again and kept anew
+    from flowstage.model.yamlsource import parse
+
+    source = parse(text, str(path))
+    if state_dir.is_dir():
+        tmp = kept.with_name(f".{key}.{os.getpid()}.tmp")
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(marshal.dumps(source.data))
+            os.replace(tmp, kept)
+        except (OSError, ValueError):  # a read-only project, or a value marshal cannot write
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return source
 
 
 def _spark_settings(data: Any, source: Any) -> SparkSettings:

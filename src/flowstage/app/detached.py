@@ -155,14 +155,14 @@ def _main(argv: list[str] | None = None) -> int:
             run = resume_run(project, args.run_id, store=store, executor=args.executor)
         else:
             found = resolve_workflow(project, args.workflow, store=store)
-            workflow, version, source = found.workflow, found.version, found.source
+            workflow, version, source, definition = found.workflow, found.version, found.source, found.definition
             if args.version is not None and args.version != version:
-                from flowstage.model.workflow import Workflow
+                from flowstage.app.definitions import validate_definition
 
                 kept = store.deployments.version(workflow.name, args.version)
                 if kept is None:
                     raise RunError(f"{workflow.name} has no version {args.version}")
-                workflow, version = Workflow.model_validate(kept.definition), args.version
+                (workflow, definition), version = validate_definition(project, kept.definition), args.version
                 source = f"{workflow.name} v{version}"
             run = start_run(
                 project,
@@ -171,6 +171,7 @@ def _main(argv: list[str] | None = None) -> int:
                 variables=json.loads(args.variables),
                 version=version,
                 source=args.source or source,
+                definition=definition,
                 executor=args.executor,
                 run_id=args.run_id,
                 logical_time=args.logical_time,

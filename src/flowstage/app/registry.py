@@ -13,7 +13,6 @@ from typing import Any
 
 from flowstage.errors import DefinitionError
 from flowstage.model.workflow import Workflow
-from flowstage.notifiers.config import BUILTIN_NOTIFIERS
 from flowstage.plugins import Registry
 from flowstage.settings import Project
 
@@ -22,7 +21,24 @@ EXECUTORS = Registry(
     {"local": "flowstage.app.registry:local_executor", "dask": "flowstage.app.registry:dask_executor"},
     what="executor",
 )
-NOTIFIERS = Registry("flowstage.notifiers", BUILTIN_NOTIFIERS, what="notifier")
+_notifiers: Registry | None = None
+
+
+def _notifier_registry() -> Registry:
+    """`NOTIFIERS`, made on first use: a run without alerts never imports the notifiers."""
+    global _notifiers
+    if _notifiers is None:
+        from flowstage.notifiers.config import BUILTIN_NOTIFIERS
+
+        _notifiers = Registry("flowstage.notifiers", BUILTIN_NOTIFIERS, what="notifier")
+    return _notifiers
+
+
+def __getattr__(name: str) -> Any:
+    """``NOTIFIERS``: the notifier kinds' registry (made on first use)."""
+    if name == "NOTIFIERS":
+        return _notifier_registry()
+    raise AttributeError(f"module 'flowstage.app.registry' has no attribute {name!r}")
 
 
 def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
@@ -61,7 +77,7 @@ def notifiers_for(project: Project) -> dict[str, Any]:
     from flowstage.notifiers.config import notifiers_from_config
 
     where = str(project.config_file) if project.config_file is not None else "flowstage.yaml"
-    return notifiers_from_config(project.config, where=where, kinds=NOTIFIERS, root=project.root)
+    return notifiers_from_config(project.config, where=where, kinds=_notifier_registry(), root=project.root)
 
 
 def executor_for(project: Project, workflow: Workflow, override: str | None = None) -> Any:
@@ -75,4 +91,4 @@ def executor_for(project: Project, workflow: Workflow, override: str | None = No
     return factory(url, project=project, workflow=workflow)
 
 
-__all__ = ["EXECUTORS", "NOTIFIERS", "dask_executor", "executor_for", "local_executor", "notifiers_for"]
+__all__ = ["EXECUTORS", "dask_executor", "executor_for", "local_executor", "notifiers_for"]

@@ -136,10 +136,11 @@ def _runner(
     plan: Plan | None = None,
     started_at: float | None = None,
 ) -> Runner:
-    from flowstage.app.alerting import with_alerts
-
     exe = executor_for(project, workflow, executor)
-    hooks = with_alerts(project, workflow, hooks, run_id=info.id, store=store, started_at=started_at)
+    if workflow.alerts:  # the notifiers and their rules are imported only for a workflow that has alerts
+        from flowstage.app.alerting import with_alerts
+
+        hooks = with_alerts(project, workflow, hooks, run_id=info.id, store=store, started_at=started_at)
     return Runner(
         plan=plan or compile_plan(workflow),
         info=info,
@@ -178,13 +179,17 @@ def begin_run(
     depth: int = 0,
     logical_time: datetime | float | None = None,
     run_id: str | None = None,
+    definition: Mapping[str, Any] | None = None,
 ) -> BegunRun:
     """Record a new run of `workflow`; `drive` then runs it. `logical_time` defaults to now.
 
     A deployed `version` runs with the files kept with it (see `flowstage.app.code`).
+    `definition` is `workflow.to_dict()` when the caller has it already (a kept definition).
     """
     overrides = dict(variables or {})
     code = pinned(project, workflow, store, version)
+    if code.workflow is not workflow or definition is None:
+        definition = code.workflow.to_dict()
     workflow = code.workflow
     plan = compile_plan(workflow)
     run_id = run_id or new_run_id()
@@ -218,7 +223,7 @@ def begin_run(
             id=run_id,
             workflow=workflow.name,
             version=version,
-            definition=workflow.to_dict(),
+            definition=dict(definition),
             variables=scope,
             overrides=overrides,
             root=str(project.root),

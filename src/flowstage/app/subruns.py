@@ -101,6 +101,7 @@ class SubRuns:
                     variables=attempt.task_variables,
                     version=found.version,
                     source=found.source,
+                    definition=found.definition,
                     executor=self.executor,
                     parent_run_id=attempt.run_id,
                     on_created=created,

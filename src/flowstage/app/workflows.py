@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class FoundWorkflow:
     workflow: Workflow
     source: str
     version: int | None = None
+    #: the workflow's plain mapping, as a run records it (kept with the validated definition)
+    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -66,8 +68,10 @@ def _deployed(project: Project, name: str, store: RunStore | None) -> FoundWorkf
     found = store.deployments.workflow(name)
     if found is None:
         return None
-    workflow = Workflow.model_validate(found.definition)
-    return FoundWorkflow(workflow, f"{name} v{found.current_version} (deployed)", found.current_version)
+    from flowstage.app.definitions import validate_definition
+
+    workflow, definition = validate_definition(project, found.definition)
+    return FoundWorkflow(workflow, f"{name} v{found.current_version} (deployed)", found.current_version, definition)
 
 
 def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = None) -> FoundWorkflow:
@@ -79,8 +83,7 @@ def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = Non
         deployed = _deployed(project, ref, store)
         if deployed is not None:
             return deployed
-    workflow, source = _find_file(project, ref)
-    return FoundWorkflow(workflow, source, None)
+    return _find_file(project, ref)
 
 
 def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
@@ -89,32 +92,37 @@ def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
     return found.workflow, found.source
 
 
-def _find_file(project: Project, ref: str) -> tuple[Workflow, str]:
-    """A workflow by file path, or by name from the project's `workflows/` folder."""
-    from flowstage.model.loader import load
+def _found_file(project: Project, path: Path) -> FoundWorkflow:
+    from flowstage.app.definitions import load_file
 
+    workflow, definition = load_file(project, path)
+    return FoundWorkflow(workflow, str(path), None, definition)
+
+
+def _find_file(project: Project, ref: str) -> FoundWorkflow:
+    """A workflow by file path, or by name from the project's `workflows/` folder."""
     path = Path(ref)
     if _looks_like_path(ref):
         if not path.is_absolute() and not path.exists():
             alt = project.root / path
             path = alt if alt.exists() else path
-        return load(path, notifiers=project.notifier_names), str(path)
+        return _found_file(project, path)
     folder = project.root / "workflows"
     for suffix in (".yaml", ".yml", ".json"):
         candidate = folder / f"{ref}{suffix}"
         if candidate.is_file():
-            wf = load(candidate, notifiers=project.notifier_names)
-            if wf.name == ref:
-                return wf, str(candidate)
+            found = _found_file(project, candidate)
+            if found.workflow.name == ref:
+                return found
     if folder.is_dir():
         import re
 
         pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$", re.MULTILINE)
         for candidate in sorted(folder.iterdir()):
             if candidate.suffix in (".yaml", ".yml", ".json") and pattern.search(candidate.read_text(errors="replace")):
-                wf = load(candidate, notifiers=project.notifier_names)
-                if wf.name == ref:
-                    return wf, str(candidate)
+                found = _found_file(project, candidate)
+                if found.workflow.name == ref:
+                    return found
     raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")
 
 

@@ -184,6 +184,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
             variables=overrides,
             version=found.version,
             source=found.source,
+            definition=found.definition,
             executor=executor,
             observer=progress,
             on_created=progress.start if progress else None,

@@ -297,10 +297,15 @@ def _load_plugins() -> dict[str, type[KindSpec]]:
     return _plugins
 
 
+#: the other keys of the built-in kinds (`in_process`, `connection` ...): never a plug-in's kind key,
+#: so reading them needs no look through the installed packages' entry points
+_BUILTIN_FIELDS = frozenset(name for spec in BUILTIN_KINDS.values() for name in spec.model_fields) - set(BUILTIN_KINDS)
+
+
 def kind_spec(key: str) -> type[KindSpec] | None:
     """The spec model of the kind whose key is `key`, or None."""
     spec = BUILTIN_KINDS.get(key)
-    if spec is None and not key.startswith("_"):
+    if spec is None and not key.startswith("_") and key not in _BUILTIN_FIELDS:
         spec = _load_plugins().get(key)
     return spec
 

@@ -1,0 +1,128 @@
+"""Validated workflow definitions, kept so that a run of an unchanged file skips validation.
+
+Reading a workflow is parsing YAML and validating it with pydantic; the first validation in a
+process also builds every model's validator, which costs more than the rest of a one-task run.
+So a definition that passed is kept under ``.flowstage/cache/definitions/`` as a pickle of the
+`Workflow` and of its plain mapping (what a run records), named by a hash of everything the
+answer depends on: the file's bytes (or a deployed definition), the notifiers the project
+defines, and the model's own code and library versions. A changed byte of any of them is another
+name, so a stale entry is never read; an entry that cannot be read is validated again and
+replaced. Only built-in task kinds are kept (a plug-in's code may change without a trace here).
+
+The folder belongs to the project like its run store: whoever can write there can already change
+the runs, which is why a pickle is acceptable here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+from flowstage.model.workflow import Workflow
+from flowstage.settings import Project
+
+CACHE_FORMAT = b"flowstage-definitions-1"
+#: the model's modules: an edit to any of them makes every kept entry another name
+_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+_code_key: bytes | None = None
+
+
+def _code_fingerprint() -> bytes:
+    global _code_key
+    if _code_key is None:
+        import pydantic
+
+        parts = [CACHE_FORMAT, sys.version.encode(), pydantic.VERSION.encode()]
+        for path in sorted(_MODEL_DIR.glob("*.py")):
+            st = path.stat()
+            parts.append(f"{path.name}:{st.st_mtime_ns}:{st.st_size}".encode())
+        _code_key = hashlib.sha256(b"\0".join(parts)).digest()
+    return _code_key
+
+
+def _cache_dir(project: Project) -> Path:
+    return project.state_dir / "cache" / "definitions"
+
+
+def _key(content: bytes, project: Project) -> str:
+    digest = hashlib.sha256(_code_fingerprint())
+    digest.update(b"\0notifiers\0" + "\0".join(sorted(project.notifier_names)).encode())
+    digest.update(b"\0content\0" + content)
+    return digest.hexdigest()
+
+
+def _read(project: Project, key: str) -> tuple[Workflow, dict[str, Any]] | None:
+    try:
+        data = (_cache_dir(project) / f"{key}.pickle").read_bytes()
+    except OSError:
+        return None
+    try:
+        workflow, definition = pickle.loads(data)
+    except Exception:
+        return None  # written by another version, or cut short: validated again below
+    if not isinstance(workflow, Workflow) or not isinstance(definition, dict):
+        return None
+    return workflow, definition
+
+
+def _builtin_only(workflow: Workflow) -> bool:
+    return all(type(task.spec).__module__.startswith("flowstage.") for _, task in workflow.all_tasks())
+
+
+def _write(project: Project, key: str, workflow: Workflow, definition: dict[str, Any]) -> None:
+    if not _builtin_only(workflow):
+        return
+    folder = _cache_dir(project)
+    target = folder / f"{key}.pickle"
+    tmp = folder / f".{key}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(pickle.dumps((workflow, definition), protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, target)  # whole or absent: a reader never sees half an entry
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a read-only project runs as well, only without the shortcut
+
+
+def load_file(project: Project, path: Path) -> tuple[Workflow, dict[str, Any]]:
+    """The validated workflow of the file at `path` and its plain mapping (as a run records it)."""
+    try:
+        content = path.read_bytes()
+        text = content.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        from flowstage.model.loader import load
+
+        load(path, notifiers=project.notifier_names)  # raises the problem, worded as validate does
+        raise
+    key = _key(b"file\0" + content, project)
+    kept = _read(project, key)
+    if kept is not None:
+        return kept
+    from flowstage.model import loader  # the YAML reader and the graph checks: only for what is not kept
+
+    workflow = loader.load_text(text, str(path), notifiers=project.notifier_names)
+    definition = workflow.to_dict()
+    _write(project, key, workflow, definition)
+    return workflow, definition
+
+
+def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[Workflow, dict[str, Any]]:
+    """A stored definition (a deployed version) as a `Workflow`, and its plain mapping."""
+    content = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str).encode()
+    key = _key(b"definition\0" + content, project)
+    kept = _read(project, key)
+    if kept is not None:
+        return kept
+    workflow = Workflow.model_validate(definition)
+    plain = workflow.to_dict()
+    _write(project, key, workflow, plain)
+    return workflow, plain
+
+
+__all__ = ["load_file", "validate_definition"]

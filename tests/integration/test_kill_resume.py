@@ -261,3 +261,30 @@ def test_processes_started_by_a_task_die_with_a_killed_runner(long_tasks: Projec
     left = wait_for_no(long_tasks.root, lambda p: True, timeout=30)
 
     assert not left, f"processes outlived their runner: {[p.cmdline() for p in left]}"
+
+
+def test_concurrent_resumes_of_one_run_one_drives_it_the_others_are_told_who_does(ledger_project: Project) -> None:
+    run_id = start_and_kill(ledger_project, MOMENTS["first-stage-running"])
+    (ledger_project.root / RELEASE).unlink()  # the winner holds at the last task until every loser answered
+    procs = [ledger_project.popen("resume", run_id, "-q") for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 120
+        while sum(p.poll() is not None for p in procs) < 3:
+            assert time.monotonic() < deadline, "the resumes that lost never answered"
+            time.sleep(0.02)
+        losers = [p for p in procs if p.poll() is not None]
+        (ledger_project.root / RELEASE).write_text("")
+        outputs = {id(p): p.communicate(timeout=120) for p in procs}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    (winner,) = [p for p in procs if p not in losers]
+    assert winner.returncode == 0, outputs[id(winner)]
+    for p in losers:
+        _out, err = outputs[id(p)]
+        assert p.returncode == 2, err
+        assert re.search(rf"run {run_id} is (being resumed by |still running \()pid {winner.pid} on \S+", err), err
+        assert "Traceback" not in err
+    assert statuses(show(ledger_project, run_id)) == dict.fromkeys(TASKS, "succeeded")

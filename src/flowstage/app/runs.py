@@ -282,7 +282,9 @@ def resume_run(
         if shown == RunStatus.RUNNING.value:
             raise UsageError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
-    workflow = Workflow.model_validate(run.definition)
+    from flowstage.app.definitions import validate_definition
+
+    workflow, _ = validate_definition(project, run.definition)
     if run.version is not None:
         pinned(project, workflow, store, run.version)  # its files, written again if the folder was removed
     claimed = store.claim(
@@ -295,8 +297,11 @@ def resume_run(
         at=time.time(),
         by=who(),
     )
-    if not claimed:
-        raise RunError(f"run {run_id} was taken over by another process")
+    if not claimed:  # another process claimed it between our read and our claim
+        now = store.get_run(run_id)
+        if now is not None and now.runner_pid and effective_status(now) == RunStatus.RUNNING.value:
+            raise UsageError(f"run {run_id} is being resumed by pid {now.runner_pid} on {now.runner_host}")
+        raise UsageError(f"run {run_id} was claimed by another process meanwhile; see flowstage show {run_id}")
     kill_orphans(run)
     if on_claimed is not None:
         on_claimed(run.id)

@@ -49,6 +49,18 @@ def leak(mb):
     return {"pid": os.getpid()}
 
 
+def leave_daemons(token):
+    subprocess.Popen(["sleep", token], start_new_session=True)  # a session of its own
+    first = os.fork()
+    if first == 0:  # a daemon the classic way: fork, setsid, fork again, the middle one exits
+        os.setsid()
+        if os.fork() == 0:
+            os.execvp("sleep", ["sleep", token])
+        os._exit(0)
+    os.waitpid(first, 0)
+    return "left two behind"
+
+
 def spawn_and_wait(token, marker):
     child = subprocess.Popen(["sleep", token])
     with open(marker, "w") as fh:
@@ -230,3 +242,55 @@ def test_cancel_kills_a_shell_task_group(project: Project) -> None:
         assert processes_with(token) == []
     finally:
         stop(runner)
+
+
+def test_a_shell_task_ends_with_its_command_and_what_it_left_running_is_killed_and_logged(project: Project) -> None:
+    """`setsid sleep & echo`: the task ends when `sh` does, not when the sleep would; nothing stays."""
+    token = str(3500 + uuid.uuid4().int % 1000)
+    project.write(
+        "workflows/bg.yaml",
+        f"""
+        name: bg
+        tasks:
+          - {{name: escaped, shell: "setsid sleep {token} & echo started"}}
+          - {{name: plain, shell: "sleep {token} & echo started"}}
+          - {{name: quiet, shell: "nohup sleep {token} >/dev/null 2>&1 & echo started"}}
+        """,
+    )
+    result = project.cli("run", "bg", "--json", timeout=int(token) - 60)  # far sooner than any sleep would end
+    record = record_of(result)
+    assert record["status"] == "succeeded", record
+    assert processes_with(token) == []
+    logs = project.cli("logs", record["id"])
+    for name in ("escaped", "plain", "quiet"):
+        assert any(f"{name}#1: killed" in line and "left running when it ended" in line for line in logs.out.splitlines()), (
+            name,
+            logs.out,
+        )
+    assert f"sleep {token} (pid " in logs.out
+
+
+def test_a_python_task_that_leaves_daemons_succeeds_and_its_daemons_are_killed(project: Project) -> None:
+    """A warm worker is a subreaper: a daemon that forked twice still comes back to it and is killed."""
+    token = str(4500 + uuid.uuid4().int % 1000)
+    project.write("tasks/t.py", TASKS_PY)
+    project.write(
+        "workflows/daemons.yaml",
+        f"""
+        name: daemons
+        tasks:
+          - {{name: warm, python: "tasks/t.py:leave_daemons", with: {{token: "{token}"}}, save: warm}}
+          - {{name: fresh, python: "tasks/t.py:leave_daemons", with: {{token: "{token}"}}, fresh_process: true, save: fresh}}
+          - {{name: next, python: "tasks/t.py:pid", after: [warm], save: next}}
+        """,
+    )
+    record = record_of(project.cli("run", "daemons", "--json", timeout=int(token) - 60))
+    assert record["status"] == "succeeded", record
+    assert record["variables"]["warm"] == record["variables"]["fresh"] == "left two behind"
+    assert processes_with(token) == []
+    logs = project.cli("logs", record["id"]).out
+    for name in ("warm", "fresh"):
+        line = next(x for x in logs.splitlines() if f"{name}#1: killed" in x)
+        assert "killed 2 processes" in line, line  # the double-forked one may be caught before its exec
+        assert f"sleep {token} (pid " in line, line
+    assert "next#1: killed" not in logs, "the warm worker's next task starts clean"

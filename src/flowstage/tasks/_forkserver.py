@@ -22,6 +22,9 @@ length, number of file descriptors) carrying the descriptors (SCM_RIGHTS), then 
   "cpu_seconds"}`` (newline-delimited JSON).
 - ``{"op": "kill", "id"}``: SIGKILL to the child's whole process group.
 
+A child ends when its own process ends: what it started and left running (background commands,
+daemons, a setsid escapee) is killed then, and named in ``"left"`` of the ``exited`` answer.
+
 What is measured, for a child spawned with ``measure``:
 - ``memory_mb``: the peak resident memory of the child and every process it starts, the largest
   of (a) the summed RSS of its tree (descendants found through /proc, and orphans of its
@@ -156,6 +159,69 @@ def _session(pid):
         return 0
 
 
+def _stat_fields(pid):
+    # type: (int) -> list[bytes]
+    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    stat = _read("/proc/%d/stat" % pid)
+    try:
+        return stat[stat.rindex(b")") + 2 :].split()
+    except ValueError:
+        return []
+
+
+def _command(pid):
+    # type: (int) -> str
+    words = _read("/proc/%d/cmdline" % pid).split(b"\0")
+    text = " ".join(w.decode("utf-8", "replace") for w in words if w)
+    if not text:  # between its fork and its exec: the name of what it was copied from
+        text = _read("/proc/%d/comm" % pid).decode("utf-8", "replace").strip() or "?"
+    return text[:120] + ("..." if len(text) > 120 else "")
+
+
+def _token(ident):
+    # type: (object) -> str
+    """The value of `TOKEN_VAR` in the environment of a child and everything it starts."""
+    return "%d:%s" % (os.getpid(), ident)
+
+
+TOKEN_VAR = "FLOWSTAGE_SPAWN"
+
+
+def _leftovers(child):
+    # type: (_Child) -> list[str]
+    """Kill what `child` left running when it ended; the commands killed, for the task's log.
+
+    A task ends when its main process ends. What it started and left behind — in its process
+    group, in its session, or escaped from both with setsid (then found by the environment
+    variable every process it starts inherits) — is reparented to this process (the subreaper)
+    as its parent ends, so it is found among this process's own children.
+    """
+    me = os.getpid()
+    mark = ("%s=%s" % (TOKEN_VAR, _token(child.id))).encode()
+    roots = []  # type: list[int]
+    for pid in _kids(me) if _HAS_CHILDREN_FILES else []:
+        if pid in _children:
+            continue
+        fields = _stat_fields(pid)
+        in_group = len(fields) > 3 and str(child.pid).encode() in (fields[2], fields[3])  # its group or session
+        if in_group or mark in _read("/proc/%d/environ" % pid).split(b"\0"):
+            roots.append(pid)
+    killed = []  # type: list[str]
+    for pid in _tree(roots) if roots else []:
+        fields = _stat_fields(pid)
+        if fields and fields[0] != b"Z":  # a zombie holds nothing: it is only reaped
+            killed.append("%s (pid %d)" % (_command(pid), pid))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    return killed
+
+
 def _sample(pids):
     # type: (list[int]) -> int
     """kB: the larger of the processes' summed RSS now and the largest one's own peak so far."""
@@ -257,7 +323,9 @@ def _fork_exec(path, argv, env, fds, targets):
 def _spawn(ctl, request, fds):
     # type: (socket.socket, dict[str, object], list[int]) -> None
     """Start the child in a session of its own: forked when measured, else by posix_spawn (vfork and exec)."""
-    env = dict(request["env"])  # type: ignore[call-overload]
+    # first in the block, so that a read of the first bytes of /proc/PID/environ finds it
+    env = {TOKEN_VAR: _token(request["id"])}
+    env.update(request["env"])  # type: ignore[call-overload]
     argv = list(request["argv"])  # type: ignore[call-overload]
     targets = list(request["fds"])  # type: ignore[call-overload]
     # each received descriptor is first moved above every target (close-on-exec), so that placing
@@ -329,6 +397,9 @@ def _reap(ctl):
         _by_id.pop(child.id, None)
         child.done = True
         message = {"op": "exited", "id": child.id, "code": _exit_code(status)}  # type: dict[str, object]
+        left = _leftovers(child)
+        if left:
+            message["left"] = left
         if child.measure:
             peak_kb = max(child.peak_kb, usage.ru_maxrss)
             message["memory_mb"] = round(peak_kb / 1024.0, 3)

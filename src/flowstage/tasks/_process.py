@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
 from flowstage.tasks._supervisor import supervisor
-from flowstage.tasks._workers import pump
+from flowstage.tasks._workers import log_left, pump
 
 if TYPE_CHECKING:
     from flowstage.connections import Connections
@@ -184,6 +184,7 @@ def run_process(
     pump(out_r, err_r, log)
     ended = child.wait()
     assert ended is not None
+    log_left(log, ended.left)
     return ProcessResult(ended.code, ended.memory_mb, ended.cpu_seconds)
 
 

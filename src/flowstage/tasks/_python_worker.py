@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -140,6 +141,74 @@ class _Sampler(object):
             time.sleep(_SAMPLE_SECONDS)
 
 
+def _stat(pid):
+    # type: (int) -> list[bytes]
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return []
+
+
+def _command(pid):
+    # type: (int) -> str
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            words = fh.read().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(w.decode("utf-8", "replace") for w in words if w)
+    if not text:  # between its fork and its exec: the name of what it was copied from
+        try:
+            with open("/proc/%d/comm" % pid, "rb") as fh:
+                text = fh.read().decode("utf-8", "replace").strip()
+        except OSError:
+            text = "?"
+    return text[:120] + ("..." if len(text) > 120 else "")
+
+
+def _end_leftovers():
+    # type: () -> list[str]
+    """Kill what the task left running (this worker is a subreaper: a daemon that forked twice comes
+    back here as its parent ends), reap it; the commands killed, for the task's log."""
+    killed = []  # type: list[str]
+    named = set()  # type: set[int]
+    for _round in range(5):  # a process forking while it is killed: look again
+        found = _descendants()
+        if not found:
+            break
+        for pid in found:
+            fields = _stat(pid)
+            if fields and fields[0] != b"Z" and pid not in named:  # a zombie holds nothing: it is only reaped
+                named.add(pid)
+                killed.append("%s (pid %d)" % (_command(pid), pid))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.001)
+    return killed
+
+
+def _subreaper():
+    # type: () -> None
+    """Orphans of a task's processes come back to this worker, so that the task's end finds them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
 def _reset_peak():
     # type: () -> None
     try:
@@ -206,6 +275,7 @@ def main():
     # type: () -> None
     sock = socket.socket(fileno=int(sys.argv[1]))
     devnull = os.open(os.devnull, os.O_RDWR)
+    _subreaper()
     sampler = _Sampler()
     while True:
         frame = _recv_frame(sock)
@@ -231,6 +301,9 @@ def main():
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+        left = _end_leftovers()  # before the pipes are let go: a process left holding them is gone
+        if left:
+            answer["left"] = left
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.chdir("/")

@@ -40,6 +40,8 @@ class Exit:
     code: int
     memory_mb: float | None = None
     cpu_seconds: float | None = None
+    #: what it left running when it ended, killed then: ``"command (pid N)"``
+    left: tuple[str, ...] = ()
 
 
 def send_frame(sock: socket.socket, payload: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
@@ -219,6 +221,7 @@ class Supervisor:
                             int(message["code"]),
                             float(memory) if isinstance(memory, int | float) else None,
                             float(cpu) if isinstance(cpu, int | float) else None,
+                            tuple(str(x) for x in message.get("left") or ()),
                         )
                     )
         except (OSError, ValueError):

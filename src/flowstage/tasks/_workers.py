@@ -19,7 +19,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,13 @@ def max_rss_mb() -> float:
         return float(os.environ.get("FLOWSTAGE_PYTHON_WORKER_MAX_MB", MAX_RSS_MB))
     except ValueError:
         return MAX_RSS_MB
+
+
+def log_left(log: Callable[[int, str], None], left: Sequence[str]) -> None:
+    """Tell in the task's log what it left running when it ended (and was killed then)."""
+    if left:
+        shown = ", ".join(str(x) for x in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+        log(WARNING, f"killed {len(left)} process{'es' if len(left) > 1 else ''} the task left running when it ended: {shown}")
 
 
 def pump(out_fd: int, err_fd: int, log: Callable[[int, str], None]) -> None:
@@ -130,6 +137,7 @@ class Worker:
         if answer is None:
             self.retire()
             raise WorkerLost(self.child.wait(timeout=5))
+        log_left(log, answer.get("left") or ())
         return answer
 
     def retire(self) -> None:

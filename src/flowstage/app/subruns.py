@@ -8,6 +8,7 @@ resumed parent resumes the sub-run its copy's earlier attempt left, when that on
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError, RunError
 from flowstage.logging import NOTICE
 from flowstage.model.kinds import WorkflowSpec
-from flowstage.model.statuses import RUN_RESUMABLE, TaskStatus
+from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.settings import Project
 from flowstage.stores.base import StoredRun
 from flowstage.tasks._process import ProcessHandle
@@ -26,6 +27,17 @@ ResumeRun = Callable[..., StoredRun]
 
 MAX_SUBRUN_DEPTH = 8
 SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def subrun_id(parent_run_id: str, task: str, instance: int | None) -> str:
+    """The id of the sub-run of one copy of a `workflow:` task: the same for every attempt of the copy.
+
+    A resumed parent finds its copy's sub-run by this id even when the runner died before it
+    recorded the sub-run, so a copy never has two sub-runs. The parent's start time leads, as in
+    every run id (`new_run_id`), then 12 hex digits of a hash of the copy.
+    """
+    digest = hashlib.sha256(f"{parent_run_id}/{task}/{instance}".encode()).hexdigest()
+    return parent_run_id[:14] + digest[:12]
 
 
 class SubRuns:
@@ -77,16 +89,30 @@ class SubRuns:
 
                 handle.on_kill(cancel)
 
-            # the sub-run this copy's earlier attempt left (its id is recorded when it starts)
+            # the sub-run this copy left before: recorded by its earlier attempt, or — when the runner
+            # died between creating the sub-run and recording its id — found by its id, which is the
+            # copy's own (`subrun_id`)
             mine = [a for a in attempt.previous if a.get("instance") == attempt.instance]
             earlier = [a.get("sub_run_id") or a.get("metrics", {}).get("sub_run_id") for a in mine]
-            earlier_id = next((i for i in reversed(earlier) if i), None)
+            own_id = subrun_id(attempt.run_id, attempt.task, attempt.instance)
+            candidates = list(dict.fromkeys([*(i for i in reversed(earlier) if i), own_id]))
             result = None
-            if earlier_id is not None:
-                previous = store.get_run(earlier_id)
-                if previous is not None and effective_status(previous) in {s.value for s in RUN_RESUMABLE}:
-                    watch(earlier_id)
-                    result = self.resume(self.project, earlier_id, store=store, executor=self.executor, depth=self.depth + 1)
+            for candidate in candidates:
+                previous = store.get_run(candidate)
+                if previous is None:
+                    continue
+                shown = effective_status(previous)
+                if shown == RunStatus.SUCCEEDED.value:  # it ended well and the parent never heard: not run again
+                    watch(candidate)
+                    reports.log(NOTICE, f"sub-run {candidate} of {previous.workflow} had succeeded: its result is used")
+                    result = previous
+                elif shown in {s.value for s in RUN_RESUMABLE}:
+                    watch(candidate)
+                    result = self.resume(self.project, candidate, store=store, executor=self.executor, depth=self.depth + 1)
+                elif candidate == own_id:
+                    raise RunError(f"sub-run {candidate} of {previous.workflow} is still running (pid {previous.runner_pid})")
+                if result is not None:
+                    break
             if result is None:
                 found = resolve_workflow(self.project, spec.workflow, store=store)
 
@@ -104,6 +130,7 @@ class SubRuns:
                     definition=found.definition,
                     executor=self.executor,
                     parent_run_id=attempt.run_id,
+                    run_id=own_id,
                     on_created=created,
                     depth=self.depth + 1,
                 )

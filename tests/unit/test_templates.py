@@ -199,3 +199,69 @@ def test_expression_error_names_the_bad_expression(expression: str, ok: bool) ->
 )
 def test_contains_template_looks_inside_lists_and_mappings(value: Any, expected: bool) -> None:
     assert templates.contains_template(value) is expected
+
+
+# ----------------------------------------------------------------------------------------- bounds
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 9999999 ** 9999999 }}",
+        "n={{ 10 ** 5000 }}",
+        "{{ (10 ** 3000) * (10 ** 3000) }}",
+        "{{ 'x' * 10 ** 9 }}",
+        "{{ [1] * 10 ** 9 }}",
+        "{{ 'x' | center(10 ** 9) }}",
+        "{{ 'x'.center(10 ** 9) }}",
+        "{{ 'x'.ljust(10 ** 9) }}",
+        "{{ '%1000000000d' % 1 }}",
+        "{{ '%1000000000d' | format(1) }}",
+        "{{ '{:>1000000000}'.format(1) }}",
+        "{{ 'x' | indent(10 ** 9) }}",
+        "{{ ('x' * 2000) | replace('', 'y' * 1000) }}",
+        "{{ ('x' * 2000).replace('', 'y' * 1000) }}",
+        "{% for i in range(100000) %}{{ 'abcdefghijk' }}{% endfor %}",
+    ],
+)
+def test_a_template_that_would_build_a_huge_value_fails_at_once_with_a_clear_error(template: str) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(VariableError, match=r"large|digits"):
+        templates.render(template, CONTEXT)
+    assert time.monotonic() - started < templates.MAX_SECONDS, "refused before it was built, not after"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ 2 ** 64 }}", 2**64),
+        ("{{ 'ab' * 3 }}", "ababab"),
+        ("{{ 'x' | center(5) }}", "  x  "),
+        ("{{ '%5d' % 42 }}", "   42"),
+        ("{{ '{:>4}'.format(7) }}", "   7"),
+        ("{{ 'a-b' | replace('-', '+') }}", "a+b"),
+        ("{{ var.text * 2 }}", "a ba b"),
+    ],
+)
+def test_ordinary_uses_of_the_bounded_operations_are_unchanged(template: str, expected: Any) -> None:
+    assert templates.render(template, CONTEXT) == expected
+
+
+def test_a_template_that_runs_past_the_time_bound_is_stopped_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(templates, "MAX_SECONDS", 0.3)
+    spin = "x{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(VariableError, match=r"took longer than 0\.3s"):
+        templates.render(spin, CONTEXT)
+    assert time.monotonic() - started < 5
+    with pytest.raises(VariableError, match="took longer"):
+        templates.evaluate(
+            "range(100000) | map('string') | join | length > 0 and range(100000) | map('string') | join | length > 0 and (range(10000000) | list | length) > 0",
+            CONTEXT,
+        )
+    # the thread is not left with a pending stop: it goes on rendering
+    assert templates.render("{{ var.x }}", CONTEXT) == 1
+    time.sleep(0.5)
+    assert templates.render("n={{ var.x }}", CONTEXT) == "n=1"

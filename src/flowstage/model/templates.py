@@ -43,17 +43,210 @@ def _url_finalize(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+#: bounds of one evaluation: a template is a few values put together, never a computation
+MAX_SECONDS = 5.0
+MAX_TEXT = 1 << 20  # characters of a rendered string, and of any string or list made on the way
+MAX_INT_BITS = 14_300  # about 4,300 decimal digits, the most Python turns into text
+MAX_WIDTH = 10_000  # a padding or field width
+_WIDTH = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
+
+
+class TemplateTimeout(BaseException):
+    """Raised in a thread whose evaluation outlived `MAX_SECONDS` (never caught by template code)."""
+
+
+def _too_large(what: str) -> VariableError:
+    return VariableError(f"{what}: a template may not build a value this large")
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise _too_large("a number of more than 4,300 digits")
+    if isinstance(value, str | bytes | list | tuple) and len(value) > MAX_TEXT:
+        raise _too_large(f"a value of {len(value):,} items")
+    return value
+
+
+def _check_widths(fmt: Any) -> None:
+    if isinstance(fmt, str):
+        for m in _WIDTH.finditer(fmt):
+            width = m.group(1) or m.group(2)
+            if width and int(width) > MAX_WIDTH:
+                raise _too_large(f"a field width of {int(width):,}")
+
+
+def _bounded_binop(operator: str, left: Any, right: Any) -> Any:
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (left, right))
+    if operator == "**" and numbers and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        if left.bit_length() * right > MAX_INT_BITS:
+            raise _too_large(f"{left} ** {right}")
+    elif operator == "*" and isinstance(left, int | str | list | tuple) and isinstance(right, int | str | list | tuple):
+        if numbers and isinstance(left, int) and isinstance(right, int):
+            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise _too_large("a product of more than 4,300 digits")
+        else:
+            seq, times = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(times, int) and not isinstance(seq, int) and len(seq) * max(times, 0) > MAX_TEXT:
+                raise _too_large(f"a sequence repeated {times:,} times")
+    elif operator == "%" and isinstance(left, str):
+        _check_widths(left)
+    import operator as ops
+
+    table = {"**": ops.pow, "*": ops.mul, "%": ops.mod, "+": ops.add}
+    return _check_size(table[operator](left, right))
+
+
+#: str methods whose integer argument is a width
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _bounded_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    owner = getattr(obj, "__self__", None)
+    name = getattr(obj, "__name__", "")
+    if isinstance(owner, str):
+        if name in _WIDTH_METHODS and any(isinstance(a, int) and a > MAX_WIDTH for a in (*args, *kwargs.values())):
+            raise _too_large(f"a width over {MAX_WIDTH:,}")
+        if name == "replace" and len(args) >= 2:
+            _check_replacement(owner, args[0], args[1])
+
+
+def _check_replacement(text: Any, old: Any, new: Any) -> None:
+    strings = isinstance(text, str) and isinstance(old, str) and isinstance(new, str)
+    if strings and (text.count(old) + 1) * len(new) + len(text) > MAX_TEXT:
+        raise _too_large("a replacement")
+
+
+def _bounded_filters(filters: dict[str, Any]) -> None:
+    """Width and size checks before the filters that could build a huge string from a small one."""
+
+    def width_checked(fn: Any, positions: tuple[int, ...], names: tuple[str, ...]) -> Any:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            widths = [args[i] for i in positions if i < len(args)] + [kwargs[n] for n in names if n in kwargs]
+            if any(isinstance(w, int) and w > MAX_WIDTH for w in widths):
+                raise _too_large(f"a width over {MAX_WIDTH:,}")
+            return _check_size(fn(*args, **kwargs))
+
+        return checked
+
+    filters["center"] = width_checked(filters["center"], (1,), ("width",))
+    filters["indent"] = width_checked(filters["indent"], (1,), ("width",))
+    filters["wordwrap"] = width_checked(filters["wordwrap"], (2,), ("width",))
+    original_format, original_replace = filters["format"], filters["replace"]
+
+    def format_checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_widths(value)
+        return _check_size(original_format(value, *args, **kwargs))
+
+    def replace_checked(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> Any:
+        _check_replacement(s, old, new)
+        return original_replace(eval_ctx, s, old, new, count)
+
+    format_checked.__dict__.update(original_format.__dict__)
+    replace_checked.__dict__.update(original_replace.__dict__)  # keeps jinja's pass_eval_context mark
+    filters["format"] = format_checked
+    filters["replace"] = replace_checked
+
+
 @lru_cache(maxsize=4)
 def _environment(finalize: str) -> SandboxedEnvironment:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        """The sandbox, with the operators and calls that could build a huge value bounded."""
+
+        intercepted_binops = frozenset({"**", "*", "%", "+"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            return _bounded_binop(operator, left, right)
+
+        def wrap_str_format(self, value: Any) -> Any:
+            owner = getattr(value, "__self__", None)
+            if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
+                _check_widths(owner)
+            return super().wrap_str_format(value)
+
+        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+            _bounded_call(obj, args, kwargs)
+            return _check_size(super().call(context, obj, *args, **kwargs))
+
+    env = BoundedSandbox(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize={"shell": _shell_finalize, "url": _url_finalize}.get(finalize),
     )
+    _bounded_filters(env.filters)
+    return env
+
+
+class _Watchdog:
+    """Stops an evaluation that outlives `MAX_SECONDS`: one daemon thread for the whole process,
+    started with the first evaluation, raises `TemplateTimeout` in the thread that runs it.
+
+    A loop inside a template cannot be bounded by counting (Jinja compiles it to Python), so the
+    time is; what a single operation could cost is bounded beforehand (`BoundedSandbox`).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}
+        self._fired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self) -> int:
+        import threading
+        import time
+
+        ident = threading.get_ident()
+        with self._lock:
+            self._deadlines[ident] = time.monotonic() + MAX_SECONDS
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="flowstage-template-watchdog", daemon=True)
+                self._thread.start()
+        return ident
+
+    def unwatch(self, ident: int) -> None:
+        with self._lock:
+            self._deadlines.pop(ident, None)
+            if ident in self._fired:  # fired as the evaluation ended: what is still pending is cleared
+                self._fired.discard(ident)
+                _async_raise(ident, None)
+
+    def _loop(self) -> None:
+        import time
+
+        while True:
+            time.sleep(0.05)
+            now = time.monotonic()
+            with self._lock:
+                for ident, deadline in list(self._deadlines.items()):
+                    if deadline <= now and ident not in self._fired:
+                        self._fired.add(ident)
+                        _async_raise(ident, TemplateTimeout)
+
+
+def _async_raise(ident: int, exc: type[BaseException] | None) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
+
+
+_watchdog = _Watchdog()
+
+
+def _bounded(fn: Any, source: str) -> Any:
+    """`fn()` within `MAX_SECONDS`; its value checked for size."""
+    try:
+        ident = _watchdog.watch()
+        try:
+            return _check_size(fn())
+        finally:
+            _watchdog.unwatch(ident)
+    except TemplateTimeout:
+        raise VariableError(f"{source!r} took longer than {MAX_SECONDS:g}s to evaluate (a template is not a program)") from None
 
 
 def environment(shell: bool = False, url: bool = False) -> SandboxedEnvironment:
@@ -115,7 +308,9 @@ def _defined(value: Any) -> Any:
 def evaluate(expr: str, context: dict[str, Any]) -> Any:
     """The value of a Jinja expression (an `if:`)."""
     try:
-        return _defined(environment().compile_expression(expr, undefined_to_none=False)(**context))
+        return _defined(_bounded(lambda: environment().compile_expression(expr, undefined_to_none=False)(**context), expr))
+    except VariableError:
+        raise
     except Exception as exc:
         raise _fail(exc, expr) from None
 
@@ -132,8 +327,12 @@ def render(value: Any, context: dict[str, Any], *, shell: bool = False, url: boo
             if not shell and not url:
                 m = _SINGLE.match(value)
                 if m:
-                    return _defined(environment().compile_expression(m.group("expr"), undefined_to_none=False)(**context))
-            return environment(shell, url).from_string(value).render(**context)
+                    expr = environment().compile_expression(m.group("expr"), undefined_to_none=False)
+                    return _defined(_bounded(lambda: expr(**context), value))
+            template = environment(shell, url).from_string(value)
+            return _bounded(lambda: _render_text(template, context), value)
+        except VariableError:
+            raise
         except Exception as exc:
             raise _fail(exc, value) from None
     if isinstance(value, list):
@@ -141,6 +340,18 @@ def render(value: Any, context: dict[str, Any], *, shell: bool = False, url: boo
     if isinstance(value, dict):
         return {k: render(v, context, shell=shell, url=url) for k, v in value.items()}
     return value
+
+
+def _render_text(template: Any, context: dict[str, Any]) -> str:
+    """The template's text, stopped as soon as it grows past `MAX_TEXT`."""
+    parts: list[str] = []
+    size = 0
+    for chunk in template.generate(**context):
+        size += len(chunk)
+        if size > MAX_TEXT:
+            raise _too_large(f"a text of more than {MAX_TEXT:,} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def contains_template(value: Any) -> bool:

@@ -401,6 +401,29 @@ _UPDATE_TASK = (
 )
 
 
+#: the databases a run store can be kept in besides SQLite (it needs their row locks and advisory locks)
+SERVER_STORES = ("postgresql",)
+
+
+def _check_server_url(url: str, masked: str) -> None:
+    """A run store URL other than SQLite: a PostgreSQL URL that parses (UsageError otherwise)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        _ = parsed.port  # a port that is not a number fails here, not at the first connection
+    except (ArgumentError, ValueError) as exc:
+        raise UsageError(f"run store {masked}: not a database URL ({_clean(exc, url)})") from None
+    backend = parsed.get_backend_name()
+    if backend not in SERVER_STORES:
+        hint = "; MariaDB and MySQL serve as connections of tasks" if backend in ("mysql", "mariadb") else ""
+        raise UsageError(
+            f"run store {masked}: runs are kept in SQLite (sqlite:///path) or PostgreSQL "
+            f"(postgresql+psycopg://user@host/db), not in {backend}{hint}"
+        )
+
+
 class SqlRunStore:
     """A run store on a URL: ``sqlite:///path`` or any SQLAlchemy URL (``postgresql+psycopg://...``)."""
 
@@ -420,6 +443,7 @@ class SqlRunStore:
                     raise StoreError("an in-memory SQLite run store would forget every run: give the store a file")
                 self.driver: _Driver = _SqliteDriver(self.sqlite_path)
             else:
+                _check_server_url(url, self.masked_url)
                 self._alchemy = _AlchemyDriver(url)
                 self.driver = self._alchemy
                 self.is_postgres = self._alchemy.engine.dialect.name == "postgresql"
@@ -518,7 +542,15 @@ class SqlRunStore:
             if self.sqlite_path == ":memory:":
                 yield
                 return
-            with open(self.sqlite_path + ".migrate.lock", "a") as fh:
+            lock = self.sqlite_path + ".migrate.lock"
+            try:
+                fh = open(lock, "a")  # noqa: SIM115 (closed below, after the lock is let go)
+            except OSError as exc:
+                raise StoreError(
+                    f"run store {self.masked_url} cannot be created or brought to the current schema: "
+                    f"{exc.strerror or exc} ({lock}); its folder must be writable"
+                ) from None
+            with fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:
                     yield

@@ -129,7 +129,9 @@ def secret_env_names(root: Path) -> frozenset[str]:
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
-        names = _secret_refs(_parse_config(path.read_text(encoding="utf-8"), path, root / STATE_DIR).data)
+        from flowstage.files import read_definition
+
+        names = _secret_refs(_parse_config(read_definition(path, "flowstage.yaml"), path, root / STATE_DIR).data)
     except (OSError, ValueError, DefinitionError):
         names = frozenset()
     with _secret_cache_lock:
@@ -164,10 +166,9 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
     data: dict[str, Any] = {}
     secret_env: frozenset[str] = frozenset()
     if cfg_path is not None:
-        try:
-            text = cfg_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DefinitionError([Problem(f"cannot read: {exc}", str(cfg_path))]) from None
+        from flowstage.files import read_definition
+
+        text = read_definition(cfg_path, "flowstage.yaml")
         source = _parse_config(text, cfg_path, root / STATE_DIR)
         if source.data is None:
             source.data = {}

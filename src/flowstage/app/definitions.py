@@ -92,15 +92,10 @@ def _write(project: Project, key: str, workflow: Workflow, definition: dict[str,
 
 def load_file(project: Project, path: Path) -> tuple[Workflow, dict[str, Any]]:
     """The validated workflow of the file at `path` and its plain mapping (as a run records it)."""
-    try:
-        content = path.read_bytes()
-        text = content.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        from flowstage.model.loader import load
+    from flowstage.files import read_definition
 
-        load(path, notifiers=project.notifier_names)  # raises the problem, worded as validate does
-        raise
-    key = _key(b"file\0" + content, project)
+    text = read_definition(path, "workflow file")
+    key = _key(b"file\0" + text.encode(), project)
     kept = _read(project, key)
     if kept is not None:
         return kept

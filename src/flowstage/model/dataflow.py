@@ -289,12 +289,9 @@ def package_from_data(data: Any, file: str, source: Any = None) -> Package:
 
 def load_package(path: str | Path) -> Package:
     """Read and validate the package file at `path`."""
+    from flowstage.files import read_definition
     from flowstage.model.yamlsource import parse
 
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError([Problem(f"cannot read dataflow package: {exc.strerror or exc}", str(path))]) from None
+    text = read_definition(path, "dataflow package")
     source = parse(text, str(path))
     return package_from_data(source.data, str(path), source)

@@ -1,5 +1,6 @@
-"""A run store that cannot be used says why in one line, with the exit code of its kind: a URL
-that is wrong is bad input (2), a store that cannot be reached or written is infrastructure (3)."""
+"""A run store or a definition file that cannot be used says why in one line, with the exit code of
+its kind: a URL or file that is wrong is bad input (2), a store that cannot be reached or written is
+infrastructure (3)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,30 @@ def test_a_store_that_cannot_be_created_names_the_file_in_one_line(project: Proj
     assert "cannot be created or brought to the current schema" in result.err
     assert "flowstage.db.migrate.lock" in result.err
     assert "internal error" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "where"),
+    [
+        ("flowstage.yaml", b"store: \xff\xfe\n", "flowstage.yaml:1:8: not UTF-8 text (byte 0xff)"),
+        ("workflows/one.yaml", b"name: one\n# \xe9t\xe9\ntasks: []\n", "one.yaml:2:3: not UTF-8 text (byte 0xe9)"),
+    ],
+)
+def test_a_definition_file_that_is_not_utf8_is_bad_input_at_its_line(
+    project: Project, path: str, content: bytes, where: str
+) -> None:
+    if path != "workflows/one.yaml":
+        project.write("workflows/one.yaml", "name: one\ntasks:\n  - {name: a, shell: 'true'}\n")
+    (project.root / path).parent.mkdir(parents=True, exist_ok=True)
+    (project.root / path).write_bytes(content)
+    result = project.cli("run", "workflows/one.yaml")
+    assert result.code == 2, result.err
+    assert where in result.err
+    assert "internal error" not in result.err
+
+
+def test_a_dataflow_package_without_end_is_refused_not_read_for_ever(project: Project) -> None:
+    project.write("workflows/zero.yaml", "name: zero\ntasks:\n  - {name: a, dataflow: /dev/zero}\n")
+    result = project.cli("run", "workflows/zero.yaml", "--json", timeout=60)
+    assert result.code == 1, result.err
+    assert "larger than 64 MiB: not a dataflow package" in result.out

@@ -265,3 +265,17 @@ def test_a_template_that_runs_past_the_time_bound_is_stopped_with_a_clear_error(
     assert templates.render("{{ var.x }}", CONTEXT) == 1
     time.sleep(0.5)
     assert templates.render("n={{ var.x }}", CONTEXT) == "n=1"
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{{ " + "(" * 400 + "1" + ")" * 400 + " }}", "{% if true %}" * 400 + "x" + "{% endif %}" * 400],
+)
+def test_a_template_nested_too_deeply_is_a_clear_error_when_checked_and_when_rendered(template: str) -> None:
+    assert templates.syntax_error(template) == templates._TOO_DEEP
+    with pytest.raises(VariableError, match="nested too deeply"):
+        templates.render(template, CONTEXT)
+
+
+def test_an_expression_nested_too_deeply_is_a_clear_error() -> None:
+    assert templates.expression_error("(" * 400 + "1" + ")" * 400) == templates._TOO_DEEP

@@ -254,6 +254,9 @@ def environment(shell: bool = False, url: bool = False) -> SandboxedEnvironment:
     return _environment("shell" if shell else "url" if url else "")
 
 
+_TOO_DEEP = "template nested too deeply: a template puts values together, it is not a program"
+
+
 def syntax_error(text: str) -> str | None:
     """A message if `text` is not a valid template, else None."""
     if not has_template(text):
@@ -264,6 +267,8 @@ def syntax_error(text: str) -> str | None:
         environment().parse(text)
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message}"
+    except RecursionError:
+        return _TOO_DEEP
     return None
 
 
@@ -275,6 +280,8 @@ def expression_error(expr: str) -> str | None:
         environment().compile_expression(expr)
     except TemplateSyntaxError as exc:
         return f"invalid expression {expr!r}: {exc.message}"
+    except RecursionError:
+        return _TOO_DEEP
     return None
 
 
@@ -287,6 +294,8 @@ def _fail(exc: Exception, source: str) -> VariableError:
         if m and "dict object" in text:
             return VariableError(f"undefined variable '{m.group(1)}' in {source!r}")
         return VariableError(f"{text} in {source!r}")
+    if isinstance(exc, RecursionError):
+        return VariableError(f"{_TOO_DEEP} ({source[:60]!r}...)")
     return VariableError(f"cannot render {source!r}: {type(exc).__name__}: {exc}")
 
 

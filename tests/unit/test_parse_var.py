@@ -36,3 +36,9 @@ def test_var_values(text: str, expected: tuple[str, Any]) -> None:
 def test_bad_var_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError):
         parse_var(text)
+
+
+@pytest.mark.parametrize("text", ["n=" + "9" * 5000, "n=[" + "9" * 5000 + "]", "n={a: " + "9" * 5000 + "}"])
+def test_a_number_too_long_for_a_value_is_bad_input_naming_the_variable(text: str) -> None:
+    with pytest.raises(UsageError, match=r"--var n: a number of more than 4,300 digits"):
+        parse_var(text)

@@ -25,12 +25,21 @@ def parse_var(text: str) -> tuple[str, Any]:
     from flowstage.model.yamlsource import parse, resolve_scalar
 
     stripped = value.strip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            return key, parse(stripped, "--var").data
-        except DefinitionError:
-            return key, value  # `{{ 7*7 }}` and the like: text, never a template
-    return key, resolve_scalar(value)
+    try:
+        if stripped[:1] in ("[", "{"):
+            try:
+                return key, parse(stripped, "--var").data
+            except DefinitionError:
+                return key, value  # `{{ 7*7 }}` and the like: text, never a template
+        return key, resolve_scalar(value)
+    except ValueError as exc:  # a number past what Python turns into a value (4,300 digits)
+        raise UsageError(f"--var {key}: {_number_problem(exc)}") from None
+
+
+def _number_problem(exc: ValueError) -> str:
+    if "digits" in str(exc):
+        return "a number of more than 4,300 digits; quote it to pass it as text"
+    return str(exc)
 
 
 @dataclass(frozen=True)

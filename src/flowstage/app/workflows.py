@@ -95,6 +95,28 @@ def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = Non
     return _find_file(project, ref)
 
 
+def changed_since_deploy(project: Project, found: FoundWorkflow) -> str | None:
+    """The file in `workflows/` of a deployed workflow when it is not the version `found` runs
+    (changed since, or no longer valid); None when it is the same or there is none."""
+    if found.version is None or found.definition is None:
+        return None
+    try:
+        on_disk = _find_file(project, found.workflow.name)
+    except NotFoundError:
+        return None
+    except DefinitionError:
+        return _file_of(project, found.workflow.name)
+    return None if on_disk.definition == found.definition else on_disk.source
+
+
+def _file_of(project: Project, name: str) -> str | None:
+    for suffix in (".yaml", ".yml", ".json"):
+        candidate = project.root / "workflows" / f"{name}{suffix}"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
 def find_workflow(project: Project, ref: str) -> tuple[Workflow, str]:
     """A workflow by file path, or by name: the current deployed version, else from `workflows/`."""
     found = resolve_workflow(project, ref)
@@ -135,4 +157,4 @@ def _find_file(project: Project, ref: str) -> FoundWorkflow:
     raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")
 
 
-__all__ = ["FoundWorkflow", "find_workflow", "parse_var", "resolve_workflow"]
+__all__ = ["FoundWorkflow", "changed_since_deploy", "find_workflow", "parse_var", "resolve_workflow"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,9 @@ from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.engine.ports import Event, TaskRun
 from flowstage.errors import ExitCode
 from flowstage.stores.base import StoredRun
+
+if TYPE_CHECKING:
+    from flowstage.model.workflow import Workflow
 
 _STYLE = {
     "succeeded": "green",
@@ -59,45 +63,78 @@ class LineProgress:
 
 
 class LiveProgress:
-    """A live table of stages and tasks on a terminal (rich)."""
+    """A live table of stages and tasks on a terminal (rich): every task from the start (pending
+    ones and later stages too), its attempt, and how many of them are done."""
 
-    def __init__(self) -> None:
+    #: rows shown at most: what runs now, then the latest changes, then what comes next
+    ROWS = 30
+
+    def __init__(self, workflow: Workflow | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.console = Console(stderr=False)
         self.tasks: dict[str, TaskRun] = {}
         self.order: list[str] = []
+        self.planned: dict[str, str] = {}  # task -> its stage, for the tasks not started yet
+        if workflow is not None:
+            stage_names = workflow.stage_names()
+            for si, task in workflow.all_tasks():
+                self.order.append(task.name)
+                self.planned[task.name] = stage_names[si]
+        self.changed: list[str] = []  # names in the order of their latest change
         self.t0 = time.monotonic()
         self.run_id = ""
+        self._terminal: Any = None
         self.live = Live(console=self.console, refresh_per_second=8, transient=False, get_renderable=self.render)
 
     def start(self, run_id: str) -> None:
         self.run_id = run_id
+        self._terminal = _keys_unechoed()
         self.live.start()
 
     def __call__(self, event: Event, task: TaskRun | None) -> None:
         if task is not None:
-            if task.name not in self.tasks:
+            if task.name not in self.tasks and task.name not in self.planned:
                 self.order.append(task.name)
             self.tasks[task.name] = task
+            if task.name in self.changed:
+                self.changed.remove(task.name)
+            self.changed.append(task.name)
+
+    def _rows(self) -> list[str]:
+        names = self.order
+        if len(names) <= self.ROWS:
+            return names
+        active = [n for n in self.changed if str(self.tasks[n].status) in ("running", "retrying")]
+        recent = [n for n in reversed(self.changed) if n not in active]
+        upcoming = [n for n in names if n not in self.tasks]
+        picked = list(dict.fromkeys([*active, *recent[: self.ROWS // 3], *upcoming]))[: self.ROWS]
+        at = {n: i for i, n in enumerate(names)}
+        return sorted(picked, key=lambda n: at.get(n, len(names)))
 
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"run {self.run_id}  {time.monotonic() - self.t0:.1f}s", expand=False)
+        from flowstage.model.statuses import TaskStatus
+
+        final = {s.value for s in TaskStatus if s.value not in ("pending", "running", "retrying")}
+        done = sum(1 for t in self.tasks.values() if str(t.status) in final)
+        total = len(self.order)
+        title = f"run {self.run_id}  {done}/{total} done  {time.monotonic() - self.t0:.1f}s"
+        table = Table(title=title, expand=False)
         table.add_column("stage")
         table.add_column("task")
         table.add_column("status")
+        table.add_column("attempt", justify="right")
         table.add_column("elapsed", justify="right")
         table.add_column("note", overflow="fold", max_width=60)
-        names = self.order
-        if len(names) > 30:  # big runs: what runs now and the latest changes
-            active = [n for n in names if str(self.tasks[n].status) in ("running", "retrying")]
-            names = (active + [n for n in names[-30:] if n not in active])[:30]
         now = time.time()
-        for name in names:
-            t = self.tasks[name]
+        for name in self._rows():
+            t = self.tasks.get(name)
+            if t is None:
+                table.add_row(self.planned.get(name, ""), name, f"[{_STYLE['pending']}]pending[/]", "", "", "")
+                continue
             status = str(t.status)
             if t.started_at and t.ended_at:
                 elapsed = f"{t.ended_at - t.started_at:.1f}s"
@@ -105,19 +142,54 @@ class LiveProgress:
                 elapsed = f"{now - t.started_at:.1f}s"
             else:
                 elapsed = ""
+            attempt = str(len(t.attempts)) if t.attempts else ""
             note = t.reason or t.error or ""
-            table.add_row(t.stage, name, f"[{_STYLE.get(status, '')}]{status}[/]", elapsed, note)
+            table.add_row(t.stage, name, f"[{_STYLE.get(status, '')}]{status}[/]", attempt, elapsed, note)
+        if total > self.ROWS:
+            table.caption = f"{self.ROWS} of {total} tasks shown: those running, the latest changes, the next ones"
         return table
 
     def stop(self) -> None:
         self.live.stop()
+        _keys_echoed(self._terminal)
 
 
-def _progress(as_json: bool, quiet: bool) -> Any:
+def _keys_unechoed() -> Any:
+    """Keys typed during the live view are not echoed into it (they would leave stale lines);
+    the terminal's settings before, to put back."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        before = termios.tcgetattr(fd)
+        quiet = termios.tcgetattr(fd)
+        quiet[3] &= ~(termios.ECHO | termios.ICANON)
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    except (ImportError, OSError, ValueError):
+        return None
+    import atexit
+
+    atexit.register(_keys_echoed, (fd, before))  # put back even if the run ends by an error
+    return (fd, before)
+
+
+def _keys_echoed(saved: Any) -> None:
+    if saved is None:
+        return
+    import termios
+
+    fd, before = saved
+    with contextlib.suppress(OSError, ValueError, termios.error):
+        termios.tcsetattr(fd, termios.TCSANOW, before)
+
+
+def _progress(as_json: bool, quiet: bool, workflow: Workflow | None = None) -> Any:
     if as_json or quiet:
         return None
     if sys.stdout.isatty():
-        return LiveProgress()
+        return LiveProgress(workflow)
     return LineProgress(sys.stdout)
 
 
@@ -150,6 +222,28 @@ def _detached(run_id: str, as_json: bool) -> None:
         click.echo(f"run {run_id} started in the background: flowstage show {run_id} / flowstage logs {run_id} --follow")
 
 
+def _tell_version(project: Any, found: Any, *, quiet: bool) -> None:
+    """On stderr: which deployed version runs, and when the file in workflows/ is not that version."""
+    if found.version is None:
+        return
+    from flowstage.app.workflows import changed_since_deploy
+
+    changed = changed_since_deploy(project, found)
+    name = found.workflow.name
+    if changed is not None:
+        import os
+
+        relative = os.path.relpath(changed)
+        changed = changed if relative.startswith("..") else relative
+        click.echo(
+            f"note: running {name} v{found.version}, the deployed version; {changed} differs from it"
+            f" (flowstage deploy {changed} makes it the version that runs)",
+            err=True,
+        )
+    elif not quiet:
+        click.echo(f"note: running {name} v{found.version}, the deployed version", err=True)
+
+
 @click.command("run")
 @click.argument("workflow")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a run variable (repeatable).")
@@ -168,6 +262,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
     overrides = dict(parse_var(v) for v in variables)
     store = store_for(project)
     found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
+    _tell_version(project, found, quiet=quiet)
     if detach:
         from flowstage.app.detached import detach_run
 
@@ -175,7 +270,7 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
         ref = str(path.resolve()) if path.is_file() else workflow
         _detached(detach_run(project, ref, variables=overrides, version=found.version, executor=executor), as_json)
         return
-    progress = _progress(as_json, quiet)
+    progress = _progress(as_json, quiet, found.workflow)
     try:
         run = start_run(
             project,

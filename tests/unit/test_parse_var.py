@@ -22,7 +22,8 @@ from flowstage.errors import UsageError
         ("e=", ("e", None)),
         ("regions=[EU, US]", ("regions", ["EU", "US"])),
         ("m={a: 1, b: [2]}", ("m", {"a": 1, "b": [2]})),
-        ("broken=[EU", ("broken", "[EU")),
+        ('quoted="[EU"', ("quoted", "[EU")),
+        ("single='a b'", ("single", "a b")),
         ("t={{ 7*7 }}", ("t", "{{ 7*7 }}")),
         ("x=x'; DROP TABLE t; --", ("x", "x'; DROP TABLE t; --")),
         ("eq=a=b", ("eq", "a=b")),
@@ -30,6 +31,22 @@ from flowstage.errors import UsageError
 )
 def test_var_values(text: str, expected: tuple[str, Any]) -> None:
     assert parse_var(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "regions=[EU",
+            r"--var regions: '\[EU' starts a list or mapping that does not parse .*quote it: --var 'regions=\"\[EU\"'",
+        ),
+        ("m={a: 1", r"--var m: '\{a: 1' starts a list or mapping that does not parse"),
+        ('x="open', r"--var x: '\"open': the quote is not closed"),
+    ],
+)
+def test_a_value_that_starts_a_list_and_does_not_parse_is_bad_input_not_text(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_var(text)
 
 
 @pytest.mark.parametrize("text", ["novalue", "1x=2", "a b=1", "=3"])

@@ -14,8 +14,9 @@ from flowstage.stores.base import RunStore
 
 
 def parse_var(text: str) -> tuple[str, Any]:
-    """``k=v`` from ``--var``: v is a YAML 1.2 scalar (numbers, booleans, null), a flow list or
-    mapping (``[EU, US]``, ``{a: 1}``), else text — anything that does not parse stays text."""
+    """``k=v`` from ``--var``: v is a YAML 1.2 scalar (numbers, booleans, null, quoted text), a flow
+    list or mapping (``[EU, US]``, ``{a: 1}``), else text. A value that starts like a list, a mapping
+    or quoted text and does not parse is a `UsageError` (never silently text); a template is text."""
     if "=" not in text:
         raise UsageError(f"--var {text!r}: expected NAME=VALUE")
     key, _, value = text.partition("=")
@@ -26,12 +27,18 @@ def parse_var(text: str) -> tuple[str, Any]:
 
     stripped = value.strip()
     try:
-        if stripped[:1] in ("[", "{"):
+        if stripped[:1] in ("[", "{", "'", '"') and not stripped.startswith(("{{", "{%", "{#")):
             try:
                 return key, parse(stripped, "--var").data
-            except DefinitionError:
-                return key, value  # `{{ 7*7 }}` and the like: text, never a template
-        return key, resolve_scalar(value)
+            except DefinitionError as exc:
+                problem = str(exc).split(": ", 1)[-1].removeprefix("invalid YAML: ")
+                if stripped[:1] in ("'", '"'):
+                    raise UsageError(f"--var {key}: {value!r}: the quote is not closed ({problem})") from None
+                raise UsageError(
+                    f"--var {key}: {value!r} starts a list or mapping that does not parse ({problem}); "
+                    f"to pass it as text, quote it: --var '{key}=\"{value}\"'"
+                ) from None
+        return key, resolve_scalar(value)  # `{{ 7*7 }}` and the like: text, never a template
     except ValueError as exc:  # a number past what Python turns into a value (4,300 digits)
         raise UsageError(f"--var {key}: {_number_problem(exc)}") from None
 

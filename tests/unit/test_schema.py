@@ -47,3 +47,18 @@ def test_the_schema_accepts_every_form_of_after_and_durations(schema: dict) -> N
             "tasks": [{"name": "a", "shell": "true"}, {"name": "b", "shell": "true", "after": after, "timeout": 30}],
         }
         jsonschema.validate(doc, schema)
+
+
+@pytest.mark.parametrize("poke", ["10s", "1m30s", 5, 0.5])
+def test_a_sensor_poke_is_a_duration_in_the_schema_as_in_the_loader(poke: object, schema: dict) -> None:
+    document = {"name": "x", "tasks": [{"name": "w", "wait_for": {"file": "in/*.csv"}, "poke": poke, "timeout": "1h"}]}
+    jsonschema.validate(document, schema)
+    from flowstage.model.loader import load_text
+    from flowstage.model.yamlsource import dump
+
+    load_text(dump(document))
+
+
+def test_a_poke_that_is_no_duration_is_refused_by_the_schema(schema: dict) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "x", "tasks": [{"name": "w", "wait_for": {"file": "a"}, "poke": "often"}]}, schema)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -56,3 +59,13 @@ def format_duration(seconds: float) -> str:
             out += f"{rest // size}{unit}"
             rest %= size
     return out
+
+
+#: a duration field: ``30s``, ``5m``, ``1h30m`` or seconds, kept as seconds, written back as text;
+#: `flowstage schema` shows it as text or a number of seconds
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(json_schema_extra={"type": "string", "examples": ["30s", "5m", "1h30m"]}),
+]

@@ -10,12 +10,12 @@ shows up.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flowstage.model.dataflow import Package
-from flowstage.model.durations import format_duration, parse_duration
+from flowstage.model.durations import Duration
 
 
 class KindSpec(BaseModel):
@@ -227,9 +227,7 @@ class WaitForSpec(KindSpec):
     kind: ClassVar[str] = "wait_for"
     template_fields: ClassVar[tuple[str, ...]] = ("wait_for",)
     wait_for: WaitTarget
-    poke: Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)] = Field(
-        default=10.0, description="how often to check (a duration)"
-    )
+    poke: Duration = Field(default=10.0, description="how often to check (a duration)")
 
 
 class WorkflowSpec(KindSpec):

@@ -174,20 +174,33 @@ def load_project(start: Path | None = None, *, root: Path | None = None) -> Proj
             source.data = {}
         if not isinstance(source.data, dict):
             raise DefinitionError([source.problem((), "flowstage.yaml is a mapping")])
+        # every problem of the file at once, each at its key
+        problems: list[Problem] = []
         for key in source.data:
             if key not in _KEYS:
                 from flowstage.model.workflow import did_you_mean
 
-                raise DefinitionError([source.problem((key,), f"unknown key '{key}'{did_you_mean(key, _KEYS)}")])
+                problems.append(source.problem((key,), f"unknown key '{key}'{did_you_mean(str(key), _KEYS)}"))
         secret_env = _secret_refs(source.data)
-        data = _substitute(source.data, source, ())
+        try:
+            data = _substitute(source.data, source, ())
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+            data = {k: v for k, v in source.data.items() if k in _KEYS}
         for key in ("store", "executor"):
             if key in data and not isinstance(data[key], str):
-                raise DefinitionError([source.problem((key,), f"{key}: expected a URL string")])
+                problems.append(source.problem((key,), f"{key}: expected a URL string"))
         conns = data.get("connections") or {}
         if not isinstance(conns, dict) or not all(isinstance(v, str) for v in conns.values()):
-            raise DefinitionError([source.problem(("connections",), "connections: a mapping of names to URLs")])
-        spark = _spark_settings(data.get("spark"), source)
+            problems.append(source.problem(("connections",), "connections: a mapping of names to URLs"))
+            data["connections"] = {}
+        try:
+            spark = _spark_settings(data.get("spark"), source)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+        problems.extend(_server_problems(data.get("server"), source))
+        if problems:
+            raise DefinitionError(problems)
     else:
         spark = SparkSettings()
     store = os.environ.get("FLOWSTAGE_STORE") or data.get("store") or sqlite_url(root / STATE_DIR / "flowstage.db")
@@ -251,6 +264,38 @@ def _parse_config(text: str, path: Path, state_dir: Path) -> Any:
             with contextlib.suppress(OSError):
                 tmp.unlink()
     return source
+
+
+#: flowstage.yaml's `server:` keys, and what each must be
+_SERVER_KEYS: dict[str, tuple[str, Any]] = {
+    "auth": ("true or false", lambda v: isinstance(v, bool)),
+    "url": ("the server's public address, e.g. https://flowstage.example.com", lambda v: isinstance(v, str) and bool(v)),
+    "orphans": ("resume or fail", lambda v: v in ("resume", "fail")),
+    "max_failed_logins": (
+        "a whole number from 1 to 10000",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000,
+    ),
+}
+
+
+def _server_problems(data: Any, source: Any) -> list[Problem]:
+    """`server:` of flowstage.yaml, checked key by key."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [source.problem(("server",), f"server: a mapping with {', '.join(_SERVER_KEYS)}")]
+    problems: list[Problem] = []
+    for key, value in data.items():
+        rule = _SERVER_KEYS.get(key)
+        if rule is None:
+            from flowstage.model.workflow import did_you_mean
+
+            known = ", ".join(_SERVER_KEYS)
+            message = f"unknown key '{key}' under server{did_you_mean(str(key), list(_SERVER_KEYS))}; keys: {known}"
+            problems.append(source.problem(("server", key), message))
+        elif not rule[1](value):
+            problems.append(source.problem(("server", key), f"server.{key}: expected {rule[0]}"))
+    return problems
 
 
 def _spark_settings(data: Any, source: Any) -> SparkSettings:

@@ -268,6 +268,7 @@ def test_validate_reports_every_problem_of_a_file_and_of_every_file(project: Pro
 
 
 def test_validate_of_a_valid_file_exits_0(project: Project) -> None:
+    project.write("tasks/x.py", "def f(region):\n    return region\n")
     project.write(
         "workflows/good.yaml",
         """

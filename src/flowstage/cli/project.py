@@ -47,18 +47,24 @@ def _is_package(path: Path) -> bool:
     return "\nsources:" in "\n" + text and "\nsteps:" in "\n" + text
 
 
-def _validate_path(path: Path) -> list[Problem]:
+def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
+    """The problems of one file; a valid workflow's name is added to `names`."""
     from flowstage.model.loader import load
 
     if path.name == "flowstage.yaml":
+        from flowstage.app.checks import project_problems
         from flowstage.app.registry import notifiers_for
         from flowstage.settings import load_project
 
         try:
-            notifiers_for(load_project(root=path.parent))  # the notifiers' settings too, each at its key
+            project = load_project(root=path.parent)
+        except DefinitionError as exc:
+            return exc.problems + _raw_notifier_problems(path)
+        try:
+            notifiers_for(project)  # the notifiers' settings too, each at its key
         except DefinitionError as exc:
             return exc.problems
-        return []
+        return project_problems(project)
     try:
         if _is_package(path):
             from flowstage.model.dataflow import load_package
@@ -66,10 +72,63 @@ def _validate_path(path: Path) -> list[Problem]:
             load_package(path)
         else:
             workflow = load(path, notifiers=_notifiers_for(path))
-            return _package_problems(workflow, path)
+            names.append((path, workflow.name))
+            return _package_problems(workflow, path) + _project_fit(workflow, path)
     except DefinitionError as exc:
         return exc.problems
     return []
+
+
+def _raw_notifier_problems(path: Path) -> list[Problem]:
+    """The notifiers' problems of a flowstage.yaml that has others too (as written: without `${...}`)."""
+    from flowstage.app.registry import NOTIFIERS
+    from flowstage.files import read_definition
+    from flowstage.model.yamlsource import parse
+    from flowstage.notifiers.config import notifiers_from_config
+
+    try:
+        data = parse(read_definition(path, "flowstage.yaml"), str(path)).data
+    except DefinitionError:
+        return []
+    section = data.get("notifiers") if isinstance(data, dict) else None
+    if section is None or "${" in repr(section):
+        return []  # substituted values are checked once the file's other problems are mended
+    try:
+        notifiers_from_config({"notifiers": section}, where=str(path), kinds=NOTIFIERS, root=path.parent)
+    except DefinitionError as exc:
+        return exc.problems
+    return []
+
+
+def _project_fit(workflow: object, path: Path) -> list[Problem]:
+    """Whether the workflow fits its project: python targets, connections, engines."""
+    from flowstage.app.checks import workflow_problems
+    from flowstage.model.workflow import Workflow
+    from flowstage.settings import find_root, load_project
+
+    assert isinstance(workflow, Workflow)
+    try:
+        project = load_project(root=find_root(path.resolve().parent)[0])
+    except DefinitionError:
+        return []  # flowstage.yaml's own problems are reported for it
+    return workflow_problems(project, workflow, path)
+
+
+def _project_files(folder: Path) -> list[Path]:
+    """What `validate FOLDER` checks: in a project (flowstage.yaml or workflows/ in it), flowstage.yaml
+    and the files under workflows/ and packages/ — never what tasks wrote (out/, data/); in any
+    other folder, every YAML and JSON file."""
+
+    def definitions(under: Path) -> list[Path]:
+        return sorted(p for p in under.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and ".flowstage" not in p.parts)
+
+    if (folder / "flowstage.yaml").is_file() or (folder / "workflows").is_dir():
+        found = [folder / "flowstage.yaml"] if (folder / "flowstage.yaml").is_file() else []
+        for sub in ("workflows", "packages"):
+            if (folder / sub).is_dir():
+                found.extend(definitions(folder / sub))
+        return found
+    return definitions(folder)
 
 
 def _notifiers_for(path: Path) -> list[str] | None:
@@ -112,15 +171,14 @@ def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
     """Check workflow files (and flowstage.yaml); errors as file:line:col: message."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and ".flowstage" not in p.parts)
-            )
-        else:
-            files.append(path)
+        files.extend(_project_files(path) if path.is_dir() else [path])
     problems: list[Problem] = []
-    for f in files:
-        problems.extend(_validate_path(f))
+    names: list[tuple[Path, str]] = []
+    for f in dict.fromkeys(files):
+        problems.extend(_validate_path(f, names))
+    from flowstage.app.checks import duplicate_names
+
+    problems.extend(duplicate_names(names))
     if as_json:
         emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems])
     else:

@@ -119,13 +119,17 @@ def context(
 
 
 def render(task: Task, ctx: dict[str, Any]) -> tuple[dict[str, Any], KindSpec]:
-    """The attempt's keyword arguments and spec, templates rendered (shell values quoted)."""
+    """The attempt's keyword arguments and spec, templates rendered (shell values quoted, URL values encoded)."""
     kwargs = templates.render(task.with_, ctx)
     spec = task.spec
     if spec.template_fields:
         data = spec.model_dump(by_alias=True)
         for name in spec.template_fields:
-            data[name] = templates.render(data[name], ctx, shell=(name == spec.kind == "shell"))
+            if spec.kind == "http":  # a URL's values are percent-encoded for the part of the URL they land in
+                url = templates.render_url(data[name].pop("url"), ctx)
+                data[name] = {**templates.render(data[name], ctx), "url": url}
+            else:
+                data[name] = templates.render(data[name], ctx, shell=(name == spec.kind == "shell"))
         spec = revalidate(spec, data)
     return kwargs, spec
 

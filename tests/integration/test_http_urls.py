@@ -21,17 +21,22 @@ from tests.records import record_of, tasks_of
 
 
 class RecordingServer:
-    """Answers 200 to everything and records the raw path (with its query) of each request."""
+    """Answers 200 (after `failures` answers 500) and records the raw path and Authorization of each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.paths: list[str] = []
+        self.authorizations: list[str | None] = []
+        self.failures = failures  # answer 500 to this many requests first
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.paths.append(self.path)
-                body = b'{"ok": true}'
-                self.send_response(200)
+                server.authorizations.append(self.headers.get("Authorization"))
+                fail = server.failures > 0
+                server.failures -= 1
+                body = b'{"ok": false}' if fail else b'{"ok": true}'
+                self.send_response(500 if fail else 200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

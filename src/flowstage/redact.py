@@ -55,10 +55,8 @@ def _hex_any_case(byte: int) -> str:
 
 def _any_encoding(secret: str) -> str:
     """A pattern of `secret` with each character plain or percent-encoded (a space also as ``+``)."""
-    from urllib.parse import unquote
-
     parts = []
-    for ch in unquote(secret):
+    for ch in secret:
         encoded = "".join(_hex_any_case(b) for b in ch.encode("utf-8", "surrogatepass"))
         parts.append(f"(?:{re.escape(ch)}|{encoded}{'|[+]' if ch == ' ' else ''})")
     return "".join(parts)
@@ -70,8 +68,8 @@ class Scrubber:
     def __init__(self, urls: Iterable[str] = ()) -> None:
         self._secrets = secrets_of(urls)
         # longest first: a password that starts another must not leave its tail
-        alternatives = sorted({*map(re.escape, self._secrets), *map(_any_encoding, self._secrets)}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(alternatives)) if self._secrets else None
+        # the raw and the decoded password are both in the list: together they cover every mix of encodings
+        self._pattern = re.compile("|".join(map(_any_encoding, self._secrets))) if self._secrets else None
 
     def __call__(self, text: str) -> str:
         if self._pattern is not None:

@@ -219,3 +219,9 @@ def test_a_definition_is_masked_string_by_string_and_restored_from_its_original(
     # a source that lost a credential leaves it masked; data without a mask never asks for the source
     assert restore_masked(masked, lambda: {})["tasks"][0]["http"]["url"] == "https://u:***@h/x?token=***&page=2"
     assert restore_masked({"plain": "x"}, lambda: pytest.fail("asked")) == {"plain": "x"}
+
+
+def test_a_password_holding_a_percent_sign_is_masked_as_written_and_decoded() -> None:
+    masker = Scrubber(["postgresql://app:a%2541z@h/db"])  # the password is a%41z
+
+    assert masker("got a%41z and a%2541z, not aAz-like text") == "got *** and ***, not aAz-like text"

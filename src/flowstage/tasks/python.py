@@ -149,23 +149,23 @@ _install_lock = threading.Lock()
 class _RoutedStream:
     """`sys.stdout` or `sys.stderr`: a task's thread writes to the task's log, any other to `stream`."""
 
-    def __init__(self, stream: TextIO, level: int) -> None:
-        self._stream = stream
+    def __init__(self, stream: TextIO | None, level: int) -> None:
+        self._stream = stream  # None: the process has no such stream (what is not a task's is dropped)
         self._level = level
 
     def write(self, text: str) -> int:
         out = _task_output.get()
-        if out is None:
-            return self._stream.write(text)
-        out.write(self._level, text)
-        return len(text)
+        if out is not None:
+            out.write(self._level, text)
+            return len(text)
+        return self._stream.write(text) if self._stream is not None else len(text)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
             self.write(line)
 
     def flush(self) -> None:
-        if _task_output.get() is None:
+        if _task_output.get() is None and self._stream is not None:
             self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:

@@ -302,7 +302,7 @@ def render_url(template: str, context: dict[str, Any]) -> str:
         raise VariableError(f"a URL template cannot hold a NUL character: {template!r}")
     try:
         compiled = _environment("url_mark").from_string(template)
-        marked = _bounded(lambda: _render_text(compiled, context), template)
+        marked: str = _bounded(lambda: _render_text(compiled, context), template)
     except VariableError:
         raise
     except Exception as exc:

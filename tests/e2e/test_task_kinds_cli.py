@@ -458,7 +458,7 @@ def test_http_get_saves_the_json_answer(project: Project, api: ApiServer) -> Non
         variables: {api: ""}
         tasks:
           - name: fetch
-            http: {url: "{{ var.api }}/orders", params: {region: EU}}
+            http: {base_url: "{{ var.api }}", url: /orders, params: {region: EU}}
             save: orders
           - name: count
             after: [fetch]
@@ -484,7 +484,8 @@ def test_http_post_sends_its_json_body_and_headers(project: Project, api: ApiSer
         tasks:
           - name: notify
             http:
-              url: "{{ var.api }}/hooks"
+              base_url: "{{ var.api }}"
+              url: /hooks
               method: POST
               json: {campaign: "{{ var.campaign }}", tags: [spring, "{{ run.workflow }}"], note: null}
               headers: {X-Token: abc123}
@@ -512,7 +513,7 @@ def test_http_unexpected_status_fails_the_task(project: Project, api: ApiServer)
         variables: {api: ""}
         tasks:
           - name: fetch
-            http: {url: "{{ var.api }}/missing"}
+            http: {base_url: "{{ var.api }}", url: /missing}
             save: never
         """,
     )
@@ -536,7 +537,7 @@ def test_http_task_retries_until_the_expected_status(project: Project, api: ApiS
         variables: {api: ""}
         tasks:
           - name: poll
-            http: {url: "{{ var.api }}/flaky"}
+            http: {base_url: "{{ var.api }}", url: /flaky}
             retries: 3
             retry_delay: 0.1s
             save: status

@@ -71,7 +71,8 @@ stages:
         save: python_in_process
       - name: http_call
         http:
-          url: "{{ var.base }}/echo"
+          base_url: "{{ var.base }}"
+          url: /echo
           method: POST
           json: {value: "{{ var.x }}", nested: ["{{ var.x }}"]}
           params: {q: "{{ var.x }}"}

@@ -192,3 +192,36 @@ def test_a_password_in_task_output_and_tracebacks_is_masked(project: Project) ->
         assert_hidden([PASSWORD], where, text)
     for name, data in store_bytes(project).items():
         assert_hidden([PASSWORD], name, data)
+
+
+def test_credentials_written_in_a_task_url_are_masked_in_the_stored_run_and_resume_uses_them(project: Project) -> None:
+    import base64
+
+    from tests.integration.test_http_urls import RecordingServer
+
+    with RecordingServer(failures=1) as server:
+        url = server.base.replace("http://", f"http://robot:{PASSWORD}@") + "/items?token=Tok3nValue&page=1"
+        project.write(
+            "workflows/call.yaml",
+            f"""
+            name: call
+            tasks:
+              - name: fetch
+                http: {{url: "{url}"}}
+            """,
+        )
+        first = project.cli("run", "workflows/call.yaml", "--json")
+        assert first.code == 1, first
+        run_id = record_of(first)["id"]
+        stored = store_bytes(project)
+        resumed = project.cli("resume", run_id, "--json")
+
+    assert resumed.code == 0, resumed
+    assert tasks_of(record_of(resumed))["fetch"]["status"] == "succeeded"
+    basic = "Basic " + base64.b64encode(f"robot:{PASSWORD}".encode()).decode()
+    assert server.authorizations == [basic, basic]  # the resumed attempt had the credentials as written
+    assert server.paths == ["/items?token=Tok3nValue&page=1"] * 2
+    for name, data in {**stored, **store_bytes(project)}.items():
+        assert_hidden([PASSWORD, "Tok3nValue"], name, data)
+    shown = project.cli("show", run_id, "--json")
+    assert_hidden([PASSWORD, "Tok3nValue"], "show --json", shown.out + shown.err)

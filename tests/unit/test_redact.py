@@ -172,3 +172,56 @@ def test_secrets_of_lists_raw_and_decoded_passwords_longest_first() -> None:
         "p%40w",
         "p@w",
     ]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param("p%40ss%20word", id="as-written"),
+        pytest.param("p@ss word", id="decoded"),
+        pytest.param("p%40ss word", id="re-encoded-but-the-space"),
+        pytest.param("p@ss%20word", id="space-encoded-only"),
+        pytest.param("p%40ss+word", id="form-encoded"),
+        pytest.param("%70%40%73s%20word", id="every-character-encoded"),
+    ],
+)
+def test_a_password_is_masked_plain_percent_encoded_or_decoded(form: str) -> None:
+    url = "postgresql+psycopg://user:p%40ss%20word@127.0.0.1:5432/db"
+    text = f'unexpected spaces found in "{form}", use percent-encoded spaces'
+
+    assert scrub(text, [url]) == 'unexpected spaces found in "***", use percent-encoded spaces'
+    assert Scrubber([url])(f"{form} {form}") == "*** ***"
+
+
+def test_an_encoded_mask_does_not_reach_into_other_text() -> None:
+    masker = Scrubber(["postgresql://app:a%2Fb@h/db"])
+
+    assert masker("a/b a%2fb a%2Fb ab a/c") == "*** *** *** ab a/c"
+
+
+def test_a_definition_is_masked_string_by_string_and_restored_from_its_original() -> None:
+    from flowstage.redact import mask_strings, restore_masked
+
+    original = {
+        "name": "w",
+        "tasks": [
+            {"name": "a", "http": {"url": "https://u:pw1@h/x?token=t0k&page=2", "expect": 200}},
+            {"name": "b", "shell": "curl https://h/y?api_key=k3y", "retries": 1},
+            {"name": "c", "sql": "SELECT 1 WHERE a = 'x'"},
+        ],
+    }
+    masked = mask_strings(original)
+
+    assert masked["tasks"][0]["http"] == {"url": "https://u:***@h/x?token=***&page=2", "expect": 200}
+    assert masked["tasks"][1]["shell"] == "curl https://h/y?api_key=***"
+    assert masked["tasks"][2] == original["tasks"][2]
+    assert restore_masked(masked, lambda: original) == original
+    # a source that lost a credential leaves it masked; data without a mask never asks for the source
+    assert restore_masked(masked, lambda: {})["tasks"][0]["http"]["url"] == "https://u:***@h/x?token=***&page=2"
+    assert restore_masked({"plain": "x"}, lambda: pytest.fail("asked")) == {"plain": "x"}
+
+
+def test_a_password_holding_a_percent_sign_is_masked_as_written_and_decoded() -> None:
+    masker = Scrubber(["postgresql://app:a%2541z@h/db"])  # the password is a%41z
+
+    assert masker("got a%41z and a%2541z, not aAz-like text") == "got *** and ***, not aAz-like text"

@@ -279,3 +279,58 @@ def test_a_template_nested_too_deeply_is_a_clear_error_when_checked_and_when_ren
 
 def test_an_expression_nested_too_deeply_is_a_clear_error() -> None:
     assert templates.expression_error("(" * 400 + "1" + ")" * 400) == templates._TOO_DEEP
+
+
+# ------------------------------------------------------------------------------------ URL templates
+
+URL_CONTEXT: dict[str, Any] = {
+    "var": {"evil": "../../admin?role=admin&x=", "q": "a&b=c#d", "sp": "a b+c", "n": 7, "none": None, "yes": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("http://h/items/{{ var.evil }}", "http://h/items/..%2F..%2Fadmin%3Frole%3Dadmin%26x%3D"),
+        ("http://h/s?q={{ var.q }}&page=1", "http://h/s?q=a%26b%3Dc%23d&page=1"),
+        ("http://h/s?{{ var.q }}=1", "http://h/s?a%26b%3Dc%23d=1"),
+        ("http://h/a#{{ var.q }}", "http://h/a#a%26b%3Dc%23d"),
+        ("http://h/{{ var.sp }}?v={{ var.sp }}", "http://h/a%20b%2Bc?v=a%20b%2Bc"),
+        ("http://h/n/{{ var.n }}/{{ var.none }}/{{ var.yes }}", "http://h/n/7//true"),
+        ("http://{{ var.evil }}/x", "http://..%2F..%2Fadmin%3Frole%3Dadmin%26x%3D/x"),
+        ("/items/{{ var.evil }}", "/items/..%2F..%2Fadmin%3Frole%3Dadmin%26x%3D"),
+        ("{{ var.evil }}", "..%2F..%2Fadmin%3Frole%3Dadmin%26x%3D"),
+        ("http://h/../a?x=1&y", "http://h/../a?x=1&y"),  # no template: as written
+        ("http://h/{% if var.yes %}on{% endif %}/x", "http://h/on/x"),
+    ],
+)
+def test_url_values_are_encoded_for_the_part_they_land_in(template: str, expected: str) -> None:
+    assert templates.render_url(template, URL_CONTEXT) == expected
+
+
+@pytest.mark.parametrize("template", ["http://h/a/{{ var.v }}/b", "/a/{{ var.v }}{{ var.v }}", "http://h/{{ var.v }}"])
+def test_a_url_value_that_makes_a_dot_segment_is_refused(template: str) -> None:
+    with pytest.raises(VariableError, match="path segment"):
+        templates.render_url(template, {"var": {"v": "."}})
+
+
+def test_an_undefined_name_in_a_url_is_a_variable_error() -> None:
+    with pytest.raises(VariableError, match="undefined variable 'missing'"):
+        templates.render_url("http://h/{{ var.missing }}", {"var": {}})
+
+
+@given(st.text())
+@settings(max_examples=200, deadline=None)
+def test_any_path_value_arrives_whole_as_one_segment(value: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    if value in (".", ".."):
+        return
+    url = templates.render_url("http://h/items/{{ var.v }}/end?k={{ var.v }}", {"var": {"v": value}})
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    assert len(segments) == 4
+    assert segments[3] == "end"
+    assert unquote(segments[2], errors="surrogatepass") == value
+    assert parts.fragment == ""
+    assert [p.split("=", 1)[0] for p in parts.query.split("&")] == ["k"]

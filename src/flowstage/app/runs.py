@@ -35,6 +35,7 @@ from flowstage.engine.runner import RunInfo, Runner
 from flowstage.errors import NotFoundError, RunError, RunInterrupted, UsageError
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus
 from flowstage.model.workflow import Workflow
+from flowstage.redact import mask_strings, restore_masked
 from flowstage.settings import Project
 from flowstage.stores.base import NewRun, RunStore, StoredRun
 
@@ -114,6 +115,21 @@ def _version_files(store: RunStore, name: str, version: int | None) -> dict[str,
         return {}
     found = store.deployments.version(name, version)
     return dict(found.files) if found is not None else {}
+
+
+def _original_definition(project: Project, store: RunStore, run: StoredRun) -> dict[str, Any]:
+    """The definition a run was started from, its credentials unmasked: its deployed version, or its file."""
+    try:
+        if run.version is not None:
+            found = store.deployments.version(run.workflow, run.version)
+            return dict(found.definition) if found is not None else {}
+        if run.source and (project.root / run.source).is_file():
+            from flowstage.app.definitions import load_file
+
+            return load_file(project, project.root / run.source)[1]
+    except Exception:
+        return {}  # a source that changed or went away: what was masked stays masked
+    return {}
 
 
 def pinned(project: Project, workflow: Workflow, store: RunStore, version: int | None) -> PinnedCode:
@@ -223,7 +239,7 @@ def begin_run(
             id=run_id,
             workflow=workflow.name,
             version=version,
-            definition=dict(definition),
+            definition=mask_strings(dict(definition)),  # credentials written in a task's URL stay out of the store
             variables=scope,
             overrides=overrides,
             root=str(project.root),
@@ -284,7 +300,8 @@ def resume_run(
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
     from flowstage.app.definitions import validate_definition
 
-    workflow, _ = validate_definition(project, run.definition)
+    definition = restore_masked(run.definition, lambda: _original_definition(project, store, run))
+    workflow, _ = validate_definition(project, definition)
     if run.version is not None:
         pinned(project, workflow, store, run.version)  # its files, written again if the folder was removed
     claimed = store.claim(

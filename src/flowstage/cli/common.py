@@ -10,12 +10,12 @@ from flowstage.stores.base import RunStore
 
 
 def emit_json(data: Any) -> None:
-    """Print `data` as the command's one JSON document."""
-    import json
-
+    """Print `data` as the command's one JSON document (valid JSON and UTF-8: see `json_text`)."""
     import click
 
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from flowstage.views.records import json_text
+
+    click.echo(json_text(data))
 
 
 def project_for(ref: str | None = None) -> Project:

@@ -10,7 +10,7 @@ import click
 from flowstage.cli.common import emit_json, project_for, store_for
 from flowstage.errors import UsageError
 from flowstage.logging import LEVELS, level_name
-from flowstage.views.records import iso
+from flowstage.views.records import iso, json_safe_text, json_text
 
 
 def _short_time(ts: float | None) -> str:
@@ -112,6 +112,25 @@ def show_cmd(run_id: str, as_json: bool) -> None:
             )
 
 
+#: log lines read from the store at a time: `logs` pages through all of them, printing as it goes
+LOG_PAGE = 5_000
+
+
+class _JsonArray:
+    """A JSON array printed item by item (the layout `emit_json` gives a list), so no page is held."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, item: dict[str, object]) -> None:
+        body = "\n".join("  " + line for line in json_text(item).splitlines())
+        click.echo(("[\n" if self.count == 0 else ",\n") + body, nl=False)
+        self.count += 1
+
+    def close(self) -> None:
+        click.echo("\n]" if self.count else "[]")
+
+
 @click.command("logs")
 @click.argument("run_id")
 @click.argument("task", required=False)
@@ -119,7 +138,7 @@ def show_cmd(run_id: str, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("--json", "as_json", is_flag=True)
 def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: bool) -> None:
-    """Log lines of RUN_ID (of one TASK)."""
+    """Log lines of RUN_ID (of one TASK), every one of them, printed as they are read."""
     from flowstage.app.liveness import effective_status
     from flowstage.app.runs import get_run
 
@@ -128,14 +147,14 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
     if task is not None and task not in {t.name for t in run.tasks}:
         raise UsageError(f"run {run_id} has no task {task!r}")
     after = 0
-    collected = []
+    array = _JsonArray() if as_json else None
     while True:
-        lines = store.logs(run_id, task=task, min_level=LEVELS[level], after=after)
+        lines = store.logs(run_id, task=task, min_level=LEVELS[level], after=after, limit=LOG_PAGE)
         for stored in lines:
             after = stored.id
             ln = stored.line
-            if as_json:
-                collected.append(
+            if array is not None:
+                array.add(
                     {
                         "id": stored.id,
                         "at": iso(ln.at),
@@ -147,7 +166,9 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
                 )
             else:
                 where = f"{ln.task}#{ln.attempt}" if ln.task and ln.attempt else (ln.task or "run")
-                click.echo(f"{_short_time(ln.at)} {level_name(ln.level).upper():<8} {where}: {ln.message}")
+                click.echo(json_safe_text(f"{_short_time(ln.at)} {level_name(ln.level).upper():<8} {where}: {ln.message}"))
+        if len(lines) == LOG_PAGE:
+            continue  # a full page: there may be more already
         if not follow:
             break
         current = get_run(store, run_id)
@@ -155,8 +176,8 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
             break
         if not lines:
             time.sleep(0.3)
-    if as_json:
-        emit_json(collected)
+    if array is not None:
+        array.close()
 
 
 @click.command("graph")

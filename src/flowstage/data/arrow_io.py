@@ -22,13 +22,30 @@ from flowstage.redact import scrub
 BATCH_ROWS = 50_000
 
 
-def _libpq_uri(url: str) -> str:
-    """A SQLAlchemy ``postgresql+driver://`` URL as a libpq URI."""
+def _libpq_value(value: str) -> str:
+    """`value` quoted for a libpq keyword/value connection string (a quoted value may hold anything)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def libpq_conninfo(url: str) -> str:
+    """A SQLAlchemy ``postgresql+driver://`` URL as libpq keyword/value parameters, for ADBC.
+
+    The URL is decoded once (SQLAlchemy's parser) and each part is handed to libpq as a quoted
+    parameter: a password is never percent-encoded again into a URI, where a space or a ``%`` it
+    holds would be misread (and libpq would echo it in its error).
+    """
     import sqlalchemy as sa
 
     u = sa.engine.make_url(url)
-    u = u.set(drivername="postgresql")
-    return u.render_as_string(hide_password=False)
+    params: dict[str, str] = {}
+    for key, value in (("host", u.host), ("port", u.port), ("dbname", u.database), ("user", u.username)):
+        if value is not None and value != "":
+            params[key] = str(value)
+    if u.password is not None:
+        params["password"] = str(u.password)
+    for key, given in u.query.items():
+        params[key] = given[-1] if isinstance(given, tuple) else given
+    return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
 
 
 def _dialect(url: str) -> str:
@@ -53,7 +70,7 @@ def read_arrow(
         if dialect == "postgresql" and table is not None:
             import adbc_driver_postgresql.dbapi as adbc
 
-            with adbc.connect(_libpq_uri(url)) as conn, conn.cursor() as cur:
+            with adbc.connect(libpq_conninfo(url)) as conn, conn.cursor() as cur:
                 cur.execute(f"SELECT * FROM {qualified(table)}")
                 return _pg_numbers(cur.fetch_arrow_table())
         session = connections.session(name)
@@ -167,7 +184,7 @@ def _write_postgres(url: str, table: str, reader: Any, mode: str, keys: Sequence
     import adbc_driver_postgresql.dbapi as adbc
 
     schema, name = _split(table)
-    with adbc.connect(_libpq_uri(url)) as conn:
+    with adbc.connect(libpq_conninfo(url)) as conn:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = $1 AND table_schema = COALESCE($2, current_schema())",

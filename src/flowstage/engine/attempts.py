@@ -119,13 +119,17 @@ def context(
 
 
 def render(task: Task, ctx: dict[str, Any]) -> tuple[dict[str, Any], KindSpec]:
-    """The attempt's keyword arguments and spec, templates rendered (shell values quoted)."""
+    """The attempt's keyword arguments and spec, templates rendered (shell values quoted, URL values encoded)."""
     kwargs = templates.render(task.with_, ctx)
     spec = task.spec
     if spec.template_fields:
         data = spec.model_dump(by_alias=True)
         for name in spec.template_fields:
-            data[name] = templates.render(data[name], ctx, shell=(name == spec.kind == "shell"))
+            if spec.kind == "http":  # a URL's values are percent-encoded for the part of the URL they land in
+                url = templates.render_url(data[name].pop("url"), ctx)
+                data[name] = {**templates.render(data[name], ctx), "url": url}
+            else:
+                data[name] = templates.render(data[name], ctx, shell=(name == spec.kind == "shell"))
         spec = revalidate(spec, data)
     return kwargs, spec
 
@@ -142,12 +146,29 @@ def fan_items(task: Task, ctx: dict[str, Any] | None) -> list[Any]:
     return [None]
 
 
+#: the most a saved value may take, serialized as JSON (larger fails the task)
+SAVED_VALUE_LIMIT = 1024 * 1024
+
+
+def check_saved_size(value: Any, what: str = "save:") -> None:
+    """Raise RunError when JSON data `value` is larger than a saved value may be."""
+    if value is None or type(value) in (int, float, bool):
+        return
+    size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(json.dumps(value).encode())
+    if size > SAVED_VALUE_LIMIT:
+        raise RunError(
+            f"{what} the result is {size:,} bytes as JSON, more than a saved value may hold ({SAVED_VALUE_LIMIT:,} bytes):"
+            " keep large data in a table or a file and save its name"
+        )
+
+
 def saved_values(task: Task, value: Any, *, fan: bool) -> dict[str, Any]:
-    """What `save:` keeps of a task's result."""
+    """What `save:` keeps of a task's result (at most `SAVED_VALUE_LIMIT` bytes as JSON)."""
     save = task.save
     if save is None:
         return {}
     value = jsonable(value)
+    check_saved_size(value)
     if isinstance(save, str):
         return {save: value}
     if fan:
@@ -160,4 +181,16 @@ def saved_values(task: Task, value: Any, *, fan: bool) -> dict[str, Any]:
     return {var: value[key] for var, key in save.items()}
 
 
-__all__ = ["RunInfo", "aggregate", "context", "fan_items", "jsonable", "needs_render", "render", "revalidate", "saved_values"]
+__all__ = [
+    "SAVED_VALUE_LIMIT",
+    "RunInfo",
+    "aggregate",
+    "check_saved_size",
+    "context",
+    "fan_items",
+    "jsonable",
+    "needs_render",
+    "render",
+    "revalidate",
+    "saved_values",
+]

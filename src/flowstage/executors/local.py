@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError
-from flowstage.logging import ERROR
+from flowstage.logging import ERROR, LOG_LINE_LIMIT, LOG_LINE_MARGIN, cap_line
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import Scrubber
 from flowstage.tasks import RunResources, TaskContext, runner_for
@@ -34,14 +34,15 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 
 
 class MaskedReports:
-    """`reports` with every log line and error passed through `scrub` first."""
+    """`reports` with every log line and error passed through `scrub` first, and each line cut to its cap."""
 
     def __init__(self, reports: Reports, scrub: Scrubber) -> None:
         self._reports = reports
         self._scrub = scrub
 
     def log(self, level: int, message: str) -> None:
-        self._reports.log(level, self._scrub(message))
+        # cut to the cap after masking, so that a cut cannot split a secret (a margin before, so masking stays cheap)
+        self._reports.log(level, cap_line(self._scrub(cap_line(message, LOG_LINE_LIMIT + LOG_LINE_MARGIN))))
 
     def process(self, pid: int) -> None:
         self._reports.process(pid)

@@ -183,7 +183,10 @@ class SqlSpec(KindSpec):
 
 class HttpRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-    url: str = Field(description="http:// or https:// URL")
+    url: str = Field(default="", description="http:// or https:// URL (template values percent-encoded); with base_url, a path")
+    base_url: str | None = Field(
+        default=None, description="an http(s) URL taken as written (a whole-URL variable); url: is a path joined to it"
+    )
     method: str = Field(default="GET", pattern=r"^(?i:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$")
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict, description="query string parameters")
@@ -191,12 +194,25 @@ class HttpRequest(BaseModel):
     body: str | None = Field(default=None, description="a text body")
     expect: int | list[int] = Field(default=200, description="the expected status code(s)")
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not (v.startswith(("http://", "https://")) or "{{" in v):
-            raise ValueError(f"not an http(s) URL: {v!r}")
-        return v
+    @model_validator(mode="after")
+    def _url(self) -> HttpRequest:
+        url, base = self.url, self.base_url
+        if base is None:
+            if not url.startswith(("http://", "https://")):
+                hint = " (a whole-URL variable goes in base_url:, with url: the path)" if url.lstrip().startswith("{") else ""
+                raise ValueError(f"url: not an http(s) URL: {url!r}{hint}")
+            return self
+        if "{{" not in base:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(base)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"base_url: not an http(s) URL: {base!r}")
+            if parts.query or parts.fragment or base.endswith(("?", "#")):
+                raise ValueError(f"base_url: must not carry a query or fragment (put them in url: or params:): {base!r}")
+        if "://" in url.split("?", 1)[0]:
+            raise ValueError(f"url: with base_url:, url: is a path joined to it, not a whole URL: {url!r}")
+        return self
 
 
 class HttpSpec(KindSpec):

@@ -3,7 +3,9 @@
 `{{ var.x }}`, `{{ run.id }}`, `{{ task.name }}` ... A string that is exactly one expression
 (``"{{ var.regions }}"``) renders to the expression's native value (a list stays a list); any
 other string renders to text. In shell commands every expression's value is shell-quoted, so a
-variable can never inject a command.
+variable can never inject a command; in an http task's URL (`render_url`) every value is
+percent-encoded for the part of the URL it lands in, so it can never add a path segment or a query
+parameter.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ def _environment(finalize: str) -> SandboxedEnvironment:
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize={"shell": _shell_finalize, "url": _url_finalize}.get(finalize),
+        finalize={"shell": _shell_finalize, "url": _url_finalize, "url_mark": _url_mark}.get(finalize),
     )
     _bounded_filters(env.filters)
     return env
@@ -255,6 +257,72 @@ def environment(shell: bool = False, url: bool = False) -> SandboxedEnvironment:
 
 
 _TOO_DEEP = "template nested too deeply: a template puts values together, it is not a program"
+
+
+#: a value rendered into a URL, marked by its UTF-8 bytes in hex between two NULs until it is encoded
+_URL_MARK = re.compile("\x00([0-9a-f]*)\x00")
+_SCHEME_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def _url_mark(value: Any) -> str:
+    text = "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return "\x00" + text.encode("utf-8", "surrogatepass").hex() + "\x00"
+
+
+def _encoded(part: str, safe: str = "") -> tuple[str, bool]:
+    """`part` with each marked value percent-encoded (only unreserved characters and `safe` kept)."""
+    from urllib.parse import quote
+
+    found = False
+
+    def encode(m: re.Match[str]) -> str:
+        nonlocal found
+        found = True
+        return quote(bytes.fromhex(m.group(1)), safe=safe)
+
+    return _URL_MARK.sub(encode, part), found
+
+
+def render_url(template: str, context: dict[str, Any]) -> str:
+    """Render a URL template, each value percent-encoded for the part of the URL it lands in.
+
+    The literal text of the template decides the URL's shape (scheme, host, path segments, query
+    keys and values, fragment); a value cannot change it: in a path segment it cannot add ``/``,
+    ``?`` or ``#``, nor be a ``.`` or ``..`` segment; in a query key or value it cannot add ``&``,
+    ``=`` or ``#``. A template without a scheme is a path (joined to an http task's `base_url:`).
+
+    Raises:
+        VariableError: a name is undefined, or a value would make a ``.``/``..`` path segment.
+    """
+    from urllib.parse import unquote
+
+    if not has_template(template):
+        return template
+    if "\x00" in template:
+        raise VariableError(f"a URL template cannot hold a NUL character: {template!r}")
+    try:
+        compiled = _environment("url_mark").from_string(template)
+        marked: str = _bounded(lambda: _render_text(compiled, context), template)
+    except VariableError:
+        raise
+    except Exception as exc:
+        raise _fail(exc, template) from None
+    head = _SCHEME_AUTHORITY.match(marked)
+    authority = head.group(0) if head else ""
+    rest = marked[len(authority) :]
+    rest, hash_, fragment = rest.partition("#")
+    path, mark, query = rest.partition("?")
+    segments = []
+    for segment in path.split("/"):
+        encoded, valued = _encoded(segment)
+        if valued and unquote(encoded) in (".", ".."):
+            raise VariableError(f"a value rendered into {template!r} makes a {unquote(encoded)!r} path segment")
+        segments.append(encoded)
+    pairs = []
+    for pair in query.split("&") if mark else []:
+        key, eq, value = pair.partition("=")
+        pairs.append(_encoded(key)[0] + eq + _encoded(value)[0])
+    return _encoded(authority, safe=":[]")[0] + "/".join(segments) + mark + "&".join(pairs) + hash_ + _encoded(fragment)[0]
 
 
 def syntax_error(text: str) -> str | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowstage.logging import INFO, WARNING
+from flowstage.logging import INFO, WARNING, LineBuffer
 from flowstage.tasks._supervisor import Child, Exit, recv_frame, send_frame, supervisor
 
 _WORKER = str(Path(__file__).with_name("_python_worker.py"))
@@ -52,12 +52,15 @@ def pump(out_fd: int, err_fd: int, log: Callable[[int, str], None]) -> None:
 
     One thread reads both pipes (poll), in the order the lines arrive.
     """
-    levels = {out_fd: INFO, err_fd: WARNING}
-    partial = {out_fd: b"", err_fd: b""}
+    # a line holds at most LOG_LINE_LIMIT (and a margin) in memory, however long it is
+    lines = {
+        out_fd: LineBuffer(lambda text: log(INFO, text)),
+        err_fd: LineBuffer(lambda text: log(WARNING, text)),
+    }
     poller = select.poll()
-    for fd in levels:
+    for fd in lines:
         poller.register(fd, select.POLLIN)
-    left = set(levels)
+    left = set(lines)
     try:
         while left:
             for fd, _event in poller.poll():
@@ -65,12 +68,9 @@ def pump(out_fd: int, err_fd: int, log: Callable[[int, str], None]) -> None:
                 if not chunk:
                     poller.unregister(fd)
                     left.discard(fd)
-                    if partial[fd]:
-                        log(levels[fd], partial[fd].decode("utf-8", "replace").rstrip("\r"))
+                    lines[fd].close()
                     continue
-                *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
-                for line in lines:
-                    log(levels[fd], line.decode("utf-8", "replace").rstrip("\r"))
+                lines[fd].feed(chunk)
     finally:
         os.close(out_fd)
         os.close(err_fd)

@@ -2,6 +2,10 @@
 
 `save:` keeps the JSON answer (or its text when it is not JSON). A kill closes the client, which
 aborts the request in flight.
+
+The URL comes rendered with its template values percent-encoded (`templates.render_url`): a value
+cannot add a path segment or a query parameter. `base_url:` is taken as written (it may be a whole
+URL from a variable); `url:` is then a path joined to it.
 """
 
 from __future__ import annotations
@@ -11,10 +15,19 @@ from typing import Any
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import INFO
-from flowstage.model.kinds import HttpSpec
+from flowstage.model.kinds import HttpRequest, HttpSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
 from flowstage.tasks import TaskContext
+
+
+def target(req: HttpRequest) -> str:
+    """The URL called: `url`, or `url` (a path) joined to `base_url` with one slash between them."""
+    if req.base_url is None:
+        return req.url
+    if not req.url or req.url.startswith(("?", "#")):
+        return req.base_url + req.url
+    return req.base_url.rstrip("/") + "/" + req.url.lstrip("/")
 
 
 def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
@@ -25,7 +38,8 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     req = spec.http
     expected = [req.expect] if isinstance(req.expect, int) else list(req.expect)
     timeout = job.timeout or 300.0
-    where = mask_url(req.url)  # a URL may carry a password: messages show it masked
+    url = target(req)
+    where = mask_url(url)  # a URL may carry a password: messages show it masked
     kwargs: dict[str, Any] = {"headers": req.headers, "params": req.params or None}
     if req.json_body is not None:
         kwargs["json"] = req.json_body
@@ -34,9 +48,9 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
         ctx.handle.on_kill(client.close)
         try:
-            response = client.request(req.method.upper(), req.url, **kwargs)
+            response = client.request(req.method.upper(), url, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
-            raise RunError(scrub(f"{req.method.upper()} {where}: {type(exc).__name__}: {exc}", [req.url])) from None
+            raise RunError(scrub(f"{req.method.upper()} {where}: {type(exc).__name__}: {exc}", [url])) from None
     ctx.log(INFO, f"{req.method.upper()} {where} -> {response.status_code} ({len(response.content)} bytes)")
     metrics = {"status_code": response.status_code, "bytes_read": len(response.content)}
     try:

@@ -5,6 +5,12 @@ started by the runner's supervisor ahead of time, that runs one task at a time w
 filtered environment as a shell task; its answer comes back on the worker's socket. A worker is
 replaced after a kill, a crash or when it grew too large, so a task's isolation and kill are those
 of a process of its own; `fresh_process: true` asks for a new interpreter for the task alone.
+
+An `in_process: true` task runs in the runner's thread. What it prints goes to its logs, as a child
+process's output does (stdout as info, stderr as warning), never to the runner's own stdout (where
+`run --json` writes its document): `sys.stdout` and `sys.stderr` become `_RoutedStream`s that send
+what a thread writes to the task that thread runs (a context variable, so tasks on other threads
+are never mixed up) and everything else where it went before.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError
-from flowstage.logging import ERROR
+from flowstage.logging import ERROR, INFO, LOG_LINE_LIMIT, LOG_LINE_MARGIN, WARNING, LineBuffer, cap_line
 from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
@@ -114,13 +121,79 @@ def prestart(exe: str, root: str, env: dict[str, str]) -> None:
     WORKERS.prestart(exe, root, env)
 
 
+class _TaskOutput:
+    """What one in-process task writes to stdout and stderr, cut into lines for its log."""
+
+    def __init__(self, log: Callable[[int, str], None]) -> None:
+        self._lines = {
+            INFO: LineBuffer(lambda text: log(INFO, text)),
+            WARNING: LineBuffer(lambda text: log(WARNING, text)),
+        }
+        self._lock = threading.Lock()  # a task's own threads may write too
+
+    def write(self, level: int, text: str) -> None:
+        with self._lock:
+            self._lines[level].feed(text.encode("utf-8", "surrogatepass"))
+
+    def close(self) -> None:
+        with self._lock:
+            for lines in self._lines.values():
+                lines.close()
+
+
+#: the output of the in-process task the current thread runs (None: not a task's thread)
+_task_output: ContextVar[_TaskOutput | None] = ContextVar("flowstage_task_output", default=None)
+_install_lock = threading.Lock()
+
+
+class _RoutedStream:
+    """`sys.stdout` or `sys.stderr`: a task's thread writes to the task's log, any other to `stream`."""
+
+    def __init__(self, stream: TextIO | None, level: int) -> None:
+        self._stream = stream  # None: the process has no such stream (what is not a task's is dropped)
+        self._level = level
+
+    def write(self, text: str) -> int:
+        out = _task_output.get()
+        if out is not None:
+            out.write(self._level, text)
+            return len(text)
+        return self._stream.write(text) if self._stream is not None else len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if _task_output.get() is None and self._stream is not None:
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _route_output() -> None:
+    """Put `_RoutedStream`s in place of sys.stdout and sys.stderr (once; again if something replaced them)."""
+    with _install_lock:
+        if not isinstance(sys.stdout, _RoutedStream):
+            sys.stdout = _RoutedStream(sys.stdout, INFO)
+        if not isinstance(sys.stderr, _RoutedStream):
+            sys.stderr = _RoutedStream(sys.stderr, WARNING)
+
+
 def _in_process(job: AttemptSpec, spec: PythonSpec, log: Callable[[int, str], None]) -> Outcome:
+    _route_output()
+    output = _TaskOutput(log)
+    token = _task_output.set(output)
     try:
         fn = load_callable(spec.python, job.root)
         value = fn(**job.kwargs)
     except DefinitionError as exc:
         return Outcome(TaskStatus.FAILED, error=str(exc))
     except Exception as exc:
-        log(ERROR, traceback.format_exc().rstrip())
+        log(ERROR, cap_line(traceback.format_exc().rstrip(), LOG_LINE_LIMIT + LOG_LINE_MARGIN))
         return Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        _task_output.reset(token)
+        output.close()
     return Outcome(TaskStatus.SUCCEEDED, value=value)

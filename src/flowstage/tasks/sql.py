@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowstage.connections import LockTimeout, LockWait, StatementResult, run_statements, split_statements, to_json_value
+from flowstage.engine.attempts import check_saved_size
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError, RunError
 from flowstage.logging import DEBUG
@@ -85,6 +86,7 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
         rows = (last.rows or []) if last is not None else []
         columns = last.columns if last is not None else []
         saved[spec.save_rows] = [{c: to_json_value(v) for c, v in zip(columns, r, strict=False)} for r in rows]
+        check_saved_size(saved[spec.save_rows], "save_rows:")
     value: Any = None
     save = job.save
     if isinstance(save, str):

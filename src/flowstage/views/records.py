@@ -1,12 +1,51 @@
-"""The run record of SPEC §5.1 as plain JSON data."""
+"""The run record of SPEC §5.1 as plain JSON data, and the JSON text every `--json` prints.
+
+JSON has no NaN nor infinity, and UTF-8 cannot hold a lone surrogate (what Python makes of bytes
+that are not UTF-8, in an argument such as ``--var x=$'\\xff'``): `json_text` writes NaN and
+±infinity as ``null`` and each lone surrogate as U+FFFD, so what it prints is always valid JSON in
+valid UTF-8. Data without them costs nothing more than `json.dumps`.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from flowstage.engine.ports import TaskRun
 from flowstage.stores.base import StoredRun
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and ±infinity replaced by None, inside lists and mappings too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_safe_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (a well-formed pair becomes its character)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """`data` as JSON that is valid JSON and valid UTF-8: NaN and ±infinity as null, lone surrogates as U+FFFD."""
+    import json
+
+    try:
+        text = json.dumps(data, indent=indent, default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere
+        text = json.dumps(_finite(data), indent=indent, default=str, ensure_ascii=False, allow_nan=False)
+    return json_safe_text(text)
 
 
 def iso(ts: float | None) -> str | None:

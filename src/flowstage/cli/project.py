@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -21,10 +22,8 @@ def init_cmd(directory: Path) -> None:
         if existing:
             raise UsageError(f"{directory}: already holds {', '.join(sorted(existing))}; choose an empty folder")
     directory.mkdir(parents=True, exist_ok=True)
-    for item in sorted(template.rglob("*")):
+    for item in template_files(template):
         rel = item.relative_to(template)
-        if {"__pycache__", ".flowstage", "out"} & set(rel.parts) or rel.name.endswith(".db"):
-            continue
         target = directory / rel
         if item.is_dir():
             target.mkdir(parents=True, exist_ok=True)
@@ -34,6 +33,32 @@ def init_cmd(directory: Path) -> None:
     click.echo(f"created a flowstage project in {directory}")
     click.echo(f"  cd {directory} && flowstage run daily_sales")
     click.echo("  flowstage run shop_setup && flowstage run campaign_launch")
+
+
+def template_files(template: Path) -> list[Path]:
+    """The template's own files: never what runs of it wrote (what its .gitignore names — the store,
+    out/, generated data — and caches), even when the template is the example project itself."""
+    import fnmatch
+
+    ignore = ["__pycache__/", ".flowstage/"]
+    with contextlib.suppress(OSError):
+        ignore += [line.strip() for line in (template / ".gitignore").read_text().splitlines()]
+    patterns = [p for p in ignore if p and not p.startswith("#")]
+
+    def ignored(rel: Path) -> bool:
+        for pattern in patterns:
+            folder = pattern.endswith("/")
+            bare = pattern.strip("/")
+            for depth in range(1, len(rel.parts) + 1):
+                head = Path(*rel.parts[:depth]).as_posix()
+                last = depth == len(rel.parts)
+                if (not folder or not last or (template / rel).is_dir()) and (
+                    fnmatch.fnmatch(head, bare) or ("/" not in bare and fnmatch.fnmatch(rel.parts[depth - 1], bare))
+                ):
+                    return True
+        return False
+
+    return [item for item in sorted(template.rglob("*")) if not ignored(item.relative_to(template))]
 
 
 def _is_package(path: Path) -> bool:

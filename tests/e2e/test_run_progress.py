@@ -136,3 +136,16 @@ def test_keys_typed_during_a_live_run_are_not_echoed_and_the_terminal_is_given_b
             proc.kill()
             proc.wait()
         os.close(slave)
+
+
+def test_a_json_workflow_is_found_by_its_name_whatever_its_file_is_called(project: Project) -> None:
+    project.write("workflows/exported.json", '{"name": "from_json", "tasks": [{"name": "a", "shell": "true"}]}\n')
+    result = project.cli("run", "from_json", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["workflow"] == "from_json"
+
+
+def test_runs_with_an_unknown_status_is_bad_input_naming_the_statuses(project: Project) -> None:
+    result = project.cli("runs", "--status", "bogus")
+    assert result.code == 2
+    assert "'bogus' is not one of 'running', 'succeeded', 'failed'" in result.err

@@ -155,7 +155,8 @@ def _find_file(project: Project, ref: str) -> FoundWorkflow:
     if folder.is_dir():
         import re
 
-        pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$", re.MULTILINE)
+        # `name: x` of a YAML file, `"name": "x"` of a JSON one
+        pattern = re.compile(rf"^name:\s*['\"]?{re.escape(ref)}['\"]?\s*$|\"name\"\s*:\s*\"{re.escape(ref)}\"", re.MULTILINE)
         for candidate in sorted(folder.iterdir()):
             if candidate.suffix in (".yaml", ".yml", ".json") and pattern.search(candidate.read_text(errors="replace")):
                 found = _found_file(project, candidate)

@@ -21,7 +21,13 @@ def _short_time(ts: float | None) -> str:
 
 @click.command("runs")
 @click.argument("workflow", required=False)
-@click.option("--status", "statuses", multiple=True, help="Only runs with this status (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"]),
+    help="Only runs with this status (repeatable).",
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--json", "as_json", is_flag=True)
 def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:

@@ -34,6 +34,21 @@ from typing import Any
 from flowstage.errors import ConnectionError, DefinitionError, RunError
 from flowstage.redact import mask_url, scrub
 
+#: the extra of flowstage that installs each database driver
+_DRIVER_EXTRAS = {
+    "psycopg": "postgres",
+    "psycopg2": "postgres",
+    "adbc_driver_postgresql": "postgres",
+    "pymysql": "mysql",
+    "MySQLdb": "mysql",
+}
+
+
+def driver_hint(module: str | None) -> str:
+    """How to install the driver `module`: ``; pip install 'flowstage[postgres]'``."""
+    extra = _DRIVER_EXTRAS.get((module or "").split(".")[0])
+    return f"; install it with pip install 'flowstage[{extra}]'" if extra else ""
+
 
 class QueryError(RunError):
     """A statement failed on the database (the message is masked)."""
@@ -653,7 +668,9 @@ class Connections:
                 try:
                     engine = sa.create_engine(url, pool_pre_ping=True)
                 except ModuleNotFoundError as exc:
-                    raise ConnectionError(f"connection {name!r}: driver {exc.name} not installed") from None
+                    raise ConnectionError(
+                        f"connection {name!r}: driver {exc.name} not installed{driver_hint(exc.name)}"
+                    ) from None
                 except Exception as exc:
                     raise ConnectionError(f"connection {name!r}: invalid URL {mask_url(url)}: {scrub(str(exc), [url])}") from None
                 if engine.dialect.name == "sqlite":

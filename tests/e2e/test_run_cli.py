@@ -603,7 +603,7 @@ def test_graph_prints_the_static_view_as_text_mermaid_and_dot(project: Project) 
     assert re.match(r"^finish\s+tidy\s+after pull=completion$", lines[3])
 
     assert mermaid.code == 0, mermaid
-    assert mermaid.out.startswith("flowchart")
+    assert mermaid.out.startswith("---\ntitle: graphed\n---\nflowchart LR")
     assert "fetch -- failure --> n_on_error" in mermaid.out
     assert "pull -- completion --> n_tidy" in mermaid.out
     assert 'subgraph s0["extract"]' in mermaid.out
@@ -625,6 +625,53 @@ def test_graph_with_a_run_shows_each_task_status(project: Project) -> None:
     assert result.code == 0, result
     statuses = {ln.split()[1]: ln.split()[2] for ln in result.out.splitlines()}
     assert statuses == {"pull": "succeeded", "fetch": "failed", "on_error": "succeeded", "tidy": "succeeded"}
+    fetch = next(ln for ln in result.out.splitlines() if ln.split()[1] == "fetch")
+    assert "failed (caught)" in fetch, "on_error caught it"
+
+
+STAGED = """
+name: staged
+stages:
+""" + "".join(
+    f"  - name: s{si}\n    tasks:\n" + "".join(f"      - {{name: t{si}_{i}, shell: 'true'}}\n" for i in range(8))
+    for si in range(3)
+)
+
+
+def test_a_stage_default_dependency_is_one_edge_from_stage_to_stage_not_every_to_every(project: Project) -> None:
+    project.write("workflows/staged.yaml", STAGED)
+    mermaid = project.cli("graph", "staged", "--format", "mermaid").out
+    dot = project.cli("graph", "staged", "--format", "dot").out
+    assert mermaid.count("-->") == 0
+    assert "  s0 ==> s1\n  s1 ==> s2\n" in mermaid
+    assert dot.count(" -> ") == 2, dot
+    assert "lhead=cluster_1" in dot
+    assert "lhead=cluster_2" in dot
+
+
+def test_the_run_graph_has_a_title_a_legend_readable_text_and_skip_reasons(project: Project) -> None:
+    project.write(
+        "workflows/skips.yaml",
+        """
+        name: skips
+        tasks:
+          - {name: a, shell: exit 1}
+          - {name: b, shell: 'true', after: [a]}
+        """,
+    )
+    run_id = record_of(project.cli("run", "skips", "--json"))["id"]
+    text = project.cli("graph", "--run", run_id).out
+    b = next(ln for ln in text.splitlines() if ln.split()[1] == "b")
+    assert "skipped" in b
+    assert "needs a=success; a failed" in b
+    mermaid = project.cli("graph", "--run", run_id, "--format", "mermaid").out
+    assert "title: skips (run)" in mermaid
+    assert 'subgraph legend["legend"]' in mermaid
+    assert "style n_a fill:#c62828,color:#ffffff" in mermaid, "white text on red"
+    dot = project.cli("graph", "--run", run_id, "--format", "dot").out
+    assert 'label="skips (run)"' in dot
+    assert 'fillcolor="#c62828", fontcolor="#ffffff"' in dot
+    assert "cluster_legend" in dot
 
 
 # ---------------------------------------------------------------------------------------------- cancel, resume

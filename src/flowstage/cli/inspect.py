@@ -201,10 +201,12 @@ def graph_cmd(workflow: str | None, run_id: str | None, fmt: str, output: Path |
 
     project = project_for(workflow)
     statuses = None
+    reasons: dict[str, str] = {}
     if run_id is not None:
         run = get_run(store_for(project), run_id)
         wf = Workflow.model_validate(run.definition)
         statuses = {t.name: str(t.status) for t in run.tasks}
+        reasons = {t.name: t.reason for t in run.tasks if t.reason}
     elif workflow is None:
         raise UsageError("name a WORKFLOW (or a file), or give --run RUN_ID")
     else:
@@ -215,7 +217,7 @@ def graph_cmd(workflow: str | None, run_id: str | None, fmt: str, output: Path |
 
         text = json.dumps(graph.graph_data(plan, statuses), indent=2) + "\n"
     else:
-        text = graph.render(plan, fmt, statuses)
+        text = graph.render(plan, fmt, statuses, reasons)
     if output is not None:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}")

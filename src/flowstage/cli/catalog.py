@@ -33,7 +33,7 @@ def _entry(t: CatalogTable, history: list[dict[str, Any]] | None = None) -> dict
 
 @click.command("catalog")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog table (or the list of tables) as JSON.")
 def catalog_cmd(name: str | None, as_json: bool) -> None:
     """The data catalog: tables, or one table's columns, location, row estimate and schema history."""
     from flowstage.stores.catalog import CatalogStore, describe_change

@@ -67,7 +67,7 @@ def deploy_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
 
 
 @click.command("workflows")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the workflows as a JSON array.")
 def workflows_cmd(as_json: bool) -> None:
     """Deployed workflows: current version, trigger, next run, last run."""
     store = store_for(project_for())
@@ -101,7 +101,7 @@ def workflows_cmd(as_json: bool) -> None:
 
 @click.command("versions")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as a JSON array, newest first.")
 def versions_cmd(name: str, as_json: bool) -> None:
     """The versions of workflow NAME, newest first (the current one marked)."""
     from flowstage.errors import NotFoundError
@@ -125,12 +125,21 @@ def versions_cmd(name: str, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
-    for v in found:
-        mark = "*" if v["current"] else " "
-        files = f"  +{len(v['files'])} file(s)" if v["files"] else ""
-        click.echo(
-            f"{mark} {v['version']:>4}  {v['deployed_at']}  {v['hash'][:12]}  {v['deployed_by'] or ''}  {v['source'] or ''}{files}"
-        )
+    from flowstage.cli.common import print_table, short_time
+
+    rows = [
+        [
+            "*" if v["current"] else "",
+            str(v["version"]),
+            short_time(kept.deployed_at),
+            v["hash"][:12],
+            v["deployed_by"] or "",
+            v["source"] or "",
+            str(len(v["files"])),
+        ]
+        for v, kept in zip(found, deployments.versions(name), strict=True)
+    ]
+    print_table(["CURRENT", "VERSION", "DEPLOYED", "HASH", "BY", "SOURCE", "FILES"], rows, right=(1, 6))
 
 
 @click.command("diff")
@@ -152,7 +161,7 @@ def diff_cmd(name: str, old: int, new: int) -> None:
 @click.command("rollback")
 @click.argument("name")
 @click.argument("version", type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the workflow's name and current version as JSON.")
 def rollback_cmd(name: str, version: int, as_json: bool) -> None:
     """Make VERSION of workflow NAME current again (the history keeps every version)."""
     from flowstage.deploy import rollback

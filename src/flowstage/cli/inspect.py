@@ -7,16 +7,12 @@ from pathlib import Path
 
 import click
 
-from flowstage.cli.common import emit_json, project_for, store_for
+from flowstage.cli.common import brief, emit_json, number, print_table, project_for, short_time, store_for
 from flowstage.errors import UsageError
 from flowstage.logging import LEVELS, level_name
 from flowstage.views.records import iso, json_safe_text, json_text
 
-
-def _short_time(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+_UTC_HELP = "Times in UTC (default: local time, its zone named)."
 
 
 @click.command("runs")
@@ -28,9 +24,10 @@ def _short_time(ts: float | None) -> str:
     type=click.Choice(["running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"]),
     help="Only runs with this status (repeatable).",
 )
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--json", "as_json", is_flag=True)
-def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000), help="At most this many runs.")
+@click.option("--utc", is_flag=True, help=_UTC_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array, newest first.")
+def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, utc: bool, as_json: bool) -> None:
     """Run history, newest first."""
     from flowstage.app.liveness import effective_status
     from flowstage.views.records import run_summary
@@ -39,28 +36,32 @@ def runs_cmd(workflow: str | None, statuses: tuple[str, ...], limit: int, as_jso
     wanted = set(statuses)
     query_statuses = [s if s != "interrupted" else "running" for s in wanted] or None
     found = []
+    starts = []
     for run in store.list_runs(workflow=workflow, statuses=query_statuses, limit=limit):
         shown = effective_status(run)
         if wanted and shown not in wanted:
             continue
         found.append(run_summary(run, shown))
+        starts.append(run.started_at)
     if as_json:
         emit_json(found)
         return
     if not found:
         click.echo("no runs")
         return
-    click.echo(f"{'ID':<22} {'WORKFLOW':<24} {'STATUS':<12} {'STARTED':<20} DURATION")
-    for r in found:
-        started = r["started_at"][:19].replace("T", " ")
+    rows = []
+    for r, started in zip(found, starts, strict=True):
         duration = f"{r['duration_seconds']:.2f}s" if r["duration_seconds"] is not None else ""
-        click.echo(f"{r['id']:<22} {r['workflow']:<24} {r['status']:<12} {started:<20} {duration}")
+        version = f"v{r['version']}" if r.get("version") else ""
+        rows.append([r["id"], r["workflow"], version, r["status"], short_time(started, utc=utc), duration])
+    print_table(["ID", "WORKFLOW", "VERSION", "STATUS", "STARTED", "DURATION"], rows, right=(5,))
 
 
 @click.command("show")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
-def show_cmd(run_id: str, as_json: bool) -> None:
+@click.option("--utc", is_flag=True, help=_UTC_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+def show_cmd(run_id: str, utc: bool, as_json: bool) -> None:
     """The dynamic view of RUN_ID: each task's status, attempts, times, error, metrics, saved variables."""
     from flowstage.app.liveness import effective_status
     from flowstage.app.runs import get_run
@@ -75,17 +76,20 @@ def show_cmd(run_id: str, as_json: bool) -> None:
         return
     took = f"{run.ended_at - run.started_at:.2f}s" if run.ended_at else ""
     click.echo(f"run {run.id}  workflow {run.workflow}" + (f" v{run.version}" if run.version else "") + f"  {shown}  {took}")
-    click.echo(f"started {_short_time(run.started_at)}" + (f"  ended {_short_time(run.ended_at)}" if run.ended_at else ""))
+    click.echo(
+        f"started {short_time(run.started_at, utc=utc)}"
+        + (f"  ended {short_time(run.ended_at, utc=utc)}" if run.ended_at else "")
+    )
     for r in run.resumes:
-        click.echo(f"resumed by {r.get('by')} at {_short_time(r.get('at'))}")
+        click.echo(f"resumed by {r.get('by')} at {short_time(r.get('at'), utc=utc)}")
     if code is not None:
         files = ", ".join(f"{path} {digest.removeprefix('sha256:')[:12]}" for path, digest in code["files"].items())
         click.echo(f"code: v{code['version']} files {files}")
     if run.variables:
-        click.echo("variables: " + ", ".join(f"{k}={v!r}" for k, v in run.variables.items()))
+        click.echo("variables: " + ", ".join(f"{k}={brief(v)}" for k, v in run.variables.items()))
     measured = run_metrics(run)
     counts = ", ".join(f"{n} {status}" for status, n in measured["tasks"].items())
-    click.echo(f"metrics: runtime_seconds={measured['runtime_seconds']}" + (f", tasks: {counts}" if counts else ""))
+    click.echo(f"metrics: runtime_seconds={number(measured['runtime_seconds'])}" + (f", tasks: {counts}" if counts else ""))
     click.echo("")
     width = max((len(t.name) for t in run.tasks), default=4)
     swidth = max((len(t.stage) for t in run.tasks), default=5)
@@ -97,11 +101,12 @@ def show_cmd(run_id: str, as_json: bool) -> None:
             click.echo(f"{'':<{swidth}}  {'':<{width}}  reason: {t.reason}")
         if t.error:
             click.echo(f"{'':<{swidth}}  {'':<{width}}  error: {t.error}")
-        if t.saved:
-            click.echo(f"{'':<{swidth}}  {'':<{width}}  saved: " + ", ".join(f"{k}={v!r}" for k, v in t.saved.items()))
+        if t.saved:  # the value itself: `show --json` (the run's variables above only name it)
+            saved = ", ".join(f"{k}={brief(v, 40)}" for k, v in t.saved.items())
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  saved: {saved}")
         metrics = {k: v for k, v in t.metrics.items() if k not in ("attempts",)}
         if metrics:
-            click.echo(f"{'':<{swidth}}  {'':<{width}}  metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            click.echo(f"{'':<{swidth}}  {'':<{width}}  metrics: " + ", ".join(f"{k}={number(v)}" for k, v in metrics.items()))
     fired = store.alerts.for_run(run_id)  # type: ignore[attr-defined]
     if fired:
         click.echo("")
@@ -142,8 +147,9 @@ class _JsonArray:
 @click.argument("task", required=False)
 @click.option("--level", default="debug", type=click.Choice(list(LEVELS)), help="Lowest level shown.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
-@click.option("--json", "as_json", is_flag=True)
-def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: bool) -> None:
+@click.option("--utc", is_flag=True, help=_UTC_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON array (times in ISO 8601).")
+def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, utc: bool, as_json: bool) -> None:
     """Log lines of RUN_ID (of one TASK), every one of them, printed as they are read."""
     from flowstage.app.liveness import effective_status
     from flowstage.app.runs import get_run
@@ -172,7 +178,9 @@ def logs_cmd(run_id: str, task: str | None, level: str, follow: bool, as_json: b
                 )
             else:
                 where = f"{ln.task}#{ln.attempt}" if ln.task and ln.attempt else (ln.task or "run")
-                click.echo(json_safe_text(f"{_short_time(ln.at)} {level_name(ln.level).upper():<8} {where}: {ln.message}"))
+                click.echo(
+                    json_safe_text(f"{short_time(ln.at, utc=utc)} {level_name(ln.level).upper():<8} {where}: {ln.message}")
+                )
         if len(lines) == LOG_PAGE:
             continue  # a full page: there may be more already
         if not follow:

@@ -320,7 +320,7 @@ def resume_cmd(run_id: str, executor: str | None, detach: bool, as_json: bool, q
 
 @click.command("cancel")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 def cancel_cmd(run_id: str, as_json: bool) -> None:
     """Stop RUN_ID: running tasks are killed, pending ones cancelled."""
     from flowstage.app.runs import cancel_run

@@ -93,7 +93,7 @@ def create_cmd(role: str, name: str | None, expires: str | None, as_json: bool) 
 
 
 @token_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as a JSON array (never their secrets).")
 def list_cmd(as_json: bool) -> None:
     """Every token, newest first: id, name, role, status, times (never a secret)."""
     now = time.time()

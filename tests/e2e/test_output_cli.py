@@ -62,7 +62,7 @@ def test_logs_pages_through_every_line_of_a_run(project: Project) -> None:
 
     text = project.cli("logs", run_id, "talk")
     assert text.code == 0, text
-    said = [line.rsplit(": ", 1)[1] for line in text.out.splitlines() if line.split()[2] == "INFO"]
+    said = [line.rsplit(": ", 1)[1] for line in text.out.splitlines() if line.split()[3] == "INFO"]  # date time zone LEVEL
     numbers = [s for s in said if s.isdigit()]
     assert numbers == [str(n) for n in range(1, 23457)]
 

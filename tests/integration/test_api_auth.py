@@ -160,7 +160,7 @@ def test_a_wrong_orphans_setting_is_refused_before_the_server_starts(project: Pr
     project.write("flowstage.yaml", "server: {orphans: maybe}\n")
     refused = project.cli("server", "--port", "1")
     assert refused.code == 2, refused.err
-    assert "server: {orphans: 'maybe'} in flowstage.yaml: expected one of resume, fail" in refused.err
+    assert "flowstage.yaml:1:10: server.orphans: expected resume or fail" in refused.err
     assert "Traceback" not in refused.err
 
 

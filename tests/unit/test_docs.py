@@ -47,3 +47,15 @@ def test_readme_quickstart_starts_with_make_run_and_make_test() -> None:
 
 def test_readme_has_no_unfilled_benchmark_figures() -> None:
     assert "BENCH_" not in README
+
+
+def test_every_flowstage_yaml_key_is_documented() -> None:
+    from flowstage.settings import _KEYS, _SERVER_KEYS, _SPARK_KEYS
+
+    settings = README.split("## Project settings", 1)[1].split("\n## ", 1)[0]
+    for key in _KEYS:
+        assert f"`{key}:`" in settings, f"flowstage.yaml's {key}: is not in the README's Project settings"
+    for key in _SERVER_KEYS:
+        assert f"`{key}`" in README or f"{key}:" in README, f"server: {{{key}}} is not documented"
+    for key in _SPARK_KEYS:
+        assert f"`{key}:`" in README, f"spark: {{{key}}} is not documented"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -126,6 +127,18 @@ def test_every_base_package_is_valid_and_compiles_to_one_select() -> None:
         package = package_from_data(base, "p.yaml")
         text, _ = _bind(_compile_both(package), dict(base.get("variables", {})))
         _one_select(text)
+
+
+@pytest.mark.parametrize("kind", ["from", "filter", "select", "sort", "sql", "dedupe"])
+def test_a_step_whose_kind_has_no_value_is_a_located_problem(kind: str) -> None:
+    # `- filter:` with nothing after it once validated, then failed the run with an internal error
+    data = copy.deepcopy(BASES[0])
+    data["steps"] = [{"from": "orders"}, {kind: None}]
+    with pytest.raises(DefinitionError, match=rf"p.yaml: steps.1: `{kind}:` needs a value"):
+        package_from_data(data, "p.yaml")
+    data["steps"] = [{kind: None}]
+    with pytest.raises(DefinitionError, match=rf"`{kind}:` needs a value"):
+        package_from_data(data, "p.yaml")
 
 
 @budget(400)

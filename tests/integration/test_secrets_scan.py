@@ -37,6 +37,8 @@ from tests.conftest import FLOWSTAGE, Project
 from tests.integration.test_api import _free_port
 from tests.records import record_of, tasks_of, wait_until
 
+pytestmark = pytest.mark.postgres
+
 PASSWORD = "Pw-3xq!9zZ"
 ENCODED = quote(PASSWORD, safe="")  # Pw-3xq%219zZ
 FORMS = {

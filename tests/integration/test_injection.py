@@ -32,6 +32,8 @@ PAYLOADS = {
     "backticks": "`touch pwned`",
     "jinja_math": "{{ 7*7 }}",
     "jinja_mro": "{{ ''.__class__.__mro__ }}",
+    "url": "http://127.0.0.1:1/x?a=1&b=2#f/../../etc/passwd",
+    "newline": "x\ntouch pwned",
 }
 
 WORKFLOW = """
@@ -355,3 +357,169 @@ def test_template_in_sql_text_is_refused_before_anything_runs(project: Project) 
     assert "templates are not rendered in SQL text" in result.err
     assert "Traceback" not in result.err
     assert not (project.root / "shop.db").exists()
+
+
+# --------------------------------------------------------------------------- saved values
+
+SAVED_PAYLOADS = [
+    *PAYLOADS.values(),
+    "'); DROP TABLE campaigns; --",
+    "1; DROP TABLE campaigns",
+    "{% for i in range(3) %}{{ i }}{% endfor %}",
+    "{{ run.id }}",
+    "a' || (SELECT name FROM campaigns) || '",
+    "&& touch pwned ||",
+    "| touch pwned",
+    "> pwned",
+    "../../pwned",
+]
+
+SAVED_WORKFLOW = """
+name: saved
+variables: {payloads: [], base: ""}
+stages:
+  - name: setup
+    tasks:
+      - name: setup
+        connection: shop
+        sql: >-
+          CREATE TABLE campaigns (id INTEGER PRIMARY KEY, name VARCHAR(200)); INSERT INTO campaigns VALUES (1, 'keep');
+          CREATE TABLE payloads (id INTEGER, v TEXT)
+  - name: store
+    tasks:
+      - name: store
+        for_each: "{{ var.payloads }}"
+        connection: shop
+        sql: INSERT INTO payloads VALUES (:i, :v)
+        params: {i: "{{ task.instance }}", v: "{{ task.item }}"}
+  - name: read
+    tasks:
+      # the hostile values come back from the database, saved as variables
+      - name: read_rows
+        connection: shop
+        sql: SELECT v FROM payloads ORDER BY id
+        save_rows: rows
+      - name: read_first
+        connection: shop
+        sql: SELECT v, (SELECT COUNT(*) FROM payloads) AS n FROM payloads ORDER BY id LIMIT 1
+        save: {first: v, stored: n}
+  - name: use
+    tasks:
+      - name: sql_param
+        for_each: "{{ var.rows }}"
+        connection: shop
+        sql: SELECT :v AS v, COUNT(*) AS n FROM payloads WHERE v = :v
+        params: {v: "{{ task.item.v }}"}
+        save: sql_echo
+      - name: duck_param
+        for_each: "{{ var.rows }}"
+        sql: SELECT :v AS v
+        params: {v: "{{ task.item.v }}"}
+        save: duck_echo
+      - name: shell_word
+        for_each: "{{ var.rows }}"
+        shell: printf '%s\\n' {{ task.item.v }} > shell_{{ task.instance }}.txt
+      - name: shell_in_text
+        shell: echo first={{ var.first }}. > shell_first.txt
+      - name: template
+        for_each: "{{ var.rows }}"
+        python: tasks/echo.py:echo
+        in_process: true
+        with: {value: "<{{ task.item.v }}>"}
+        save: templated
+      - name: http_params
+        for_each: "{{ var.rows }}"
+        http:
+          url: "{{ var.base }}/echo"
+          method: POST
+          json: {value: "{{ task.item.v }}"}
+          params: {q: "{{ task.item.v }}"}
+        save: http_echo
+      - name: sub
+        workflow: child
+        variables: {x: "{{ var.first }}"}
+        save: sub_variables
+  - name: check
+    tasks:
+      - name: still_there
+        connection: shop
+        sql: SELECT COUNT(*) FROM campaigns
+        save: campaigns_left
+"""
+
+
+def test_saved_sql_values_flow_into_later_tasks_as_data_never_as_code(project: Project, echo_server: EchoServer) -> None:
+    project.write("flowstage.yaml", "connections:\n  shop: sqlite:///shop.db\n")
+    project.write("workflows/saved.yaml", SAVED_WORKFLOW)
+    project.write("workflows/child.yaml", CHILD)
+    project.write("tasks/echo.py", ECHO)
+    echo_server.requests.clear()
+    payloads = json.dumps(SAVED_PAYLOADS)
+
+    result = project.cli("run", "saved", "--var", f"payloads={payloads}", "--var", f"base={echo_server.url}", "--json")
+
+    assert result.code == 0, result
+    record = record_of(result)
+    variables = record["variables"]
+    n = len(SAVED_PAYLOADS)
+    assert [row["v"] for row in variables["rows"]] == SAVED_PAYLOADS
+    assert variables["first"] == SAVED_PAYLOADS[0]
+    assert variables["stored"] == n
+    # 0 executed: the table is still there with its one row, no file was made by a payload
+    assert variables["campaigns_left"] == 1
+    assert list(project.root.rglob("pwned")) == []
+    assert not (project.root.parent / "pwned").exists()
+    # SQL: bound, each value found itself among the stored ones
+    assert variables["sql_echo"] == SAVED_PAYLOADS
+    assert variables["duck_echo"] == SAVED_PAYLOADS
+    # shell: one literal word each, and inside a longer command text
+    for i, payload in enumerate(SAVED_PAYLOADS):
+        assert (project.root / f"shell_{i}.txt").read_text() == payload + "\n", payload
+    assert (project.root / "shell_first.txt").read_text() == f"first={SAVED_PAYLOADS[0]}.\n"
+    # templates: a saved value is rendered once, as a value; the template it holds is never evaluated
+    assert variables["templated"] == [["str", f"<{p}>"] for p in SAVED_PAYLOADS]
+    # http: the JSON body and the query parameters carry the values verbatim
+    seen = sorted((r["json"]["value"], r["query"]["q"][0]) for r in echo_server.requests)
+    assert seen == sorted((p, p) for p in SAVED_PAYLOADS)
+    # a sub-workflow receives it as a variable, and its shell and SQL tasks take it as data
+    assert variables["sub_variables"]["child_value"] == SAVED_PAYLOADS[0]
+    assert (project.root / "child_word.txt").read_text() == SAVED_PAYLOADS[0] + "\n"
+    engine = sa.create_engine(f"sqlite:///{project.root / 'shop.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name FROM campaigns")).scalars().all() == ["keep"]
+            assert conn.execute(sa.text("SELECT v FROM payloads ORDER BY id")).scalars().all() == SAVED_PAYLOADS
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["$(touch pwned)", "x'; DROP TABLE campaigns; --", "{{ 7*7 }}", "http://127.0.0.1:1/?a=b#c", "../../pwned"],
+)
+def test_a_hostile_value_in_an_http_url_is_never_executed(project: Project, echo_server: EchoServer, payload: str) -> None:
+    # how a value is encoded in a URL's path is not asserted here (URL templates are being made to
+    # percent-encode their values); what is asserted is that nothing the value holds ran anywhere
+    project.write(
+        "workflows/url.yaml",
+        """
+        name: url
+        variables: {x: "", base: ""}
+        tasks:
+          - name: call
+            http: {url: "{{ var.base }}/echo/{{ var.x }}", method: POST, json: {}}
+          - name: after
+            after: {call: completion}
+            shell: echo done > done.txt
+        """,
+    )
+    echo_server.requests.clear()
+    result = project.cli("run", "url", "--var", f"x={payload}", "--var", f"base={echo_server.url}", "--json")
+
+    assert result.code in (0, 1), result
+    assert "Traceback" not in result.err
+    assert (project.root / "done.txt").read_text() == "done\n"
+    assert list(project.root.rglob("pwned")) == []
+    for seen in echo_server.requests:
+        assert seen["path"].startswith("/"), seen
+        assert "49" not in seen["path"] or "49" in payload, seen  # {{ 7*7 }} was not evaluated

@@ -167,6 +167,8 @@ class Step(_Frozen):
                 )
             if len(kinds) != 1:
                 raise ValueError(f"a step has exactly one kind ({', '.join(STEP_KINDS)}), got {len(kinds)}")
+            if data[kinds[0]] is None:  # `filter:` with nothing after it: a step of no kind at all
+                raise ValueError(f"`{kinds[0]}:` needs a value")
         return data
 
     @property

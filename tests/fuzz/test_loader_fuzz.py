@@ -305,6 +305,9 @@ def test_validate_through_the_cli_exits_0_or_2_without_a_traceback(tmp_path: Pat
     # variables may nest deep: they are data, not a program
     valid = {"valid", "deep_nesting"}
     paths = {}
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "x.py").write_text("def f():\n    return None\n")  # what the valid workflow names
+    (tmp_path / "flowstage.yaml").write_text("connections:\n  shop: sqlite:///shop.db\n")
     for case, data in CLI_CASES.items():
         paths[case] = tmp_path / f"{case}.yaml"
         paths[case].write_bytes(data)

@@ -430,7 +430,8 @@ stages:
       - name: http_params
         for_each: "{{ var.rows }}"
         http:
-          url: "{{ var.base }}/echo"
+          base_url: "{{ var.base }}"
+          url: "/echo"
           method: POST
           json: {value: "{{ task.item.v }}"}
           params: {q: "{{ task.item.v }}"}
@@ -507,7 +508,7 @@ def test_a_hostile_value_in_an_http_url_is_never_executed(project: Project, echo
         variables: {x: "", base: ""}
         tasks:
           - name: call
-            http: {url: "{{ var.base }}/echo/{{ var.x }}", method: POST, json: {}}
+            http: {base_url: "{{ var.base }}", url: "/echo/{{ var.x }}", method: POST, json: {}}
           - name: after
             after: {call: completion}
             shell: echo done > done.txt

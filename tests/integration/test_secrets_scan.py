@@ -68,7 +68,7 @@ tasks:
   # in-process: neither print nor logging (what in-process code prints or logs reaches the CLI's own
   # stdout and stderr, unmasked: being fixed where python tasks run); it reads the password only
   - {name: py_in_process, python: "tasks/leak.py:quiet", in_process: true}
-  - {name: http_ok, http: {url: "{{ var.base }}/ok", method: GET}, save: answer}
+  - {name: http_ok, http: {base_url: "{{ var.base }}", url: /ok, method: GET}, save: answer}
   - name: dataflow_sink
     dataflow:
       name: to_pg
@@ -94,7 +94,7 @@ tasks:
     env: {SHOP_URL: {connection: pg}, SHOP_PW: {env: SHOP_PASSWORD}}
   - {name: py_worker_fails, python: "tasks/leak.py:fail"}
   - {name: py_in_process_fails, python: "tasks/leak.py:fail", in_process: true}
-  - {name: http_fails, http: {url: "{{ var.base }}/fail", method: POST, json: {a: 1}}}
+  - {name: http_fails, http: {base_url: "{{ var.base }}", url: /fail, method: POST, json: {a: 1}}}
   - name: dataflow_missing_table
     dataflow:
       name: from_pg

@@ -333,3 +333,23 @@ def test_any_path_value_arrives_whole_as_one_segment(value: str) -> None:
     assert unquote(segments[2], errors="surrogatepass") == value
     assert parts.fragment == ""
     assert [p.split("=", 1)[0] for p in parts.query.split("&")] == ["k"]
+
+
+@pytest.mark.parametrize("expr", ["1 if (3)[0] else 2", "{[1]: 2}", "9" * 5000, "x == " + "9" * 5000])
+def test_an_expression_jinja_cannot_fold_or_read_is_a_message_never_an_exception(expr: str) -> None:
+    message = templates.expression_error(expr)
+    assert message is None or message.startswith("invalid expression")
+
+
+def test_a_template_with_a_number_past_4300_digits_is_a_syntax_error() -> None:
+    assert templates.syntax_error("{{ " + "9" * 5000 + " }}") == "template syntax error: a number of more than 4,300 digits"
+
+
+def test_code_jinja_generates_never_warns_on_stderr(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = "from flowstage.model import templates as t\ntry:\n    t.render('{{ {1: {(5)[2:]: 1}} }}', {})\nexcept Exception as e:\n    print(type(e).__name__)\n"
+    done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, check=False, timeout=60)
+    assert done.stdout.strip() == "VariableError", done
+    assert done.stderr == ""

@@ -172,6 +172,11 @@ def _environment(finalize: str) -> SandboxedEnvironment:
             _bounded_call(obj, args, kwargs)
             return _check_size(super().call(context, obj, *args, **kwargs))
 
+    import warnings
+
+    # code Jinja generates from a template may draw Python's SyntaxWarning (`(5)[2:]`): the template's
+    # error comes when it runs, never a warning on the command's stderr
+    warnings.filterwarnings("ignore", category=SyntaxWarning, module="<template>")
     env = BoundedSandbox(
         undefined=StrictUndefined,
         autoescape=False,
@@ -337,7 +342,13 @@ def syntax_error(text: str) -> str | None:
         return f"template syntax error: {exc.message}"
     except RecursionError:
         return _TOO_DEEP
+    except ValueError as exc:  # a number literal past 4,300 digits
+        return f"template syntax error: {_number_message(exc)}"
     return None
+
+
+def _number_message(exc: Exception) -> str:
+    return "a number of more than 4,300 digits" if "digits" in str(exc) else str(exc)
 
 
 def expression_error(expr: str) -> str | None:
@@ -350,6 +361,8 @@ def expression_error(expr: str) -> str | None:
         return f"invalid expression {expr!r}: {exc.message}"
     except RecursionError:
         return _TOO_DEEP
+    except Exception as exc:  # a constant part that fails as Jinja folds it (`(3)[0]`, `{[1]: 2}`), a huge number
+        return f"invalid expression {expr!r}: {_number_message(exc)}"
     return None
 
 

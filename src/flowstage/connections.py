@@ -546,17 +546,25 @@ class AlchemySession(Session):
             self.conn.close()
 
 
+#: how long a SQLite statement waits for another connection's write to end
+SQLITE_BUSY_MS = 30_000
+
+
 def _sqlite_transactions(engine: Any) -> None:
-    """BEGIN at the start of every transaction, so DDL is rolled back too (pysqlite begins only before DML)."""
+    """BEGIN IMMEDIATE at the start of every transaction, so DDL is rolled back too (pysqlite begins
+    only before DML) and parallel tasks writing one file queue for its lock instead of failing:
+    a deferred transaction that read first cannot wait for the write lock (SQLite answers "database
+    is locked" at once, as waiting could deadlock); one that takes it at BEGIN waits its turn."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
     def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Connections:

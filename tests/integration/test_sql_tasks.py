@@ -391,3 +391,28 @@ def test_rows_extracted_from_mariadb_are_loaded_into_postgres_one_per_item(
     assert load["metrics"]["rows_written"] == 3
     copied = query(pg_schema_url, "SELECT id, region, amount::float8, placed::text FROM orders_copy ORDER BY id")
     assert copied == [(1, "EU", 10.5, "2024-01-02"), (2, "US", 20.0, "2024-01-03"), (3, "APAC", 7.25, "2024-01-04")]
+
+
+def test_parallel_copies_writing_one_sqlite_connection_queue_for_its_lock(project: Project) -> None:
+    """Eight copies at once on one SQLite file: each waits its turn, none fails with "database is locked"."""
+    project.write("flowstage.yaml", "connections:\n  shop: sqlite:///shop.db\n")
+    project.write(
+        "workflows/par.yaml",
+        """
+        name: par
+        preferences: {max_parallel: 8}
+        tasks:
+          - name: ins
+            for_each: "{{ [1, 2, 3, 4, 5, 6, 7, 8] }}"
+            sql: "CREATE TABLE IF NOT EXISTS t (v INTEGER); INSERT INTO t VALUES (:v)"
+            params: {v: "{{ task.item }}"}
+            connection: shop
+        """,
+    )
+    result = project.cli("run", "par", "--json")
+    assert result.code == 0, result.out + result.err
+    import sqlite3
+
+    with sqlite3.connect(project.root / "shop.db") as conn:
+        assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == list(range(1, 9))
+    conn.close()

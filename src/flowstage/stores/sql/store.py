@@ -24,9 +24,11 @@ every 25 ms. Writes through the same store object wake its waiters at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -59,8 +61,33 @@ log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 
 
-#: one encoder for every write: `json.dumps` with options builds a new one per call
-_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+def _encoder() -> Callable[[Any], str]:
+    """One encoder for every write (`json.dumps` with options builds a new one per call).
+
+    The C encoder is called directly: `JSONEncoder.encode` builds one anew on every call, and a
+    run writes several values per task. Without the C module, the plain encoder does the same.
+    """
+    plain = json.JSONEncoder(default=str, separators=(",", ":")).encode
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return plain
+    try:
+        fast = make(None, str, encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+        sample = {"a": [1.5, None, True, "\u00e9\x00", {"b": 2**70}], "c": float("inf")}
+        if "".join(fast(sample, 0)) != plain(sample):
+            return plain
+    except TypeError:  # another signature
+        return plain
+
+    def encode(value: Any) -> str:
+        return "".join(fast(value, 0))
+
+    return encode
+
+
+_ENCODE = _encoder()
 _DECODE = json.JSONDecoder().decode
 
 
@@ -86,10 +113,31 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value else value
 
 
+_PLACEHOLDER = re.compile(r"(?<!:):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=32)
+def _qmark(sql: str) -> str:
+    """`sql` with its ``:name`` placeholders as ``?``, for rows given as tuples."""
+    return _PLACEHOLDER.sub("?", sql)
+
+
+@functools.lru_cache(maxsize=32)
+def _placeholders(sql: str) -> tuple[str, ...]:
+    return tuple(_PLACEHOLDER.findall(sql))
+
+
 class _Tx(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None: ...
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`executemany` with each row's values in the order of the placeholders of `sql`."""
+        ...
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        """The rows of a query as they come (a large answer is never all in memory at once)."""
+        ...
 
 
 class _Driver(Protocol):
@@ -110,8 +158,17 @@ class _SqliteTx:
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
         self.conn.executemany(sql, params)
 
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # tuples bind faster than mappings, and no mapping is built per row
+        self.conn.executemany(_qmark(sql), rows)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return list(self.conn.execute(sql, params or {}).fetchall())
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        cursor = self.conn.execute(sql, params or {})
+        while chunk := cursor.fetchmany(1000):
+            yield from chunk
 
 
 class _SqliteDriver:
@@ -207,10 +264,19 @@ class _AlchemyTx:
 
         self.conn.execute(text(sql), [dict(p) for p in params])
 
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        names = _placeholders(sql)
+        self.executemany(sql, [dict(zip(names, row, strict=True)) for row in rows])
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         from sqlalchemy import text
 
         return list(self.conn.execute(text(sql), dict(params or {})).mappings().all())
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        from sqlalchemy import text
+
+        yield from self.conn.execute(text(sql), dict(params or {})).mappings()
 
 
 #: connections kept per engine (the API server's requests run on up to 40 threads)
@@ -399,6 +465,10 @@ _UPDATE_TASK = (
     "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
     "WHERE run_id = :run_id AND name = :name"
 )
+_INSERT_EVENT = "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)"
+_INSERT_LOG = (
+    "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)"
+)
 
 
 class SqlRunStore:
@@ -558,13 +628,7 @@ class SqlRunStore:
             return
         if self.is_postgres:
             tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENTS_LOCK})
-        tx.executemany(
-            "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)",
-            [
-                {"run_id": e.run_id, "at": e.at, "kind": e.kind, "task": e.task, "status": e.status, "data": _dumps(e.data)}
-                for e in events
-            ],
-        )
+        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps(e.data)) for e in events])
         if self.is_postgres:
             for run_id in sorted({e.run_id for e in events}):
                 tx.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', :run_id)", {"run_id": run_id})
@@ -605,23 +669,13 @@ class SqlRunStore:
         self._wakeups.wake([run.id])
 
     def record(self, batch: Batch) -> None:
+        run_id = batch.run_id
         with self._write() as tx:
             if batch.tasks:
-                tx.executemany(_UPDATE_TASK, [dict(_task_row(t), run_id=batch.run_id) for t in batch.tasks])
+                tx.executemany_values(_UPDATE_TASK, [_task_update(t, run_id) for t in batch.tasks])
             if batch.logs:
-                tx.executemany(
-                    "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)",
-                    [
-                        {
-                            "run_id": ln.run_id,
-                            "task": ln.task,
-                            "attempt": ln.attempt,
-                            "at": ln.at,
-                            "level": ln.level,
-                            "message": _text(ln.message),
-                        }
-                        for ln in batch.logs
-                    ],
+                tx.executemany_values(
+                    _INSERT_LOG, [(ln.run_id, ln.task, ln.attempt, ln.at, ln.level, _text(ln.message)) for ln in batch.logs]
                 )
             if batch.run_status is not None:
                 tx.execute(
@@ -937,6 +991,23 @@ def _task_row(t: TaskRun) -> dict[str, Any]:
         "variables": _dumps(t.variables),
         "attempts": _dumps(t.attempts),
     }
+
+
+def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
+    """The values of `_UPDATE_TASK` for `t`, in the order of its placeholders."""
+    return (
+        str(t.status),
+        _text(t.reason),
+        t.started_at,
+        t.ended_at,
+        _text(t.error),
+        _dumps(t.metrics),
+        _dumps(t.saved),
+        _dumps(t.variables),
+        _dumps(t.attempts),
+        run_id,
+        t.name,
+    )
 
 
 def _task_from_row(r: Row) -> TaskRun:

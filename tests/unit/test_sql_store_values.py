@@ -38,3 +38,49 @@ def _task() -> Any:
     from flowstage.engine.ports import TaskRun
 
     return TaskRun(name="a", stage="main")
+
+
+def test_a_large_run_reads_back_whole_with_its_keys_made_once_per_chunk(tmp_path: Any) -> None:
+    from flowstage.engine.ports import Batch, TaskRun
+    from flowstage.model.statuses import TaskStatus
+    from flowstage.stores.base import NewRun
+
+    sql = store.SqlRunStore(f"sqlite:///{tmp_path}/runs.db")
+    try:
+        n = store._CHUNK * 2 + 7
+        tasks = [TaskRun(name=f"t{i}", stage="main") for i in range(n)]
+        sql.create_run(
+            NewRun(
+                id="r1",
+                workflow="w",
+                version=None,
+                definition={"name": "w"},
+                variables={},
+                overrides={},
+                root="/",
+                logical_time=1.0,
+                started_at=1.0,
+                runner_pid=1,
+                runner_host="h",
+                runner_started=1.0,
+                tasks=tasks,
+                source=None,
+                parent_run_id=None,
+            )
+        )
+        for i, t in enumerate(tasks):
+            if i % 3:
+                t.status = TaskStatus.SUCCEEDED
+                t.metrics = {"runtime_seconds": i / 10, "attempts": 1}
+                t.attempts = [{"number": 1, "status": "succeeded", "started_at": 1.0, "ended_at": 2.0, "error": None}]
+                t.saved = {"value": i} if i % 5 == 0 else {}
+        sql.record(Batch(run_id="r1", tasks=tasks))
+        run = sql.get_run("r1")
+        assert run is not None
+        assert run.tasks == tasks
+        first, second = run.tasks[1].attempts[0], run.tasks[2].attempts[0]
+        assert all(a is b for a, b in zip(first, second, strict=True))  # one key object for the chunk
+        assert run.tasks[0].metrics == {}
+        assert run.tasks[0].metrics is not run.tasks[3].metrics
+    finally:
+        sql.close()

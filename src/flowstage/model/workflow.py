@@ -362,7 +362,10 @@ class Workflow(_Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping as written in a file (defaults left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        from flowstage.model.yamlsource import collector_paused
+
+        with collector_paused():  # a mapping per task, none of them garbage (see `yamlsource`)
+            return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
     def to_yaml(self) -> str:
         """The workflow as YAML that `load` reads back to an equal workflow."""

@@ -635,7 +635,8 @@ class SqlRunStore:
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
-        with self._write() as tx:
+        # a large run's definition text and rows are made and dropped here: no collection walks them
+        with collector.paused(), self._write() as tx:
             tx.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:id, :workflow, :version, 'running', :started_at, NULL, "
                 ":variables, :overrides, :definition, :root, :logical_time, :runner_pid, :runner_host, :runner_started, "
@@ -658,8 +659,7 @@ class SqlRunStore:
                 },
             )
             if run.tasks:
-                with collector.paused():  # a row per task, none of them garbage until written
-                    rows = [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)]
+                rows = [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)]
                 tx.executemany(
                     f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) VALUES (:run_id, :position, :name, :stage, "
                     ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
@@ -844,15 +844,15 @@ class SqlRunStore:
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
         # the run and its tasks are read in one transaction (one snapshot); the run alone is one statement
-        with self._read() if with_tasks else self._read_one() as tx:
+        # a large run's definition and tasks: none of them garbage, no collection walks them as they come
+        with collector.paused(), self._read() if with_tasks else self._read_one() as tx:
             rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = :id", {"id": run_id})
             if not rows:
                 return None
             run = _run_from_row(rows[0])
             if with_tasks:
-                tasks = tx.query(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
-                with collector.paused():  # a large run's tasks, none of them garbage
-                    run.tasks = [_task_from_row(r) for r in tasks]
+                found = tx.rows(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
+                run.tasks = _tasks_from_rows(found)
         return run
 
     def run_head(self, run_id: str) -> RunHead | None:
@@ -1008,6 +1008,67 @@ def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
         run_id,
         t.name,
     )
+
+
+_JSON_COLUMNS: tuple[tuple[str, Callable[[], Any]], ...] = (
+    ("metrics", dict),
+    ("saved", dict),
+    ("variables", dict),
+    ("attempts", list),
+)
+_CHUNK = 1000
+
+
+def _tasks_from_rows(rows: Iterator[Row]) -> list[TaskRun]:
+    """Task runs from rows as they come, a chunk at a time.
+
+    The JSON columns of a chunk are decoded in one call per column: the decoder then makes each
+    key (``status``, ``started_at``, ...) once per chunk instead of once per row, which is most of
+    the memory a large run's attempts take.
+    """
+    out: list[TaskRun] = []
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == _CHUNK:
+            out.extend(_tasks_of_chunk(chunk))
+            chunk = []
+    out.extend(_tasks_of_chunk(chunk))
+    return out
+
+
+def _tasks_of_chunk(rows: list[Row]) -> list[TaskRun]:
+    if not rows:
+        return []
+    columns = [_decode_column([r[name] for r in rows], empty) for name, empty in _JSON_COLUMNS]
+    return [
+        TaskRun(
+            name=r["name"],
+            stage=r["stage"],
+            status=TaskStatus(r["status"]),
+            reason=r["reason"],
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            error=r["error"],
+            metrics=metrics,
+            saved=saved,
+            variables=variables,
+            attempts=attempts,
+        )
+        for r, metrics, saved, variables, attempts in zip(rows, *columns, strict=True)
+    ]
+
+
+def _decode_column(texts: list[str | None], empty: Callable[[], Any]) -> list[Any]:
+    """The values of one JSON column (an empty text or value is a new `empty`), in one decoder call."""
+    full = [t for t in texts if t and t != "{}" and t != "[]"]
+    if not full:
+        return [empty() for _ in texts]
+    try:
+        values = iter(_DECODE("[" + ",".join(full) + "]"))
+    except ValueError:
+        return [_loads(t, empty()) for t in texts]  # one of them is broken: decode one by one, to say which
+    return [next(values) if t and t != "{}" and t != "[]" else _loads(t, empty()) for t in texts]
 
 
 def _task_from_row(r: Row) -> TaskRun:

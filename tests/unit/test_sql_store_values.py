@@ -32,6 +32,8 @@ def test_named_placeholders_become_positional_in_their_order() -> None:
     assert store._placeholders(sql) == ("a", "b_2", "id")
     assert store._placeholders(store._UPDATE_TASK)[-2:] == ("run_id", "name")
     assert len(store._placeholders(store._UPDATE_TASK)) == len(store._task_update(_task(), "r"))
+    assert store._placeholders(store._INSERT_TASK)[:2] == ("run_id", "position")
+    assert store._placeholders(store._INSERT_TASK)[-2:] == ("name", "stage")
 
 
 def _task() -> Any:

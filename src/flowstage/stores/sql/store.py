@@ -465,6 +465,11 @@ _UPDATE_TASK = (
     "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
     "WHERE run_id = :run_id AND name = :name"
 )
+_INSERT_TASK = (
+    "INSERT INTO task_runs (run_id, position, status, reason, started_at, ended_at, error, metrics, saved, variables, "
+    "attempts, name, stage) VALUES (:run_id, :position, :status, :reason, :started_at, :ended_at, :error, :metrics, "
+    ":saved, :variables, :attempts, :name, :stage)"
+)
 _INSERT_EVENT = "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)"
 _INSERT_LOG = (
     "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)"
@@ -659,11 +664,8 @@ class SqlRunStore:
                 },
             )
             if run.tasks:
-                rows = [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)]
-                tx.executemany(
-                    f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) VALUES (:run_id, :position, :name, :stage, "
-                    ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
-                    rows,
+                tx.executemany_values(
+                    _INSERT_TASK, [(run.id, i, *_task_values(t), t.name, t.stage) for i, t in enumerate(run.tasks)]
                 )
             self._add_events(tx, [Event(run.id, run.started_at, projection.RUN_STARTED, None, "running", {})])
         self._wakeups.wake([run.id])
@@ -993,8 +995,8 @@ def _task_row(t: TaskRun) -> dict[str, Any]:
     }
 
 
-def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
-    """The values of `_UPDATE_TASK` for `t`, in the order of its placeholders."""
+def _task_values(t: TaskRun) -> tuple[Any, ...]:
+    """What a task row holds beyond its keys: status, reason, times, error and the JSON columns, in that order."""
     return (
         str(t.status),
         _text(t.reason),
@@ -1005,9 +1007,12 @@ def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
         _dumps(t.saved),
         _dumps(t.variables),
         _dumps(t.attempts),
-        run_id,
-        t.name,
     )
+
+
+def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
+    """The values of `_UPDATE_TASK` for `t`, in the order of its placeholders."""
+    return (*_task_values(t), run_id, t.name)
 
 
 _JSON_COLUMNS: tuple[tuple[str, Callable[[], Any]], ...] = (

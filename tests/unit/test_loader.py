@@ -742,7 +742,15 @@ def test_alias_bomb_is_refused_not_expanded() -> None:
         load_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("text", ["a: " + "[" * 5000 + "]" * 5000, "a: " + "{b: " * 5000 + "1" + "}" * 5000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 5000 + "]" * 5000,
+        "a: " + "{b: " * 5000 + "1" + "}" * 5000,
+        "[" * 100_000 + "]" * 100_000,  # JSON deeper than `json` goes: the YAML reader refuses it
+        '{"a": ' * 50_000 + "1" + "}" * 50_000,
+    ],
+)
 def test_deeply_nested_document_is_a_definition_error(text: str) -> None:
     with pytest.raises(DefinitionError):
         load_text(text)

@@ -645,6 +645,96 @@ def test_json_loads_into_the_same_model() -> None:
     assert from_json == from_yaml
 
 
+JSON_DOCS = [
+    '{"on": "yes", "off": "no", "flags": ["on", "off", "y", "n", true], "12": 1.5e3, "n": null, "i": -7}',
+    '[1, 2.0, "x", {"a": [true, false, null]}, []]',
+    '  \n {"a":{"b":[1,{"c":"\\u00e9\\n"}]}}',
+    '{"big": 123456789012345678901234567890, "tiny": 1e-400, "huge": 1e400, "neg": -0, "s": "a\\"b\\\\c"}',
+]
+
+
+@pytest.mark.parametrize("text", JSON_DOCS)
+def test_json_documents_read_by_json_equal_what_the_yaml_reader_reads(text: str) -> None:
+    """JSON is read by `json` (fast); its values are those YAML 1.2 gives the same text."""
+    assert parse(text).data == yaml_reader_value(text)
+    assert parse(text).data == json.loads(text)
+
+
+def yaml_reader_value(text: str) -> Any:
+    """The value the YAML way of `parse` gives (a leading comment keeps `parse` from the JSON way)."""
+    return parse("# yaml\n" + text).data
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('{"a": NaN}', {"a": "NaN"}),  # JSON extensions `json` accepts: YAML reads a plain string
+        ('{"a": Infinity, "b": -Infinity}', {"a": "Infinity", "b": "-Infinity"}),
+        ("{on: yes, off: [no, y]}", {"on": "yes", "off": ["no", "y"]}),  # flow YAML, not JSON: 1.1 booleans stay strings
+        ('{"a": 1, b: on}', {"a": 1, "b": "on"}),
+    ],
+)
+def test_json_looking_text_that_json_refuses_or_reads_otherwise_is_read_as_yaml(text: str, value: Any) -> None:
+    assert parse(text).data == value
+
+
+def test_json_surrogate_pair_is_one_character_and_a_lone_surrogate_is_refused() -> None:
+    assert parse('["\\ud83d\\ude00"]').data == ["\U0001f600"]
+    with pytest.raises(DefinitionError, match="invalid YAML"):
+        parse('["a\\ud83d"]')
+    with pytest.raises(DefinitionError, match="invalid YAML"):
+        parse('["\\\\ud83d\\ude00"]')  # a backslash, then a lone low surrogate
+
+
+def test_duplicate_key_in_json_is_refused_at_its_position() -> None:
+    with pytest.raises(DefinitionError) as info:
+        parse('{\n  "a": 1,\n  "b": {"c": 1, "c": 2}\n}\n', "w.json")
+    assert str(info.value) == "w.json:3:17: duplicate key 'c'"
+
+
+def test_positions_of_a_json_document_are_those_of_its_text() -> None:
+    source = parse('{"a":\n  {"b": [1,\n   {"c": 2}]}}', "f.json")
+    assert source.positions[("a",)] == (1, 2)
+    assert source.positions[("a", "b")] == (2, 4)
+    assert source.positions[("a", "b", 0)] == (2, 10)
+    assert source.positions[("a", "b", 1, "c")] == (3, 5)
+
+
+def test_a_json_workflow_reports_problems_at_their_line_and_column() -> None:
+    text = json.dumps(
+        {"name": "w", "tasks": [{"name": "a", "shell": "true"}, {"name": "b", "shell": "x", "retries": -1}]}, indent=2
+    )
+    with pytest.raises(DefinitionError) as info:
+        load_text(text, "wf.json")
+    line = next(i for i, ln in enumerate(text.splitlines(), start=1) if '"retries"' in ln)
+    assert str(info.value).startswith(f"wf.json:{line}:7: tasks[1].retries:")
+
+
+def test_yaml_positions_are_worked_out_only_when_asked_and_stay_right() -> None:
+    source = parse("a:\n  - x\n  - {b: on}\n", "f.yaml")
+    assert source.data == {"a": ["x", {"b": "on"}]}
+    assert source._positions is None  # nothing asked yet: a valid file never pays for positions
+    assert source.position(("a", 1, "b")) == (3, 6)
+    assert source.positions[("a", 0)] == (2, 5)
+
+
+def test_parsing_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    parse('{"a": [1, 2]}')
+    parse("a: [1, 2]\n")
+    with pytest.raises(DefinitionError):
+        load_text("a: [\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse('{"a": 1}')
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_alias_bomb_is_refused_not_expanded() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
@@ -652,7 +742,15 @@ def test_alias_bomb_is_refused_not_expanded() -> None:
         load_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("text", ["a: " + "[" * 5000 + "]" * 5000, "a: " + "{b: " * 5000 + "1" + "}" * 5000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 5000 + "]" * 5000,
+        "a: " + "{b: " * 5000 + "1" + "}" * 5000,
+        "[" * 100_000 + "]" * 100_000,  # JSON deeper than `json` goes: the YAML reader refuses it
+        '{"a": ' * 50_000 + "1" + "}" * 50_000,
+    ],
+)
 def test_deeply_nested_document_is_a_definition_error(text: str) -> None:
     with pytest.raises(DefinitionError):
         load_text(text)

@@ -119,6 +119,11 @@ def staged(n: int) -> dict[str, Any]:
 
 
 def counted_run(definition: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Counts, int]:
+    counts, runner = counted_runner(definition, monkeypatch)
+    return counts, len(runner.plan.nodes)
+
+
+def counted_runner(definition: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Counts, Runner]:
     counts = Counts()
     workflow = load_text(json.dumps(definition), "scaling.json")
     plan = compile_plan(workflow)
@@ -157,7 +162,7 @@ def counted_run(definition: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> 
     runner.rec.records = records
     assert runner.run() is RunStatus.SUCCEEDED
     assert len(executor.jobs) == len(plan.nodes)
-    return counts, len(plan.nodes)
+    return counts, runner
 
 
 @pytest.mark.parametrize("shape", [fanout, chain, staged], ids=["fanout", "chain", "staged"])
@@ -174,3 +179,11 @@ def test_a_walk_over_every_task_record_happens_a_fixed_number_of_times_per_run(m
     assert counts.visits <= 5 * n
     assert counts.rows <= 3 * n  # a task row is written when the task starts and when it ends
     assert counts.events <= 3 * n
+
+
+@pytest.mark.parametrize("shape", [fanout, chain, staged], ids=["fanout", "chain", "staged"])
+def test_what_a_task_needed_while_it_ran_is_dropped_once_it_is_final(shape: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, runner = counted_runner(shape(100), monkeypatch)
+    assert runner.launch == {}
+    assert not runner.running
+    assert all(r.status is TaskStatus.SUCCEEDED for r in runner.records.values())

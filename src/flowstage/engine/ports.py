@@ -24,9 +24,9 @@ class LogLine:
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRun:
-    """The projection of one task in one run, as the store keeps it."""
+    """The projection of one task in one run, as the store keeps it (slots: a run may hold 100,000)."""
 
     name: str
     stage: str

@@ -274,6 +274,8 @@ class Runner:
                 launch.todo.clear()
         if Effect.DECIDE not in step.effects:
             return
+        # the task is final: what its copies needed goes (a run of 100,000 tasks would keep 100,000)
+        self.launch.pop(name, None)
         self.queued.discard(name)
         record = self.records[name]
         status = record.status

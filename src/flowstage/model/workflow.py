@@ -88,6 +88,18 @@ COMMON_TASK_KEYS = (
     "for_each",
     "log_level",
 )
+#: the common keys as a task's mapping may carry them (by alias or by field name)
+_COMMON_KEYS = frozenset((*COMMON_TASK_KEYS, "if_", "with_"))
+_TASK_NAME = re.compile(TASK_NAME_PATTERN)
+_spec_keys: dict[type[KindSpec], frozenset[str]] = {}
+
+
+def _keys_of(spec_cls: type[KindSpec]) -> frozenset[str]:
+    """The keys a kind's spec takes (asked once per kind: pydantic builds `model_fields` anew each time)."""
+    keys = _spec_keys.get(spec_cls)
+    if keys is None:
+        keys = _spec_keys[spec_cls] = frozenset(spec_cls.model_fields)
+    return keys
 
 
 class Task(_Frozen):
@@ -116,8 +128,10 @@ class Task(_Frozen):
     def _gather_spec(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "spec" in data:
             return data
-        common = {k: v for k, v in data.items() if k in COMMON_TASK_KEYS or k in ("if_", "with_")}
-        rest = {k: v for k, v in data.items() if k not in common}
+        common: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for k, v in data.items():
+            (common if k in _COMMON_KEYS else rest)[k] = v
         kinds = [k for k in rest if kind_spec(k) is not None]
         if not kinds:
             names = ", ".join(sorted(all_kinds()))
@@ -138,7 +152,7 @@ class Task(_Frozen):
             )
         spec_cls = kind_spec(kinds[0])
         assert spec_cls is not None
-        allowed = set(spec_cls.model_fields)
+        allowed = _keys_of(spec_cls)
         for key in rest:
             if key not in allowed:
                 choices = list(COMMON_TASK_KEYS) + sorted(allowed)
@@ -155,7 +169,7 @@ class Task(_Frozen):
     def _after_names(cls, v: dict[str, Condition] | None) -> dict[str, Condition] | None:
         if v is not None:
             for key in v:
-                if not re.match(TASK_NAME_PATTERN, key):
+                if not _TASK_NAME.match(key):
                     raise ValueError(f"not a task name: {key!r}")
         return v
 
@@ -348,7 +362,10 @@ class Workflow(_Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping as written in a file (defaults left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        from flowstage.model.yamlsource import collector_paused
+
+        with collector_paused():  # a mapping per task, none of them garbage (see `yamlsource`)
+            return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
     def to_yaml(self) -> str:
         """The workflow as YAML that `load` reads back to an equal workflow."""

@@ -2,15 +2,27 @@
 
 PyYAML resolves plain scalars by YAML 1.1 rules (`on`, `yes`, `off` become booleans). We compose
 the node tree with libyaml and construct the values ourselves with the YAML 1.2 core schema, so
-`on: failed` keeps its key. Every mapping key and sequence item gets a position, keyed by its
+`on: failed` keeps its key. Every mapping key and sequence item has a position, keyed by its
 path (a tuple of keys and indexes), so validation errors can point at ``file:line:col``.
+
+Positions are worked out when first asked for (an error to report), by composing the text again:
+a file that validates never pays for them, and a 100,000-task file would otherwise hold a million
+of them. A document that is JSON (it starts with ``{`` or ``[``) is read by `json`, many times
+faster than libyaml reads flow style; JSON is YAML 1.2, so the values are the same, and whatever
+`json` refuses or reads differently (a duplicate key, ``NaN``) goes the YAML way, which reports it.
+Both ways run with the garbage collector paused: every object they make lives on as the document,
+and a collection pass over a growing tree of a million nodes, again and again, costs more than
+the parse itself.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -61,13 +73,29 @@ class _Composer(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeL
 _Composer.yaml_implicit_resolvers = {}
 
 
-@dataclass
 class Source:
-    """A parsed document: its data and where each path sits in the file."""
+    """A parsed document: its data and where each path sits in the file (`positions`, worked out on first use)."""
 
-    data: Any
-    file: str
-    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    __slots__ = ("_positions", "_text", "data", "file")
+
+    def __init__(
+        self, data: Any, file: str, positions: dict[Path, tuple[int, int]] | None = None, *, text: str | None = None
+    ) -> None:
+        self.data = data
+        self.file = file
+        self._positions = positions
+        self._text = text
+
+    @property
+    def positions(self) -> dict[Path, tuple[int, int]]:
+        """(line, column) of every key and item, by path."""
+        if self._positions is None:
+            self._positions = _positions_of(self._text) if self._text is not None else {}
+            self._text = None
+        return self._positions
+
+    def __repr__(self) -> str:
+        return f"Source({self.file!r})"
 
     def position(self, path: Path) -> tuple[int | None, int | None]:
         """The (line, column) of `path`, or of its nearest ancestor that has one."""
@@ -85,9 +113,12 @@ class Source:
 
 
 class _Builder:
-    def __init__(self, file: str) -> None:
+    """Values from composed nodes; with `positions`, the position of every path too."""
+
+    def __init__(self, file: str, *, positions: bool = False) -> None:
         self.file = file
         self.positions: dict[Path, tuple[int, int]] = {}
+        self.keep = positions
         self.count = 0
 
     def fail(self, node: yaml.Node, message: str) -> DefinitionError:
@@ -98,7 +129,7 @@ class _Builder:
         self.count += 1
         if self.count > _MAX_NODES:
             raise self.fail(node, f"document too large (more than {_MAX_NODES} nodes)")
-        if path not in self.positions:
+        if self.keep and path not in self.positions:
             self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
             if not node.style and node.tag == _STR_TAG:
@@ -123,6 +154,8 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             if node.tag not in ("tag:yaml.org,2002:seq",):
                 raise self.fail(node, f"unsupported tag {node.tag}")
+            if not self.keep:
+                return [self.build(item, path) for item in node.value]
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             if node.tag not in ("tag:yaml.org,2002:map",):
@@ -144,22 +177,72 @@ class _Builder:
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise self.fail(key_node, "a mapping key must be a plain value")
-                key = self.build(key_node, (*path, "\0key"))
+                key = self.build(key_node, (*path, "\0key") if self.keep else path)
                 if isinstance(key, bool | int | float) or key is None:
                     key = key_node.value  # keys are names: `on:` and `1:` stay strings
                 if key in out and key not in merged_keys:
                     raise self.fail(key_node, f"duplicate key {key!r}")
                 merged_keys.discard(key)
-                self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                out[key] = self.build(value_node, (*path, key))
+                if self.keep:
+                    self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    out[key] = self.build(value_node, (*path, key))
+                else:
+                    out[key] = self.build(value_node, path)
             return out
         raise self.fail(node, "unsupported YAML node")
 
 
-def parse(text: str, file: str = "<input>") -> Source:
-    """Parse one YAML 1.2 (or JSON) document; raises DefinitionError with a position."""
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection while a document, or what is built of it, is made (see the module docstring)."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        node = yaml.compose(text, Loader=_Composer)
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _NotPlainJson(Exception):
+    """`json` read something YAML reads otherwise, or must refuse with a position: read it as YAML."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _NotPlainJson  # a duplicate key: refused, at its line, by the YAML reader
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotPlainJson  # NaN, Infinity: JSON extensions; in YAML they are strings
+
+
+_JSON_DECODE = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant).decode
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_JSON_START = re.compile(r"\s*[{\[]")
+
+
+def _json(text: str) -> Any:
+    """The value of a JSON document, or `_NotPlainJson` when the YAML reader must read it."""
+    try:
+        value = _JSON_DECODE(text)
+    except (ValueError, RecursionError):
+        raise _NotPlainJson from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:  # `json` lets a lone surrogate through (a pair it joins): no text may carry one
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotPlainJson from None
+    return value
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_Composer)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at_end = mark is not None and getattr(mark, "index", -1) >= len(text.rstrip())
@@ -173,14 +256,41 @@ def parse(text: str, file: str = "<input>") -> Source:
         raise DefinitionError([Problem(f"invalid YAML: {exc}", file)]) from None
     except (ValueError, UnicodeError) as exc:
         raise DefinitionError([Problem(f"invalid YAML: {exc}", file)]) from None
-    if node is None:
-        return Source(None, file, {(): (1, 1)})
-    builder = _Builder(file)
+
+
+def _build(node: yaml.Node, builder: _Builder) -> Any:
     try:
-        data = builder.build(node, ())
+        return builder.build(node, ())
     except RecursionError:
-        raise DefinitionError([Problem("document nested too deeply", file)]) from None
-    return Source(data, file, builder.positions)
+        raise DefinitionError([Problem("document nested too deeply", builder.file)]) from None
+
+
+def _positions_of(text: str) -> dict[Path, tuple[int, int]]:
+    """The position of every path of a document `parse` read (composed again: only errors ask)."""
+    try:
+        with collector_paused():
+            node = _compose(text, "<positions>")
+            if node is None:
+                return {(): (1, 1)}
+            builder = _Builder("<positions>", positions=True)
+            _build(node, builder)
+    except DefinitionError:
+        return {}  # the value came through `json` and YAML cannot read it: no positions to give
+    return builder.positions
+
+
+def parse(text: str, file: str = "<input>") -> Source:
+    """Parse one YAML 1.2 (or JSON) document; raises DefinitionError with a position."""
+    with collector_paused():
+        if _JSON_START.match(text):
+            try:
+                return Source(_json(text), file, text=text)
+            except _NotPlainJson:
+                pass
+        node = _compose(text, file)
+        if node is None:
+            return Source(None, file, {(): (1, 1)})
+        return Source(_build(node, _Builder(file)), file, text=text)
 
 
 def dump(data: Any) -> str:

@@ -24,9 +24,11 @@ every 25 ms. Writes through the same store object wake its waiters at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -59,8 +61,33 @@ log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 
 
-#: one encoder for every write: `json.dumps` with options builds a new one per call
-_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+def _encoder() -> Callable[[Any], str]:
+    """One encoder for every write (`json.dumps` with options builds a new one per call).
+
+    The C encoder is called directly: `JSONEncoder.encode` builds one anew on every call, and a
+    run writes several values per task. Without the C module, the plain encoder does the same.
+    """
+    plain = json.JSONEncoder(default=str, separators=(",", ":")).encode
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return plain
+    try:
+        fast = make(None, str, encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+        sample = {"a": [1.5, None, True, "\u00e9\x00", {"b": 2**70}], "c": float("inf")}
+        if "".join(fast(sample, 0)) != plain(sample):
+            return plain
+    except TypeError:  # another signature
+        return plain
+
+    def encode(value: Any) -> str:
+        return "".join(fast(value, 0))
+
+    return encode
+
+
+_ENCODE = _encoder()
 _DECODE = json.JSONDecoder().decode
 
 
@@ -86,10 +113,31 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value else value
 
 
+_PLACEHOLDER = re.compile(r"(?<!:):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=32)
+def _qmark(sql: str) -> str:
+    """`sql` with its ``:name`` placeholders as ``?``, for rows given as tuples."""
+    return _PLACEHOLDER.sub("?", sql)
+
+
+@functools.lru_cache(maxsize=32)
+def _placeholders(sql: str) -> tuple[str, ...]:
+    return tuple(_PLACEHOLDER.findall(sql))
+
+
 class _Tx(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None: ...
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`executemany` with each row's values in the order of the placeholders of `sql`."""
+        ...
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        """The rows of a query as they come (a large answer is never all in memory at once)."""
+        ...
 
 
 class _Driver(Protocol):
@@ -110,8 +158,17 @@ class _SqliteTx:
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
         self.conn.executemany(sql, params)
 
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # tuples bind faster than mappings, and no mapping is built per row
+        self.conn.executemany(_qmark(sql), rows)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return list(self.conn.execute(sql, params or {}).fetchall())
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        cursor = self.conn.execute(sql, params or {})
+        while chunk := cursor.fetchmany(1000):
+            yield from chunk
 
 
 class _SqliteDriver:
@@ -207,10 +264,19 @@ class _AlchemyTx:
 
         self.conn.execute(text(sql), [dict(p) for p in params])
 
+    def executemany_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        names = _placeholders(sql)
+        self.executemany(sql, [dict(zip(names, row, strict=True)) for row in rows])
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         from sqlalchemy import text
 
         return list(self.conn.execute(text(sql), dict(params or {})).mappings().all())
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Row]:
+        from sqlalchemy import text
+
+        yield from self.conn.execute(text(sql), dict(params or {})).mappings()
 
 
 #: connections kept per engine (the API server's requests run on up to 40 threads)
@@ -398,6 +464,15 @@ _UPDATE_TASK = (
     "UPDATE task_runs SET status = :status, reason = :reason, started_at = :started_at, ended_at = :ended_at, "
     "error = :error, metrics = :metrics, saved = :saved, variables = :variables, attempts = :attempts "
     "WHERE run_id = :run_id AND name = :name"
+)
+_INSERT_TASK = (
+    "INSERT INTO task_runs (run_id, position, status, reason, started_at, ended_at, error, metrics, saved, variables, "
+    "attempts, name, stage) VALUES (:run_id, :position, :status, :reason, :started_at, :ended_at, :error, :metrics, "
+    ":saved, :variables, :attempts, :name, :stage)"
+)
+_INSERT_EVENT = "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)"
+_INSERT_LOG = (
+    "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)"
 )
 
 
@@ -590,20 +665,15 @@ class SqlRunStore:
             return
         if self.is_postgres:
             tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENTS_LOCK})
-        tx.executemany(
-            "INSERT INTO events (run_id, at, kind, task, status, data) VALUES (:run_id, :at, :kind, :task, :status, :data)",
-            [
-                {"run_id": e.run_id, "at": e.at, "kind": e.kind, "task": e.task, "status": e.status, "data": _dumps(e.data)}
-                for e in events
-            ],
-        )
+        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps(e.data)) for e in events])
         if self.is_postgres:
             for run_id in sorted({e.run_id for e in events}):
                 tx.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', :run_id)", {"run_id": run_id})
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
-        with self._write() as tx:
+        # a large run's definition text and rows are made and dropped here: no collection walks them
+        with collector.paused(), self._write() as tx:
             tx.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:id, :workflow, :version, 'running', :started_at, NULL, "
                 ":variables, :overrides, :definition, :root, :logical_time, :runner_pid, :runner_host, :runner_started, "
@@ -626,34 +696,20 @@ class SqlRunStore:
                 },
             )
             if run.tasks:
-                with collector.paused():  # a row per task, none of them garbage until written
-                    rows = [dict(_task_row(t), run_id=run.id, position=i) for i, t in enumerate(run.tasks)]
-                tx.executemany(
-                    f"INSERT INTO task_runs (run_id, position, {_TASK_COLUMNS}) VALUES (:run_id, :position, :name, :stage, "
-                    ":status, :reason, :started_at, :ended_at, :error, :metrics, :saved, :variables, :attempts)",
-                    rows,
+                tx.executemany_values(
+                    _INSERT_TASK, [(run.id, i, *_task_values(t), t.name, t.stage) for i, t in enumerate(run.tasks)]
                 )
             self._add_events(tx, [Event(run.id, run.started_at, projection.RUN_STARTED, None, "running", {})])
         self._wakeups.wake([run.id])
 
     def record(self, batch: Batch) -> None:
+        run_id = batch.run_id
         with self._write() as tx:
             if batch.tasks:
-                tx.executemany(_UPDATE_TASK, [dict(_task_row(t), run_id=batch.run_id) for t in batch.tasks])
+                tx.executemany_values(_UPDATE_TASK, [_task_update(t, run_id) for t in batch.tasks])
             if batch.logs:
-                tx.executemany(
-                    "INSERT INTO logs (run_id, task, attempt, at, level, message) VALUES (:run_id, :task, :attempt, :at, :level, :message)",
-                    [
-                        {
-                            "run_id": ln.run_id,
-                            "task": ln.task,
-                            "attempt": ln.attempt,
-                            "at": ln.at,
-                            "level": ln.level,
-                            "message": _text(ln.message),
-                        }
-                        for ln in batch.logs
-                    ],
+                tx.executemany_values(
+                    _INSERT_LOG, [(ln.run_id, ln.task, ln.attempt, ln.at, ln.level, _text(ln.message)) for ln in batch.logs]
                 )
             if batch.run_status is not None:
                 tx.execute(
@@ -822,15 +878,15 @@ class SqlRunStore:
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> StoredRun | None:
         # the run and its tasks are read in one transaction (one snapshot); the run alone is one statement
-        with self._read() if with_tasks else self._read_one() as tx:
+        # a large run's definition and tasks: none of them garbage, no collection walks them as they come
+        with collector.paused(), self._read() if with_tasks else self._read_one() as tx:
             rows = tx.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = :id", {"id": run_id})
             if not rows:
                 return None
             run = _run_from_row(rows[0])
             if with_tasks:
-                tasks = tx.query(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
-                with collector.paused():  # a large run's tasks, none of them garbage
-                    run.tasks = [_task_from_row(r) for r in tasks]
+                found = tx.rows(f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
+                run.tasks = _tasks_from_rows(found)
         return run
 
     def run_head(self, run_id: str) -> RunHead | None:
@@ -969,6 +1025,87 @@ def _task_row(t: TaskRun) -> dict[str, Any]:
         "variables": _dumps(t.variables),
         "attempts": _dumps(t.attempts),
     }
+
+
+def _task_values(t: TaskRun) -> tuple[Any, ...]:
+    """What a task row holds beyond its keys: status, reason, times, error and the JSON columns, in that order."""
+    return (
+        str(t.status),
+        _text(t.reason),
+        t.started_at,
+        t.ended_at,
+        _text(t.error),
+        _dumps(t.metrics),
+        _dumps(t.saved),
+        _dumps(t.variables),
+        _dumps(t.attempts),
+    )
+
+
+def _task_update(t: TaskRun, run_id: str) -> tuple[Any, ...]:
+    """The values of `_UPDATE_TASK` for `t`, in the order of its placeholders."""
+    return (*_task_values(t), run_id, t.name)
+
+
+_JSON_COLUMNS: tuple[tuple[str, Callable[[], Any]], ...] = (
+    ("metrics", dict),
+    ("saved", dict),
+    ("variables", dict),
+    ("attempts", list),
+)
+_CHUNK = 1000
+
+
+def _tasks_from_rows(rows: Iterator[Row]) -> list[TaskRun]:
+    """Task runs from rows as they come, a chunk at a time.
+
+    The JSON columns of a chunk are decoded in one call per column: the decoder then makes each
+    key (``status``, ``started_at``, ...) once per chunk instead of once per row, which is most of
+    the memory a large run's attempts take.
+    """
+    out: list[TaskRun] = []
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == _CHUNK:
+            out.extend(_tasks_of_chunk(chunk))
+            chunk = []
+    out.extend(_tasks_of_chunk(chunk))
+    return out
+
+
+def _tasks_of_chunk(rows: list[Row]) -> list[TaskRun]:
+    if not rows:
+        return []
+    columns = [_decode_column([r[name] for r in rows], empty) for name, empty in _JSON_COLUMNS]
+    return [
+        TaskRun(
+            name=r["name"],
+            stage=r["stage"],
+            status=TaskStatus(r["status"]),
+            reason=r["reason"],
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            error=r["error"],
+            metrics=metrics,
+            saved=saved,
+            variables=variables,
+            attempts=attempts,
+        )
+        for r, metrics, saved, variables, attempts in zip(rows, *columns, strict=True)
+    ]
+
+
+def _decode_column(texts: list[str | None], empty: Callable[[], Any]) -> list[Any]:
+    """The values of one JSON column (an empty text or value is a new `empty`), in one decoder call."""
+    full = [t for t in texts if t and t != "{}" and t != "[]"]
+    if not full:
+        return [empty() for _ in texts]
+    try:
+        values = iter(_DECODE("[" + ",".join(full) + "]"))
+    except ValueError:
+        return [_loads(t, empty()) for t in texts]  # one of them is broken: decode one by one, to say which
+    return [next(values) if t and t != "{}" and t != "[]" else _loads(t, empty()) for t in texts]
 
 
 def _task_from_row(r: Row) -> TaskRun:

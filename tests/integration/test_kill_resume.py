@@ -288,3 +288,26 @@ def test_concurrent_resumes_of_one_run_one_drives_it_the_others_are_told_who_doe
         assert re.search(rf"run {run_id} is (being resumed by |still running \()pid {winner.pid} on \S+", err), err
         assert "Traceback" not in err
     assert statuses(show(ledger_project, run_id)) == dict.fromkeys(TASKS, "succeeded")
+
+
+def test_a_resumed_fan_out_never_runs_a_copy_that_succeeded_again(project: Project) -> None:
+    project.write(
+        "workflows/fan.yaml",
+        """
+        name: fan
+        preferences: {max_parallel: 1}
+        tasks:
+          - name: copies
+            for_each: "{{ ['ok', 'bad', 'also'] }}"
+            shell: "echo {{ task.item }} >> ledger.txt; [ {{ task.item }} != bad ] || [ -e fixed ]"
+        """,
+    )
+    first = project.cli("run", "fan", "--json")
+    assert first.code == 1, first.err
+    run_id = json.loads(first.out)["id"]
+    (project.root / "fixed").write_text("")
+    resumed = project.cli("resume", run_id, "--json")
+    assert resumed.code == 0, resumed.err
+    assert Counter(ledger(project)) == {"ok": 1, "bad": 2, "also": 1}
+    logs = project.cli("logs", run_id, "copies").out
+    assert "copies 0 succeeded before and are not run again" in logs

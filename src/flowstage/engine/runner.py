@@ -314,11 +314,21 @@ class Runner:
             self._finish(name, TaskInput.FAIL, error=str(exc), changes={"started_at": record.started_at or now})
             return
         fan = task.instances is not None or task.for_each is not None
-        self.launch[name] = _Launch(items=items, fan=fan, todo=deque(range(len(items))), started=self.clock.monotonic())
+        done = _copies_done(task, record, items) if fan else set()
+        todo = deque(i for i in range(len(items)) if i not in done)
+        self.launch[name] = _Launch(items=items, fan=fan, todo=todo, started=self.clock.monotonic())
         if not items:
             self._log(INFO, f"task {name}: for_each gave no items", name)
             self._succeed(name, {"started_at": self.clock.time()})
             return
+        if done:
+            launch = self.launch[name]
+            launch.values.update(dict.fromkeys(done))
+            shown = ", ".join(str(i) for i in sorted(done))
+            self._log(INFO, f"task {name}: copies {shown} succeeded before and are not run again", name)
+            if not todo:
+                self._succeed(name, {"started_at": record.started_at or self.clock.time()})
+                return
         self.waiting_copies.append(name)
 
     def _launch_copy(self, name: str, copy: int) -> None:
@@ -714,6 +724,21 @@ class Runner:
 
     def __repr__(self) -> str:
         return f"Runner({self.info.id!r}, {self.info.workflow!r}, {len(self.records)} tasks)"
+
+
+def _copies_done(task: Any, record: TaskRun, items: list[Any]) -> set[int]:
+    """The copies of a resumed fan-out task whose attempt succeeded (for the same item): never run
+    again. Only for a task whose copies' values are not saved (they are not kept per attempt)."""
+    if task.save is not None or getattr(task.spec, "save_rows", None):
+        return set()
+    done: set[int] = set()
+    for entry in record.attempts:
+        copy = entry.get("instance")
+        if not isinstance(copy, int) or not 0 <= copy < len(items) or entry.get("status") != "succeeded":
+            continue
+        if entry.get("item") == jsonable(items[copy]):
+            done.add(copy)
+    return done
 
 
 def _copy(record: TaskRun) -> TaskRun:

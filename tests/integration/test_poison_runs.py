@@ -32,3 +32,25 @@ def test_a_huge_power_in_a_template_fails_its_task_at_once_and_the_run_goes_on(p
     assert "took longer than 5s to evaluate" in tasks["spin"]["error"]
     assert tasks["good"]["status"] == tasks["after"]["status"] == "succeeded"
     assert time.monotonic() - started < 45
+
+
+def test_a_result_that_cannot_be_stored_fails_its_task_and_the_run_ends(project: Project) -> None:
+    project.write("tasks/big.py", "def number():\n    return 10**5000\n\n\ndef inside():\n    return [1, 10**5000]\n")
+    project.write(
+        "workflows/huge.yaml",
+        """
+        name: huge
+        tasks:
+          - {name: number, python: "tasks/big.py:number", in_process: true, save: x}
+          - {name: inside, python: "tasks/big.py:inside", in_process: true, save: y}
+          - {name: caught, shell: "true", after: {number: failure, inside: failure}, when: all}
+        """,
+    )
+    for _ in range(2):  # twice: the runner is never taken down, so it never poisons the next run
+        result = project.cli("run", "huge", "--json", timeout=60)
+        assert result.code == 0, result.err
+        assert "internal error" not in result.err
+        tasks = tasks_of(record_of(result))
+        assert "more than 4,300 digits" in tasks["number"]["error"]
+        assert "cannot be stored" in tasks["inside"]["error"]
+        assert tasks["caught"]["status"] == "succeeded"

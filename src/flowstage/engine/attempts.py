@@ -51,7 +51,9 @@ def jsonable(value: Any) -> Any:
         return type(value)()
     try:
         return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
+    except ValueError as exc:  # a number past 4,300 digits inside it: no text can hold it
+        raise RunError(f"the result cannot be stored: {exc.args[0].split(';')[0]}") from None
+    except TypeError:
         return str(value)
 
 
@@ -152,9 +154,14 @@ SAVED_VALUE_LIMIT = 1024 * 1024
 
 def check_saved_size(value: Any, what: str = "save:") -> None:
     """Raise RunError when JSON data `value` is larger than a saved value may be."""
+    if type(value) is int and value.bit_length() > 14_300:  # past what JSON (and Python) turn into text
+        raise RunError(f"{what} the result is a number of more than 4,300 digits, which cannot be saved: save it as text")
     if value is None or type(value) in (int, float, bool):
         return
-    size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(json.dumps(value).encode())
+    try:
+        size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(json.dumps(value).encode())
+    except ValueError as exc:  # a number past 4,300 digits inside it
+        raise RunError(f"{what} the result cannot be saved: {exc.args[0].split(';')[0]}") from None
     if size > SAVED_VALUE_LIMIT:
         raise RunError(
             f"{what} the result is {size:,} bytes as JSON, more than a saved value may hold ({SAVED_VALUE_LIMIT:,} bytes):"

@@ -34,7 +34,7 @@ def read_definition(path: str | Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the {what} as UTF-8"
+        message = f"cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the {what} as UTF-8"
         raise DefinitionError([Problem(message, name, line, column)]) from None
 
 

@@ -43,8 +43,8 @@ def test_a_store_that_cannot_be_created_names_the_file_in_one_line(project: Proj
 @pytest.mark.parametrize(
     ("path", "content", "where"),
     [
-        ("flowstage.yaml", b"store: \xff\xfe\n", "flowstage.yaml:1:8: not UTF-8 text (byte 0xff)"),
-        ("workflows/one.yaml", b"name: one\n# \xe9t\xe9\ntasks: []\n", "one.yaml:2:3: not UTF-8 text (byte 0xe9)"),
+        ("flowstage.yaml", b"store: \xff\xfe\n", "flowstage.yaml:1:8: cannot read: not UTF-8 text (byte 0xff)"),
+        ("workflows/one.yaml", b"name: one\n# \xe9t\xe9\ntasks: []\n", "one.yaml:2:3: cannot read: not UTF-8 text (byte 0xe9)"),
     ],
 )
 def test_a_definition_file_that_is_not_utf8_is_bad_input_at_its_line(

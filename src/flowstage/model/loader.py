@@ -24,16 +24,9 @@ _TOP_KEYS = tuple(Workflow.model_fields)
 
 def load(path: str | Path, *, notifiers: Collection[str] | None = None) -> Workflow:
     """Read and validate the workflow file at `path`; `notifiers`: the project's, that alerts may name."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DefinitionError([Problem("no such file", str(path))]) from None
-    except IsADirectoryError:
-        raise DefinitionError([Problem("is a directory, not a workflow file", str(path))]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError([Problem(f"cannot read: {exc}", str(path))]) from None
-    return load_text(text, str(path), notifiers=notifiers)
+    from flowstage.files import read_definition
+
+    return load_text(read_definition(path, "workflow file"), str(path), notifiers=notifiers)
 
 
 def load_text(text: str, file: str = "<input>", *, notifiers: Collection[str] | None = None) -> Workflow:

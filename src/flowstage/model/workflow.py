@@ -16,7 +16,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     field_validator,
@@ -26,19 +25,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from flowstage.model.conditions import Condition, When
-from flowstage.model.durations import format_duration, parse_duration
+from flowstage.model.durations import Duration
 from flowstage.model.kinds import KindSpec, all_kinds, kind_spec
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    Field(json_schema_extra={"type": "string", "examples": ["30s", "5m", "1h30m"]}),
-]
 LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical"]
 TaskName = Annotated[str, Field(pattern=TASK_NAME_PATTERN, max_length=200)]
 

@@ -9,7 +9,6 @@ interrupted once its beat is older than `STALE_HEARTBEAT_SECONDS`, whatever its 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Protocol
 
@@ -63,7 +62,7 @@ def _started_from_proc(pid: int) -> float | None:
 
 def _process_gone(run: RunnerRecord) -> bool:
     """True when the runner ran on this host and its process no longer exists."""
-    if run.runner_host != socket.gethostname() or not run.runner_pid:
+    if run.runner_host != os.uname().nodename or not run.runner_pid:
         return False
     import psutil
 
@@ -97,7 +96,7 @@ def kill_orphans(run: object) -> list[str]:
     """Kill what attempts of a dead runner left running on this host (their process groups)."""
     from flowstage.tasks._process import kill_group
 
-    host = socket.gethostname()
+    host = os.uname().nodename
     killed = []
     for task in getattr(run, "tasks", ()):
         for attempt in task.attempts:

@@ -12,7 +12,6 @@ import getpass
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,7 +52,7 @@ def who() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"
 
 
 def run_scope(workflow: Workflow, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,7 +218,7 @@ def begin_run(
     scope = run_scope(workflow, overrides)
     with collector.paused():  # records that live as long as the run: no collection walks them meanwhile
         tasks = [TaskRun(name=n.name, stage=plan.stage_names[n.stage]) for n in plan.nodes.values()]
-    host = socket.gethostname()
+    host = os.uname().nodename
     info = RunInfo(run_id, workflow.name, version, logical_datetime(workflow, logical_at), str(project.root), host)
     runner = _runner(
         project,
@@ -309,7 +308,7 @@ def resume_run(
         expect_status=run.status,
         expect_heartbeat=run.heartbeat_at,
         pid=os.getpid(),
-        host=socket.gethostname(),
+        host=os.uname().nodename,
         started=process_started(),
         at=time.time(),
         by=who(),
@@ -322,9 +321,7 @@ def resume_run(
     kill_orphans(run)
     if on_claimed is not None:
         on_claimed(run.id)
-    info = RunInfo(
-        run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, socket.gethostname()
-    )
+    info = RunInfo(run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, os.uname().nodename)
     runner = _runner(
         project,
         workflow,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import queue
-import socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -523,7 +523,7 @@ class Runner:
 
     def _on_process(self, name: str, number: int, pid: int) -> None:
         if (name, number) in self.running:
-            self.rec.attempt(name, number, {"pid": pid, "host": self.info.host or socket.gethostname()})
+            self.rec.attempt(name, number, {"pid": pid, "host": self.info.host or os.uname().nodename})
 
     def _on_subrun(self, name: str, number: int, run_id: str) -> None:
         if number <= len(self.records[name].attempts):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -159,7 +160,7 @@ class LocalExecutor:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._in_process.shutdown()
-        from flowstage.tasks._workers import WORKERS
-
-        WORKERS.close_idle(self._root)
+        workers = sys.modules.get("flowstage.tasks._workers")  # loaded only if a worker was ever wanted
+        if workers is not None:
+            workers.WORKERS.close_idle(self._root)
         self.resources.close()

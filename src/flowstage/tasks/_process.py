@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
-from flowstage.tasks._supervisor import supervisor
-from flowstage.tasks._workers import log_left, pump
 
 if TYPE_CHECKING:
     from flowstage.connections import Connections
@@ -162,6 +160,11 @@ def run_process(
     stdout lines are logged as info, stderr lines as warning; `pass_fds` keep their numbers in
     the child. The supervisor measures the command's own process tree (never the runner's).
     """
+    # the supervisor and its pipes are loaded with the first child process: a run of in-process
+    # tasks never needs them
+    from flowstage.tasks._supervisor import supervisor
+    from flowstage.tasks._workers import log_left, pump
+
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if stdin_data is not None else (os.open(os.devnull, os.O_RDONLY), -1)

@@ -34,7 +34,6 @@ from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 from flowstage.tasks._process import task_env
-from flowstage.tasks._workers import WORKERS, Worker, WorkerLost
 
 _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -91,6 +90,8 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
     assert isinstance(spec, PythonSpec)
     if spec.in_process:
         return _in_process(job, spec, log)
+    from flowstage.tasks._workers import WORKERS, Worker, WorkerLost  # not needed by in-process tasks
+
     exe = interpreter(spec.interpreter or job.interpreter, job.root)
     env = task_env(job, ctx.resources, {"PYTHONUNBUFFERED": "1"})
     request = {"target": spec.python, "kwargs": job.kwargs, "root": job.root, "env": env}
@@ -118,6 +119,8 @@ def run(job: AttemptSpec, ctx: TaskContext) -> Outcome:
 
 def prestart(exe: str, root: str, env: dict[str, str]) -> None:
     """Start a warm worker of `exe` for `root` ahead of the first task that needs one."""
+    from flowstage.tasks._workers import WORKERS
+
     WORKERS.prestart(exe, root, env)
 
 

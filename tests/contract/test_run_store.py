@@ -1152,6 +1152,29 @@ class TestPostgresStore(SqlStoreContract):
     def url(self, pg_schema_url: str) -> str:
         return pg_schema_url
 
+    def test_a_write_on_a_pooled_connection_the_server_dropped_succeeds_on_a_fresh_one(
+        self, url: str, store: SqlRunStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import sqlalchemy as sa
+
+        from flowstage.stores.sql import store as sql_store
+
+        store.create_run(new_run("r1"))  # leaves a connection in the write pool
+        engine = store.driver.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            lost = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        other = sa.create_engine(url)
+        try:
+            with other.begin() as conn:
+                assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": lost}).scalar_one() is True
+        finally:
+            other.dispose()
+        monkeypatch.setattr(sql_store, "_PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection counts as idle
+        store.create_run(new_run("r2"))
+        assert store.get_run("r2") is not None
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != lost
+
     def test_a_waiter_listens_again_after_its_connection_was_lost(
         self,
         url: str,

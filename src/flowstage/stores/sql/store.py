@@ -141,7 +141,11 @@ class _Tx(Protocol):
 
 
 class _Driver(Protocol):
-    def write(self) -> contextlib.AbstractContextManager[_Tx]: ...
+    def write(self, *, blind: bool = False) -> contextlib.AbstractContextManager[_Tx]:
+        """A write transaction; `blind`: its statements' answers are never read, so a driver may
+        send them all before waiting for any (psycopg's pipeline mode: one round trip, not one each)."""
+        ...
+
     def read(self) -> contextlib.AbstractContextManager[_Tx]: ...
     def read_one(self) -> contextlib.AbstractContextManager[_Tx]: ...
     def close(self) -> None: ...
@@ -209,7 +213,7 @@ class _SqliteDriver:
         return found
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[_Tx]:
+    def write(self, *, blind: bool = False) -> Iterator[_Tx]:
         conn, lock = self._conn()
         with lock:
             try:
@@ -300,21 +304,56 @@ class _RetryingTx(_AlchemyTx):
         return super().query(sql, params)
 
 
+#: a pooled connection unused for this long is checked before a write is begun on it
+_PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: Any) -> None:
+    """Check a pooled connection at checkout only when it sat idle: a server restart or a dropped
+    connection is found before a write begins on it, and a runner writing many times a second pays
+    no extra round trip per write (SQLAlchemy's `pool_pre_ping` pings at every checkout)."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "checkin")
+    def _used(dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        used = record.info.get("used_at")
+        if used is None or time.monotonic() - used < _PING_AFTER_IDLE_SECONDS:
+            return  # a new connection, or one in steady use
+        try:
+            with contextlib.closing(dbapi_conn.cursor()) as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:
+            # the pool drops this connection and checks out another (SQLAlchemy's disconnect handling)
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
 class _AlchemyDriver:
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
 
         # connections are opened as threads need them and kept up to the pool's size: a connection
         # past it (an overflow) is closed after its use, and opening one costs more than many reads
-        self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
+        self.engine = sa.create_engine(url, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
+        _ping_when_idle(self.engine)
         # single-statement reads: autocommit, no ping (a connection found dead is replaced and the
         # statement asked once more, see `read_one`), so a read costs one round trip, not four
         self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[_Tx]:
-        with self.engine.begin() as conn:
-            yield _AlchemyTx(conn)
+    def write(self, *, blind: bool = False) -> Iterator[_Tx]:
+        if not blind:
+            with self.engine.begin() as conn:
+                yield _AlchemyTx(conn)
+            return
+        with self.engine.connect() as conn:
+            pipeline = getattr(conn.connection.driver_connection, "pipeline", None)
+            with pipeline() if pipeline is not None else contextlib.nullcontext(), conn.begin():
+                yield _AlchemyTx(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:
@@ -543,9 +582,9 @@ class SqlRunStore:
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
-    def _write(self) -> Iterator[_Tx]:
+    def _write(self, *, blind: bool = False) -> Iterator[_Tx]:
         try:
-            with self.driver.write() as tx:
+            with self.driver.write(blind=blind) as tx:
                 yield tx
         except _driver_errors() as exc:
             raise StoreError(f"run store {self.masked_url}: {_clean(exc, self.url)}") from None
@@ -664,11 +703,14 @@ class SqlRunStore:
         if not events:
             return
         if self.is_postgres:
-            tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENTS_LOCK})
+            # one statement takes the lock and queues the notifications (delivered on commit)
+            run_ids = sorted({e.run_id for e in events})
+            notify = "".join(f", pg_notify('{EVENTS_CHANNEL}', :r{i})" for i in range(len(run_ids)))
+            tx.execute(
+                f"SELECT pg_advisory_xact_lock(:key){notify}",
+                {"key": _EVENTS_LOCK, **{f"r{i}": r for i, r in enumerate(run_ids)}},
+            )
         tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps(e.data)) for e in events])
-        if self.is_postgres:
-            for run_id in sorted({e.run_id for e in events}):
-                tx.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', :run_id)", {"run_id": run_id})
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
@@ -704,7 +746,7 @@ class SqlRunStore:
 
     def record(self, batch: Batch) -> None:
         run_id = batch.run_id
-        with self._write() as tx:
+        with self._write(blind=True) as tx:
             if batch.tasks:
                 tx.executemany_values(_UPDATE_TASK, [_task_update(t, run_id) for t in batch.tasks])
             if batch.logs:

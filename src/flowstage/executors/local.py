@@ -69,6 +69,9 @@ def run_secrets(resources: RunResources) -> list[str]:
     return urls
 
 
+_Job = tuple[Callable[[], Outcome], Callable[[Outcome], None]]
+
+
 class _DaemonThreads:
     """Daemon threads for in-process attempts, reused while idle.
 
@@ -79,26 +82,31 @@ class _DaemonThreads:
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
 
-    def submit(self, work: Callable[[], None]) -> None:
+    def submit(self, work: Callable[[], Outcome], done: Callable[[Outcome], None]) -> None:
+        """Run `work` on an idle thread (or a new one), then hand its outcome to `done`."""
         with self._lock:
             reuse = self._idle > 0
             if reuse:
                 self._idle -= 1  # that thread is spoken for: the next submit starts another
         if reuse:
-            self._jobs.put(work)
+            self._jobs.put((work, done))
         else:
-            threading.Thread(target=self._work, args=(work,), name=self._prefix, daemon=True).start()
+            threading.Thread(target=self._work, args=((work, done),), name=self._prefix, daemon=True).start()
 
-    def _work(self, work: Callable[[], None] | None) -> None:
-        while work is not None:
-            work()
+    def _work(self, job: _Job | None) -> None:
+        while job is not None:
+            work, done = job
+            outcome = work()
+            # idle before the outcome is told: the attempt the runner starts on hearing it (the next
+            # step of a chain) takes this thread rather than starting another
             with self._lock:
                 self._idle += 1
-            work = self._jobs.get()
+            done(outcome)
+            job = self._jobs.get()
 
     def shutdown(self) -> None:
         """End the idle threads (busy ones end with their attempt, or with the process)."""
@@ -133,20 +141,19 @@ class LocalExecutor:
         handle = ProcessHandle()
         masked = MaskedReports(reports, self._scrub)
 
-        def work() -> None:
+        def attempt() -> Outcome:
             try:
-                outcome = runner_for(job.spec.kind)(job, TaskContext.reporting_to(masked, handle, self.resources))
+                return runner_for(job.spec.kind)(job, TaskContext.reporting_to(masked, handle, self.resources))
             except FlowstageError as exc:
-                outcome = Outcome(TaskStatus.FAILED, error=str(exc))
+                return Outcome(TaskStatus.FAILED, error=str(exc))
             except BaseException as exc:
                 masked.log(ERROR, traceback.format_exc().rstrip())
-                outcome = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-            masked.done(outcome)
+                return Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
 
         if getattr(job.spec, "in_process", False):
-            self._in_process.submit(work)
+            self._in_process.submit(attempt, masked.done)
             return handle
-        future = self._pool.submit(work)
+        future = self._pool.submit(lambda: masked.done(attempt()))
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
         return handle

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 import queue
+import random
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowstage.engine import attempts, collector
+from flowstage.engine import attempts, collector, retries
 from flowstage.engine.attempts import RunInfo, jsonable
 from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
@@ -52,6 +53,7 @@ from flowstage.errors import FlowstageError, RunInterrupted
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
+from flowstage.model.workflow import Task
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,9 @@ class Runner:
         observer: Callable[[Event, TaskRun | None], None] | None = None,
         on_success: Callable[[Callable[[int, str], None]], str | None] | None = None,
         subruns: ExecutorPort | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """`rng` draws the jitter of retry delays (`engine.retries`); a seeded one makes them repeatable."""
         self.plan = plan
         self.info = info
         self.store = store
@@ -151,6 +155,7 @@ class Runner:
         #: where `workflow:` attempts go: sub-runs are started by the driver's side, never in a task slot
         self.subruns = subruns
         self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
         self.hooks = hooks or Hooks()
         if observer is not None:
             self.hooks.after_event.append(observer)
@@ -502,7 +507,7 @@ class Runner:
         record = self.records[name]
         label = f"copy {copy} ({jsonable(launch.items[copy])!r}): " if launch.fan else ""
         if (lost or launch.tries.get(copy, 0) <= retries) and not self._stopped():
-            delay = 0.0 if lost else task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
+            delay = 0.0 if lost else self._retry_delay(task, launch.tries.get(copy, 1))
             if launch.fan:
                 step = self.rec.move(name, TaskInput.RETRY_COPY)
             else:
@@ -513,6 +518,18 @@ class Runner:
             self._log(WARNING, f"task {name} {label}{status} ({error}); retrying in {delay:g}s", name, len(record.attempts))
             return
         self._task_failed(name, status, label + error, metrics)
+
+    def _retry_delay(self, task: Task, retry: int) -> float:
+        """The wait before retry number `retry` of `task`: its own keys over the preferences."""
+        prefs = self.prefs
+        backoff = task.retry_backoff if task.retry_backoff is not None else prefs.retry_backoff
+        return retries.retry_delay(
+            retry=retry,
+            delay=task.retry_delay if task.retry_delay is not None else prefs.retry_delay,
+            backoff=backoff,
+            cap=task.retry_delay_max if task.retry_delay_max is not None else prefs.retry_delay_max,
+            draw=self.rng.random() if backoff is not None else 1.0,
+        )
 
     def _task_failed(self, name: str, status: TaskStatus, error: str, metrics: dict[str, Any] | None = None) -> None:
         """The task failed for good: its other copies are stopped (the transition's kill)."""

@@ -164,6 +164,8 @@ class Runner:
         #: runs after every task ended well (auto flush); an answer is an error that fails the run
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
+        #: the interpreter of python tasks without `interpreter:` (None: the one running the task)
+        self.python = plan.workflow.default_python()
         self.variables: dict[str, Any] = dict(variables)
         with collector.paused():
             self._build(plan, info, store, prior)
@@ -386,7 +388,7 @@ class Runner:
                 variables=scope,
                 root=self.info.root,
                 log_level=self.rec.level_of[name],
-                interpreter=self.prefs.python,
+                interpreter=self.python,
                 task_variables=own,
                 previous=[dict(a) for a in record.attempts[:-1]],
                 instance=copy if launch.fan else None,

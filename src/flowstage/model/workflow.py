@@ -370,6 +370,11 @@ class Alert(_Frozen):
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
+def is_python_version(choice: str) -> bool:
+    """Whether an `interpreter:` / `preferences.python` value is a version ("3.11"), not a path."""
+    return bool(choice) and all(part.isdigit() for part in choice.split("."))
+
+
 class Workflow(_Frozen):
     """A validated workflow definition."""
 
@@ -398,6 +403,21 @@ class Workflow(_Frozen):
         if self.tasks is not None:
             return [(0, t) for t in self.tasks]
         return [(i, t) for i, s in enumerate(self.stages or []) for t in s.tasks]
+
+    def default_python(self) -> str | None:
+        """The interpreter of python tasks without `interpreter:` (SPEC §4); None: the runner's own.
+
+        `preferences.python` when set; else the newest version the workflow's tasks ask for in
+        their `interpreter:` ("3.12" over "3.11"; a path is no version and does not count).
+        """
+        if self.preferences.python:
+            return self.preferences.python
+        versions = {
+            choice
+            for _stage, task in self.all_tasks()
+            if isinstance(choice := getattr(task.spec, "interpreter", None), str) and is_python_version(choice)
+        }
+        return max(versions, key=lambda v: tuple(int(part) for part in v.split(".")), default=None)
 
     def stage_names(self) -> list[str]:
         if self.stages is None:

@@ -11,6 +11,7 @@ change and can never change the run.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import queue
@@ -97,6 +98,9 @@ class _Launch:
     values: dict[int, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: the record's `variables` as an attempt said it bound them (`Outcome.resolved`), as a change
+    #: for the move that ends the attempt (empty: the scope recorded at its start stands)
+    bound: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(order=True)
@@ -453,6 +457,10 @@ class Runner:
             },
         )
         task_metrics = None if launch.fan else {**record.metrics, **metrics, "attempts": len(record.attempts)}
+        launch.bound = {}  # what an earlier attempt bound says nothing of this one
+        if outcome.resolved is not None:
+            with contextlib.suppress(FlowstageError):  # a value no JSON holds: the scope recorded at the start stands
+                launch.bound = {"variables": jsonable(outcome.resolved)}
         if outcome.status is TaskStatus.SUCCEEDED:
             launch.values[running.copy] = outcome.value
             launch.variables.update(outcome.variables)
@@ -470,7 +478,7 @@ class Runner:
     def _succeed(self, name: str, changes: dict[str, Any]) -> None:
         launch = self.launch[name]
         record = self.records[name]
-        data = dict(changes)
+        data = {**launch.bound, **changes}
         if launch.fan:
             value: Any = [launch.values[i] for i in range(len(launch.items))]
             data["metrics"] = {
@@ -513,7 +521,7 @@ class Runner:
             if launch.fan:
                 step = self.rec.move(name, TaskInput.RETRY_COPY)
             else:
-                changes = {"error": error, **({"metrics": metrics} if metrics is not None else {})}
+                changes = {"error": error, **launch.bound, **({"metrics": metrics} if metrics is not None else {})}
                 step = self.rec.move(name, TaskInput.RETRY, changes, error=error, retry_in=delay)
             assert Effect.SCHEDULE_RETRY in step.effects
             heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name, copy))
@@ -536,7 +544,11 @@ class Runner:
     def _task_failed(self, name: str, status: TaskStatus, error: str, metrics: dict[str, Any] | None = None) -> None:
         """The task failed for good: its other copies are stopped (the transition's kill)."""
         record = self.records[name]
-        data = {"metrics": {**(metrics if metrics is not None else record.metrics), "attempts": len(record.attempts)}}
+        launch = self.launch.get(name)
+        data = {
+            **(launch.bound if launch is not None else {}),
+            "metrics": {**(metrics if metrics is not None else record.metrics), "attempts": len(record.attempts)},
+        }
         move = TaskInput.TIME_OUT if status is TaskStatus.TIMED_OUT and record.status is TaskStatus.RUNNING else TaskInput.FAIL
         self._finish(name, move, error=error, changes=data, why="another copy failed")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flowstage.model.loader import load
+from flowstage.model.loader import load, load_text
 from flowstage.model.schema import workflow_schema
-from flowstage.model.yamlsource import parse
+from flowstage.model.yamlsource import dump, parse
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "demo" / "workflows").glob("*.yaml"))
 
@@ -62,3 +62,17 @@ def test_a_sensor_poke_is_a_duration_in_the_schema_as_in_the_loader(poke: object
 def test_a_poke_that_is_no_duration_is_refused_by_the_schema(schema: dict) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "tasks": [{"name": "w", "wait_for": {"file": "a"}, "poke": "often"}]}, schema)
+
+
+@pytest.mark.parametrize("where", ["preferences", "task"])
+def test_the_schema_knows_retry_backoff_and_retry_delay_max(where: str, schema: dict) -> None:
+    keys = {"retry_delay": "1s", "retry_backoff": 2, "retry_delay_max": "10m"}
+    task = {"name": "a", "shell": "true", **(keys if where == "task" else {})}
+    document = {"name": "x", "tasks": [task], **({"preferences": keys} if where == "preferences" else {})}
+    jsonschema.validate(document, schema)
+    load_text(dump(document))
+    below_one = {"retry_backoff": 0.5}
+    task = {"name": "a", "shell": "true", **(below_one if where == "task" else {})}
+    document = {"name": "x", "tasks": [task], **({"preferences": below_one} if where == "preferences" else {})}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)

@@ -55,7 +55,7 @@ def local_executor(url: str, *, project: Project, workflow: Workflow) -> Any:
 
 def python_interpreters(workflow: Workflow) -> list[str]:
     """The interpreters the workflow's child-process python tasks ask for ("" for the default)."""
-    default = workflow.preferences.python or ""
+    default = workflow.default_python() or ""
     found: list[str] = []
     for _stage, task in workflow.all_tasks():
         spec = task.spec

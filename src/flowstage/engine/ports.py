@@ -148,6 +148,9 @@ class Outcome:
     #: the attempt's own status when it says more than `status`: ``worker_lost`` (the machine that
     #: ran it went away: retried on a budget of its own, not the task's `retries:`)
     attempt_status: str | None = None
+    #: the variables the attempt bound, when its kind layers its own between the task's and the run
+    #: scope it was given (a dataflow package's `variables:`): recorded as the task's `variables`
+    resolved: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -157,6 +160,7 @@ class Outcome:
             "metrics": self.metrics,
             "variables": self.variables,
             "attempt_status": self.attempt_status,
+            "resolved": self.resolved,
         }
 
     @classmethod
@@ -168,6 +172,7 @@ class Outcome:
             metrics=dict(data.get("metrics") or {}),
             variables=dict(data.get("variables") or {}),
             attempt_status=data.get("attempt_status"),
+            resolved=dict(data["resolved"]) if isinstance(data.get("resolved"), dict) else None,
         )
 
 

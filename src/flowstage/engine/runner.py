@@ -11,17 +11,19 @@ change and can never change the run.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
 import queue
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowstage.engine import attempts, collector
+from flowstage.engine import attempts, collector, retries
 from flowstage.engine.attempts import RunInfo, jsonable
 from flowstage.engine.decisions import Action, run_status
 from flowstage.engine.hooks import Hooks
@@ -52,6 +54,7 @@ from flowstage.errors import FlowstageError, RunInterrupted
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
+from flowstage.model.workflow import Task
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,9 @@ class _Launch:
     values: dict[int, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: the record's `variables` as an attempt said it bound them (`Outcome.resolved`), as a change
+    #: for the move that ends the attempt (empty: the scope recorded at its start stands)
+    bound: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(order=True)
@@ -143,7 +149,9 @@ class Runner:
         observer: Callable[[Event, TaskRun | None], None] | None = None,
         on_success: Callable[[Callable[[int, str], None]], str | None] | None = None,
         subruns: ExecutorPort | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """`rng` draws the jitter of retry delays (`engine.retries`); a seeded one makes them repeatable."""
         self.plan = plan
         self.info = info
         self.store = store
@@ -151,6 +159,7 @@ class Runner:
         #: where `workflow:` attempts go: sub-runs are started by the driver's side, never in a task slot
         self.subruns = subruns
         self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
         self.hooks = hooks or Hooks()
         if observer is not None:
             self.hooks.after_event.append(observer)
@@ -159,6 +168,8 @@ class Runner:
         #: runs after every task ended well (auto flush); an answer is an error that fails the run
         self.on_success = on_success
         self.prefs = plan.workflow.preferences
+        #: the interpreter of python tasks without `interpreter:` (None: the one running the task)
+        self.python = plan.workflow.default_python()
         self.variables: dict[str, Any] = dict(variables)
         with collector.paused():
             self._build(plan, info, store, prior)
@@ -381,7 +392,7 @@ class Runner:
                 variables=scope,
                 root=self.info.root,
                 log_level=self.rec.level_of[name],
-                interpreter=self.prefs.python,
+                interpreter=self.python,
                 task_variables=own,
                 previous=[dict(a) for a in record.attempts[:-1]],
                 instance=copy if launch.fan else None,
@@ -446,6 +457,10 @@ class Runner:
             },
         )
         task_metrics = None if launch.fan else {**record.metrics, **metrics, "attempts": len(record.attempts)}
+        launch.bound = {}  # what an earlier attempt bound says nothing of this one
+        if outcome.resolved is not None:
+            with contextlib.suppress(FlowstageError):  # a value no JSON holds: the scope recorded at the start stands
+                launch.bound = {"variables": jsonable(outcome.resolved)}
         if outcome.status is TaskStatus.SUCCEEDED:
             launch.values[running.copy] = outcome.value
             launch.variables.update(outcome.variables)
@@ -463,7 +478,7 @@ class Runner:
     def _succeed(self, name: str, changes: dict[str, Any]) -> None:
         launch = self.launch[name]
         record = self.records[name]
-        data = dict(changes)
+        data = {**launch.bound, **changes}
         if launch.fan:
             value: Any = [launch.values[i] for i in range(len(launch.items))]
             data["metrics"] = {
@@ -502,11 +517,11 @@ class Runner:
         record = self.records[name]
         label = f"copy {copy} ({jsonable(launch.items[copy])!r}): " if launch.fan else ""
         if (lost or launch.tries.get(copy, 0) <= retries) and not self._stopped():
-            delay = 0.0 if lost else task.retry_delay if task.retry_delay is not None else self.prefs.retry_delay
+            delay = 0.0 if lost else self._retry_delay(task, launch.tries.get(copy, 1))
             if launch.fan:
                 step = self.rec.move(name, TaskInput.RETRY_COPY)
             else:
-                changes = {"error": error, **({"metrics": metrics} if metrics is not None else {})}
+                changes = {"error": error, **launch.bound, **({"metrics": metrics} if metrics is not None else {})}
                 step = self.rec.move(name, TaskInput.RETRY, changes, error=error, retry_in=delay)
             assert Effect.SCHEDULE_RETRY in step.effects
             heapq.heappush(self.retry_heap, _Due(self.clock.monotonic() + delay, name, copy))
@@ -514,10 +529,26 @@ class Runner:
             return
         self._task_failed(name, status, label + error, metrics)
 
+    def _retry_delay(self, task: Task, retry: int) -> float:
+        """The wait before retry number `retry` of `task`: its own keys over the preferences."""
+        prefs = self.prefs
+        backoff = task.retry_backoff if task.retry_backoff is not None else prefs.retry_backoff
+        return retries.retry_delay(
+            retry=retry,
+            delay=task.retry_delay if task.retry_delay is not None else prefs.retry_delay,
+            backoff=backoff,
+            cap=task.retry_delay_max if task.retry_delay_max is not None else prefs.retry_delay_max,
+            draw=self.rng.random() if backoff is not None else 1.0,
+        )
+
     def _task_failed(self, name: str, status: TaskStatus, error: str, metrics: dict[str, Any] | None = None) -> None:
         """The task failed for good: its other copies are stopped (the transition's kill)."""
         record = self.records[name]
-        data = {"metrics": {**(metrics if metrics is not None else record.metrics), "attempts": len(record.attempts)}}
+        launch = self.launch.get(name)
+        data = {
+            **(launch.bound if launch is not None else {}),
+            "metrics": {**(metrics if metrics is not None else record.metrics), "attempts": len(record.attempts)},
+        }
         move = TaskInput.TIME_OUT if status is TaskStatus.TIMED_OUT and record.status is TaskStatus.RUNNING else TaskInput.FAIL
         self._finish(name, move, error=error, changes=data, why="another copy failed")
 

@@ -7,6 +7,7 @@ and writes exactly as in the file.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from flowstage.model.conditions import Condition, When
-from flowstage.model.durations import Duration
+from flowstage.model.durations import Duration, format_duration
 from flowstage.model.kinds import KindSpec, all_kinds, kind_spec
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
@@ -74,6 +75,8 @@ COMMON_TASK_KEYS = (
     "if",
     "retries",
     "retry_delay",
+    "retry_backoff",
+    "retry_delay_max",
     "timeout",
     "variables",
     "with",
@@ -96,6 +99,38 @@ def _keys_of(spec_cls: type[KindSpec]) -> frozenset[str]:
     return keys
 
 
+def _backoff(value: Any) -> float:
+    """A `retry_backoff`: a finite number of at least 1 (1: every retry waits as long)."""
+    message = f"a number of at least 1 (each retry waits this many times longer than the one before), got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(message)
+    try:
+        factor = float(value)
+    except OverflowError:  # an int too large for a float
+        factor = math.inf
+    if not math.isfinite(factor) or factor < 1:
+        raise ValueError(message)
+    return factor
+
+
+#: `retry_backoff`: each retry waits this many times longer than the one before (1: as long)
+Backoff = Annotated[
+    float,
+    BeforeValidator(_backoff),
+    Field(json_schema_extra={"minimum": 1}, description="each retry waits this many times longer than the one before"),
+]
+
+
+def _check_delay_cap(delay: float | None, cap: float | None) -> None:
+    """`retry_delay_max` below `retry_delay` (set side by side) is a mistake, not a cap."""
+    if delay is not None and cap is not None and cap < delay:
+        raise PydanticCustomError(
+            "retry_delay_max",
+            "retry_delay_max ({cap}) is shorter than retry_delay ({delay}): the cap must be at least the first delay",
+            {"key": "retry_delay_max", "cap": format_duration(cap), "delay": format_duration(delay)},
+        )
+
+
 class Task(_Frozen):
     """One task: common keys plus exactly one kind (its spec)."""
 
@@ -108,6 +143,8 @@ class Task(_Frozen):
     if_: str | None = Field(default=None, alias="if", description="an expression on variables")
     retries: int | None = Field(default=None, ge=0, le=1000)
     retry_delay: Duration | None = None
+    retry_backoff: Backoff | None = None
+    retry_delay_max: Duration | None = None
     timeout: Duration | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
@@ -158,6 +195,11 @@ class Task(_Frozen):
         common["spec"] = spec_cls.model_validate(rest)
         return common
 
+    @model_validator(mode="after")
+    def _delay_under_its_cap(self) -> Task:
+        _check_delay_cap(self.retry_delay, self.retry_delay_max)
+        return self
+
     @field_validator("after")
     @classmethod
     def _after_names(cls, v: dict[str, Condition] | None) -> dict[str, Condition] | None:
@@ -206,6 +248,8 @@ class Preferences(_Frozen):
     max_parallel: int = Field(default=8, ge=1, le=10000)
     retries: int = Field(default=0, ge=0, le=1000)
     retry_delay: Duration = 10.0
+    retry_backoff: Backoff | None = None
+    retry_delay_max: Duration | None = None
     timeout: Duration | None = None
     run_timeout: Duration | None = None
     python: str | None = None
@@ -218,6 +262,13 @@ class Preferences(_Frozen):
     @classmethod
     def _version_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _delay_under_its_cap(self) -> Preferences:
+        # only a retry_delay written beside the cap is checked: a cap under the default delay caps it
+        if "retry_delay" in self.model_fields_set:
+            _check_delay_cap(self.retry_delay, self.retry_delay_max)
+        return self
 
 
 class AfterWorkflows(_Frozen):
@@ -320,6 +371,11 @@ class Alert(_Frozen):
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
+def is_python_version(choice: str) -> bool:
+    """Whether an `interpreter:` / `preferences.python` value is a version ("3.11"), not a path."""
+    return bool(choice) and all(part.isdigit() for part in choice.split("."))
+
+
 class Workflow(_Frozen):
     """A validated workflow definition."""
 
@@ -348,6 +404,21 @@ class Workflow(_Frozen):
         if self.tasks is not None:
             return [(0, t) for t in self.tasks]
         return [(i, t) for i, s in enumerate(self.stages or []) for t in s.tasks]
+
+    def default_python(self) -> str | None:
+        """The interpreter of python tasks without `interpreter:` (SPEC §4); None: the runner's own.
+
+        `preferences.python` when set; else the newest version the workflow's tasks ask for in
+        their `interpreter:` ("3.12" over "3.11"; a path is no version and does not count).
+        """
+        if self.preferences.python:
+            return self.preferences.python
+        versions = {
+            choice
+            for _stage, task in self.all_tasks()
+            if isinstance(choice := getattr(task.spec, "interpreter", None), str) and is_python_version(choice)
+        }
+        return max(versions, key=lambda v: tuple(int(part) for part in v.split(".")), default=None)
 
     def stage_names(self) -> list[str]:
         if self.stages is None:

@@ -32,6 +32,7 @@ from flowstage.errors import DefinitionError
 from flowstage.logging import ERROR, INFO, LOG_LINE_LIMIT, LOG_LINE_MARGIN, WARNING, LineBuffer, cap_line
 from flowstage.model.kinds import PythonSpec
 from flowstage.model.statuses import TaskStatus
+from flowstage.model.workflow import is_python_version
 from flowstage.tasks import TaskContext
 from flowstage.tasks._process import task_env
 
@@ -43,7 +44,7 @@ def interpreter(choice: str | None, root: str) -> str:
     """The interpreter for `choice`: None (this one), a version ("3.11") or a path (file or venv)."""
     if not choice:
         return sys.executable
-    if all(part.isdigit() for part in choice.split(".")):
+    if is_python_version(choice):
         if choice == f"{sys.version_info.major}.{sys.version_info.minor}":
             return sys.executable
         found = shutil.which(f"python{choice}")

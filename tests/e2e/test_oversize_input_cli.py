@@ -23,23 +23,43 @@ def _yaml(variables: str, retries: str = "0") -> str:
 
 
 def _json(variables: str, retries: str = "0") -> str:
-    return '{"name": "wf", "variables": {"a": %s},\n "tasks": [{"name": "t", "retries": %s, "shell": "echo hi"}]}' % (
-        variables,
-        retries,
+    return (
+        '{"name": "wf", "variables": {"a": ' + variables + "},\n"
+        ' "tasks": [{"name": "t", "retries": ' + retries + ', "shell": "echo hi"}]}'
     )
 
 
 TEMPLATE = '"{{ var.x }}"'
 CASES = [
-    pytest.param("wf.yaml", _yaml("1", retries=BIG), r"6:14: tasks\[0\]\.retries: number too long \(over 4300 digits\)", id="yaml-retries"),
+    pytest.param(
+        "wf.yaml", _yaml("1", retries=BIG), r"6:14: tasks\[0\]\.retries: number too long \(over 4300 digits\)", id="yaml-retries"
+    ),
     pytest.param("wf.yaml", _yaml(BIG), r"3:6: variables\.a: number too long \(over 4300 digits\)", id="yaml-variable"),
     pytest.param("wf.yaml", _yaml("0x" + "f" * 5000), r"3:6: variables\.a: number too long \(over 4300 digits\)", id="yaml-hex"),
-    pytest.param("wf.json", _json("1", retries=BIG), r"2:37: tasks\[0\]\.retries: number too long \(over 4300 digits\)", id="json-retries"),
-    pytest.param("wf.json", _json(f"[{BIG}]"), r"1:36: variables\.a\[0\]: number too long \(over 4300 digits\)", id="json-variable"),
-    pytest.param("wf.yaml", _yaml("[" * DEEP + TEMPLATE + "]" * DEEP), r"3:\d+: nested too deeply \(over 200 levels\)", id="yaml-deep-list"),
-    pytest.param("wf.yaml", _yaml("{k: " * DEEP + TEMPLATE + "}" * DEEP), r"3:\d+: nested too deeply \(over 200 levels\)", id="yaml-deep-map"),
-    pytest.param("wf.json", _json("[" * DEEP + TEMPLATE + "]" * DEEP), r"1:\d+: nested too deeply \(over 200 levels\)", id="json-deep-list"),
-    pytest.param("wf.json", _json('{"k": ' * DEEP + TEMPLATE + "}" * DEEP), r"1:\d+: nested too deeply \(over 200 levels\)", id="json-deep-map"),
+    pytest.param(
+        "wf.json", _json("1", retries=BIG), r"2:37: tasks\[0\]\.retries: number too long \(over 4300 digits\)", id="json-retries"
+    ),
+    pytest.param(
+        "wf.json", _json(f"[{BIG}]"), r"1:36: variables\.a\[0\]: number too long \(over 4300 digits\)", id="json-variable"
+    ),
+    pytest.param(
+        "wf.yaml", _yaml("[" * DEEP + TEMPLATE + "]" * DEEP), r"3:\d+: nested too deeply \(over 200 levels\)", id="yaml-deep-list"
+    ),
+    pytest.param(
+        "wf.yaml",
+        _yaml("{k: " * DEEP + TEMPLATE + "}" * DEEP),
+        r"3:\d+: nested too deeply \(over 200 levels\)",
+        id="yaml-deep-map",
+    ),
+    pytest.param(
+        "wf.json", _json("[" * DEEP + TEMPLATE + "]" * DEEP), r"1:\d+: nested too deeply \(over 200 levels\)", id="json-deep-list"
+    ),
+    pytest.param(
+        "wf.json",
+        _json('{"k": ' * DEEP + TEMPLATE + "}" * DEEP),
+        r"1:\d+: nested too deeply \(over 200 levels\)",
+        id="json-deep-map",
+    ),
 ]
 
 
@@ -53,7 +73,8 @@ def test_a_file_past_the_limits_is_invalid_input_at_its_line(project: Project, n
         result = project.cli(command, path)
 
         assert result.code == 2, result
-        assert "Traceback" not in result.err and "internal error" not in result.err, result.err
+        assert "Traceback" not in result.err, result.err
+        assert "internal error" not in result.err, result.err
         assert re.fullmatch(re.escape(path) + ":" + expected, result.err.strip()), result.err[:500]
 
 

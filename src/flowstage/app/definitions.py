@@ -20,10 +20,12 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from flowstage.errors import UsageError
 from flowstage.model.workflow import Workflow
 from flowstage.settings import Project
 
@@ -107,8 +109,64 @@ def load_file(project: Project, path: Path) -> tuple[Workflow, dict[str, Any]]:
     return workflow, definition
 
 
+#: a password as `mask_url` leaves it: ``scheme://user:***@`` or ``?token=***``
+_MASKED = re.compile(r"://[^/\s@]*:\*\*\*@|[?&][A-Za-z_]+=\*\*\*")
+
+
+def _masked_paths(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, str):
+        return [path or "value"] if "***" in value and _MASKED.search(value) else []
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _masked_paths(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _masked_paths(v, f"{path}.{k}" if path else str(k))]
+    return []
+
+
+def has_masked(value: Any) -> bool:
+    """Whether `value` (JSON data) holds a password masked by `mask_url`."""
+    return bool(_masked_paths(value))
+
+
+def _file_definition(project: Project, name: str) -> dict[str, Any]:
+    """The plain mapping of the workflow file of the project named `name` (``workflows/NAME.yaml``), or {}."""
+    for suffix in (".yaml", ".yml", ".json"):
+        path = project.root / "workflows" / f"{name}{suffix}"
+        if path.is_file():
+            try:
+                return load_file(project, path)[1]
+            except Exception:
+                return {}  # a file that no longer validates holds nothing to take back
+    return {}
+
+
+def with_credentials(project: Project, definition: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition with the passwords written in its URLs put back.
+
+    The store never keeps them (a deployed version and a run's definition hold ``user:***@``);
+    they come back from the project's workflow file of the same name, where the same URL is
+    written with its password. One that no file explains is a `UsageError` naming where it is.
+    """
+    if not _masked_paths(definition):
+        return definition
+    from flowstage.redact import restore_masked
+
+    name = str(definition.get("name", ""))
+    restored: dict[str, Any] = restore_masked(definition, lambda: _file_definition(project, name))
+    missing = _masked_paths(restored)
+    if missing:
+        raise UsageError(
+            f"workflow {name!r}: {', '.join(missing[:3])} holds a password written in a URL, which is not stored "
+            f"(it shows as ***), and workflows/{name}.yaml does not hold that URL any more: "
+            "deploy the workflow again from its file, or keep the credential in flowstage.yaml"
+        )
+    return restored
+
+
 def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[Workflow, dict[str, Any]]:
-    """A stored definition (a deployed version) as a `Workflow`, and its plain mapping."""
+    """A stored definition (a deployed version) as a `Workflow`, and its plain mapping; the
+    passwords written in its URLs are taken back from the workflow's file (`with_credentials`)."""
+    definition = with_credentials(project, definition)
     content = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str).encode()
     key = _key(b"definition\0" + content, project)
     kept = _read(project, key)
@@ -120,4 +178,4 @@ def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[W
     return workflow, plain
 
 
-__all__ = ["load_file", "validate_definition"]
+__all__ = ["has_masked", "load_file", "validate_definition", "with_credentials"]

@@ -290,14 +290,20 @@ def resume_run(
     hooks: Hooks | None = None,
     depth: int = 0,
     on_claimed: Callable[[str], None] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> StoredRun:
-    """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
+    """Run again what did not succeed in `run_id`; succeeded tasks are never run again.
+
+    `variables`: the values of the run's variables that hold a password written in a URL, which
+    the store keeps masked (``user:***@``): given again, each must be the URL it masks.
+    """
     run = get_run(store, run_id)
     shown = effective_status(run)
     if shown not in {s.value for s in RUN_RESUMABLE}:
         if shown == RunStatus.RUNNING.value:
             raise UsageError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
+    credentials = _credentials_given(run, variables or {})
     from flowstage.app.definitions import validate_definition
 
     definition = restore_masked(run.definition, lambda: _original_definition(project, store, run))
@@ -322,6 +328,7 @@ def resume_run(
     kill_orphans(run)
     if on_claimed is not None:
         on_claimed(run.id)
+    scope = {**run.variables, **credentials}
     info = RunInfo(
         run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, socket.gethostname()
     )
@@ -330,7 +337,7 @@ def resume_run(
         workflow,
         info=info,
         store=store,
-        variables=run.variables,
+        variables=scope,
         executor=executor,
         depth=depth,
         hooks=hooks,
@@ -339,6 +346,30 @@ def resume_run(
         started_at=run.started_at,
     )
     return drive(BegunRun(run_id, runner, store))
+
+
+def _credentials_given(run: StoredRun, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables of `run` the store keeps masked, from `given` (`resume_run`); a `UsageError`
+    for one not given again, one that is not the URL it masks, or one that needs no giving."""
+    from flowstage.app.definitions import has_masked
+
+    masked = sorted(k for k, v in run.variables.items() if has_masked(v))
+    for name, value in given.items():
+        if name not in masked:
+            raise UsageError(
+                f"--var {name}: resume runs with the variables the run started with; only one the run keeps masked "
+                f"(a URL with its password) is given again" + (f" ({', '.join(masked)})" if masked else "")
+            )
+        if mask_strings(value) != run.variables[name]:
+            raise UsageError(f"--var {name}: not the value the run started with ({run.variables[name]})")
+    missing = [k for k in masked if k not in given]
+    if missing:
+        again = " ".join(f"--var {k}={run.variables[k]}" for k in missing).replace("***", "PASSWORD")
+        raise UsageError(
+            f"run {run.id}: variable {', '.join(missing)} holds a password written in a URL, which the store never "
+            f"keeps: give it again to resume (flowstage resume {run.id} {again})"
+        )
+    return dict(given)
 
 
 def request_cancel(store: RunStore, run_id: str) -> StoredRun:

@@ -283,6 +283,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
             return False
         level = inner
     return True
+
+
 _JSON_START = re.compile(r"\s*[{\[]")
 
 
@@ -334,7 +336,8 @@ def _build(node: yaml.Node, builder: _Builder) -> Any:
     except _NumberTooLong as exc:
         if not builder.keep:  # located and named by a second reading that keeps every path
             return _build(node, _Builder(builder.file, positions=True))
-        assert exc.node is not None
+        if exc.node is None:  # raised where no node is known: read again without naming it
+            raise DefinitionError([Problem(str(exc), builder.file)]) from None
         raise builder.fail(exc.node, f"{_key_text(exc.path)}: {exc}") from None
     except RecursionError:
         raise DefinitionError([Problem("document nested too deeply", builder.file)]) from None

@@ -39,7 +39,7 @@ from flowstage.engine import collector, projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
-from flowstage.redact import mask_url, scrub
+from flowstage.redact import mask_strings, mask_url, scrub
 from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
@@ -96,6 +96,17 @@ def _dumps(value: Any) -> str:
     if not value and type(value) in (dict, list):
         return "{}" if type(value) is dict else "[]"
     return _ENCODE(value)
+
+
+def _dumps_masked(value: Any) -> str:
+    """`_dumps` of variables with every password written in a URL masked (``user:***@``): a URL given
+    with ``--var`` or saved by a task is used by the run as it is, never stored so."""
+    text = _dumps(value)
+    if "://" in text or "=" in text:
+        masked = mask_strings(value)
+        if masked != value:
+            return _dumps(masked)
+    return text
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -759,7 +770,7 @@ class SqlRunStore:
             return
         if self.is_postgres:
             tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENTS_LOCK})
-        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps(e.data)) for e in events])
+        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps_masked(e.data)) for e in events])
         if self.is_postgres:
             for run_id in sorted({e.run_id for e in events}):
                 tx.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', :run_id)", {"run_id": run_id})
@@ -777,8 +788,8 @@ class SqlRunStore:
                     "workflow": run.workflow,
                     "version": run.version,
                     "started_at": run.started_at,
-                    "variables": _dumps(run.variables),
-                    "overrides": _dumps(run.overrides),
+                    "variables": _dumps_masked(run.variables),
+                    "overrides": _dumps_masked(run.overrides),
                     "definition": _dumps(run.definition),
                     "root": run.root,
                     "logical_time": run.logical_time,
@@ -812,7 +823,8 @@ class SqlRunStore:
                 )
             if batch.run_variables is not None:
                 tx.execute(
-                    "UPDATE runs SET variables = :v WHERE id = :id", {"v": _dumps(batch.run_variables), "id": batch.run_id}
+                    "UPDATE runs SET variables = :v WHERE id = :id",
+                    {"v": _dumps_masked(batch.run_variables), "id": batch.run_id},
                 )
             self._add_events(tx, batch.events)
         if batch.events:
@@ -1130,8 +1142,8 @@ def _task_values(t: TaskRun) -> tuple[Any, ...]:
         t.ended_at,
         _text(t.error),
         _dumps(t.metrics),
-        _dumps(t.saved),
-        _dumps(t.variables),
+        _dumps_masked(t.saved),
+        _dumps_masked(t.variables),
         _dumps(t.attempts),
     )
 

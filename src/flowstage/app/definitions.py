@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import pickle
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from flowstage.errors import UsageError
 from flowstage.model.workflow import Workflow
+from flowstage.redact import masked_paths
 from flowstage.settings import Project
 
 CACHE_FORMAT = b"flowstage-definitions-1"
@@ -109,23 +109,9 @@ def load_file(project: Project, path: Path) -> tuple[Workflow, dict[str, Any]]:
     return workflow, definition
 
 
-#: a password as `mask_url` leaves it: ``scheme://user:***@`` or ``?token=***``
-_MASKED = re.compile(r"://[^/\s@]*:\*\*\*@|[?&][A-Za-z_]+=\*\*\*")
-
-
-def _masked_paths(value: Any, path: str = "") -> list[str]:
-    if isinstance(value, str):
-        return [path or "value"] if "***" in value and _MASKED.search(value) else []
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _masked_paths(v, f"{path}[{i}]")]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _masked_paths(v, f"{path}.{k}" if path else str(k))]
-    return []
-
-
 def has_masked(value: Any) -> bool:
     """Whether `value` (JSON data) holds a password masked by `mask_url`."""
-    return bool(_masked_paths(value))
+    return bool(masked_paths(value))
 
 
 def _file_definition(project: Project, name: str) -> dict[str, Any]:
@@ -147,13 +133,13 @@ def with_credentials(project: Project, definition: dict[str, Any]) -> dict[str, 
     they come back from the project's workflow file of the same name, where the same URL is
     written with its password. One that no file explains is a `UsageError` naming where it is.
     """
-    if not _masked_paths(definition):
+    if not masked_paths(definition):
         return definition
     from flowstage.redact import restore_masked
 
     name = str(definition.get("name", ""))
     restored: dict[str, Any] = restore_masked(definition, lambda: _file_definition(project, name))
-    missing = _masked_paths(restored)
+    missing = masked_paths(restored)
     if missing:
         raise UsageError(
             f"workflow {name!r}: {', '.join(missing[:3])} holds a password written in a URL, which is not stored "

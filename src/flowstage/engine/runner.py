@@ -329,6 +329,8 @@ class Runner:
             for copy in sorted(done):  # what each copy returned and saved, as its attempt kept it
                 launch.values[copy] = done[copy].get("value")
                 launch.variables.update(done[copy].get("saved") or {})
+                if "value" in done[copy]:
+                    launch.kept += len(json.dumps({k: done[copy].get(k) for k in _RESULT_KEYS}, default=str))
             shown = ", ".join(str(i) for i in sorted(done))
             self._log(INFO, f"task {name}: copies {shown} succeeded before and are not run again", name)
             if not todo:

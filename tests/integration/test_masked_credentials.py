@@ -78,20 +78,23 @@ def test_a_deployed_version_keeps_no_password_and_its_runs_take_it_back_from_the
         variables: {source: "URL"}
         tasks:
           - name: check
-            shell: "test {{ var.source }} = 'URL'"
+            shell: "test {{ var.source }} = 'URL' && touch matched && test -e ready"
         """.replace("URL", URL),
     )
     assert project.cli("deploy", "workflows/sync.yaml").code == 0
+    assert PASSWORD.encode() not in _store_bytes(project)
+    assert PASSWORD not in project.cli("diff", "sync", "1", "1").out
 
     ran = project.cli("run", "sync", "--json")
 
-    assert ran.code == 0, ran.err
+    assert ran.code == 1, ran.err
+    assert (project.root / "matched").exists()  # the task had the password the file holds
     run_id = json.loads(ran.out)["id"]
+    (project.root / "ready").write_text("")
+    resumed = project.cli("resume", run_id, "--json")  # the default's password comes from the file too
+    assert resumed.code == 0, resumed.err
     assert PASSWORD not in _outputs(project, run_id)
     assert PASSWORD.encode() not in _store_bytes(project)
-    failed_once = project.cli("run", "sync", "--var", "source=other", "--json")
-    assert failed_once.code == 1
-    assert project.cli("resume", json.loads(failed_once.out)["id"]).code == 1  # resumes with its own variables
     _change_host(workflow)
 
     refused = project.cli("run", "sync")
@@ -100,6 +103,39 @@ def test_a_deployed_version_keeps_no_password_and_its_runs_take_it_back_from_the
     assert "workflow 'sync': variables.source" in refused.err
     assert "holds a password written in a URL, which is not stored" in refused.err
     assert PASSWORD not in refused.err
+
+
+def test_a_resumed_parent_gives_its_sub_run_the_password_again(project: Project) -> None:
+    project.write(
+        "workflows/parent.yaml",
+        """
+        name: parent
+        variables: {target: none}
+        tasks:
+          - name: child
+            workflow: child
+            variables: {target: "{{ var.target }}"}
+        """,
+    )
+    project.write(
+        "workflows/child.yaml",
+        """
+        name: child
+        variables: {target: none}
+        tasks:
+          - name: check
+            shell: "test {{ var.target }} = 'URL' && test -e ready"
+        """.replace("URL", URL),
+    )
+    first = project.cli("run", "parent", "--var", f"target={URL}", "--json")
+    assert first.code == 1, first.err
+    run_id = json.loads(first.out)["id"]
+    (project.root / "ready").write_text("")
+
+    resumed = project.cli("resume", run_id, "--var", f"target={URL}", "--json")
+
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert PASSWORD.encode() not in _store_bytes(project)
 
 
 def _change_host(path: Path) -> None:

@@ -295,7 +295,8 @@ def resume_run(
     """Run again what did not succeed in `run_id`; succeeded tasks are never run again.
 
     `variables`: the values of the run's variables that hold a password written in a URL, which
-    the store keeps masked (``user:***@``): given again, each must be the URL it masks.
+    the store keeps masked (``user:***@``): given again, each must be the URL it masks. One the
+    workflow's own default explains (its file holds the password) needs no giving.
     """
     run = get_run(store, run_id)
     shown = effective_status(run)
@@ -303,11 +304,11 @@ def resume_run(
         if shown == RunStatus.RUNNING.value:
             raise UsageError(f"run {run_id} is still running (pid {run.runner_pid} on {run.runner_host})")
         raise UsageError(f"run {run_id} {shown}; only a failed, cancelled, timed-out or interrupted run can be resumed")
-    credentials = _credentials_given(run, variables or {})
     from flowstage.app.definitions import validate_definition
 
     definition = restore_masked(run.definition, lambda: _original_definition(project, store, run))
     workflow, _ = validate_definition(project, definition)
+    credentials = _credentials(run, workflow.variables, variables or {})
     if run.version is not None:
         pinned(project, workflow, store, run.version)  # its files, written again if the folder was removed
     claimed = store.claim(
@@ -348,28 +349,28 @@ def resume_run(
     return drive(BegunRun(run_id, runner, store))
 
 
-def _credentials_given(run: StoredRun, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables of `run` the store keeps masked, from `given` (`resume_run`); a `UsageError`
-    for one not given again, one that is not the URL it masks, or one that needs no giving."""
+def _credentials(run: StoredRun, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's variables the store keeps masked, with their passwords (`resume_run`): from
+    `given`, else from the workflow's `defaults` when one masks to the same; a `UsageError` for a
+    given value that is not the one the run started with, or a password that nothing gives."""
     from flowstage.app.definitions import has_masked
 
-    masked = sorted(k for k, v in run.variables.items() if has_masked(v))
     for name, value in given.items():
-        if name not in masked:
-            raise UsageError(
-                f"--var {name}: resume runs with the variables the run started with; only one the run keeps masked "
-                f"(a URL with its password) is given again" + (f" ({', '.join(masked)})" if masked else "")
-            )
-        if mask_strings(value) != run.variables[name]:
-            raise UsageError(f"--var {name}: not the value the run started with ({run.variables[name]})")
-    missing = [k for k in masked if k not in given]
+        if name not in run.variables or mask_strings(value) != run.variables[name]:
+            was = f" ({run.variables[name]})" if name in run.variables else ""
+            raise UsageError(f"--var {name}: not the value the run started with{was}; resume keeps the run's variables")
+    found = dict(given)
+    for name, value in run.variables.items():
+        if name not in found and has_masked(value) and name in defaults and mask_strings(defaults[name]) == value:
+            found[name] = defaults[name]
+    missing = sorted(k for k, v in run.variables.items() if k not in found and has_masked(v))
     if missing:
         again = " ".join(f"--var {k}={run.variables[k]}" for k in missing).replace("***", "PASSWORD")
         raise UsageError(
             f"run {run.id}: variable {', '.join(missing)} holds a password written in a URL, which the store never "
             f"keeps: give it again to resume (flowstage resume {run.id} {again})"
         )
-    return dict(given)
+    return found
 
 
 def request_cancel(store: RunStore, run_id: str) -> StoredRun:

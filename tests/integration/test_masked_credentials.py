@@ -140,3 +140,48 @@ def test_a_resumed_parent_gives_its_sub_run_the_password_again(project: Project)
 
 def _change_host(path: Path) -> None:
     path.write_text(path.read_text().replace("db.example.com", "db2.example.com"))
+
+
+def test_a_fan_out_copy_that_returned_a_password_is_run_again_on_resume_never_stored(project: Project) -> None:
+    project.write(
+        "tasks/urls.py",
+        """
+        import os
+
+
+        def url(item):
+            with open("ledger.txt", "a") as fh:
+                fh.write(item + "\\n")
+            if item == "bad" and not os.path.exists("ready"):
+                raise RuntimeError("not yet")
+            return "postgresql://app:PASSWORD@db/" + item if item == "secret" else item
+        """.replace("PASSWORD", PASSWORD),
+    )
+    project.write(
+        "workflows/urls.yaml",
+        """
+        name: urls
+        preferences: {max_parallel: 1}
+        tasks:
+          - name: copies
+            for_each: "{{ ['plain', 'secret', 'bad'] }}"
+            python: tasks/urls.py:url
+            with: {item: "{{ task.item }}"}
+            save: urls
+          - name: use
+            after: {copies: success}
+            shell: "test '{{ var.urls[1] }}' = 'postgresql://app:PASSWORD@db/secret'"
+        """.replace("PASSWORD", PASSWORD),
+    )
+    first = project.cli("run", "urls", "--json")
+    assert first.code == 1, first.err
+    run_id = json.loads(first.out)["id"]
+    (project.root / "ready").write_text("")
+
+    resumed = project.cli("resume", run_id, "--json")
+
+    assert resumed.code == 0, resumed.out + resumed.err
+    ledger = (project.root / "ledger.txt").read_text().split()
+    assert ledger.count("plain") == 1  # its kept result holds no password: used as kept
+    assert ledger.count("secret") == 2  # the store kept it masked: run again for the real one
+    assert PASSWORD.encode() not in _store_bytes(project)

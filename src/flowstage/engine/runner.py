@@ -53,6 +53,7 @@ from flowstage.errors import FlowstageError, RunInterrupted
 from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
+from flowstage.redact import masked_paths
 
 logger = logging.getLogger(__name__)
 
@@ -779,8 +780,8 @@ def _copies_done(task: Any, record: TaskRun, items: list[Any]) -> dict[int, dict
         copy = entry.get("instance")
         if not isinstance(copy, int) or not 0 <= copy < len(items) or entry.get("status") != "succeeded":
             continue
-        if saves and "value" not in entry:
-            continue
+        if saves and ("value" not in entry or masked_paths([entry.get("value"), entry.get("saved")])):
+            continue  # not kept, or kept with a password the store masked: only running it again gives it
         if entry.get("item") == jsonable(items[copy]):
             done[copy] = entry
     return done

@@ -1144,7 +1144,7 @@ def _task_values(t: TaskRun) -> tuple[Any, ...]:
         _dumps(t.metrics),
         _dumps_masked(t.saved),
         _dumps_masked(t.variables),
-        _dumps(t.attempts),
+        _dumps_masked(t.attempts),
     )
 
 

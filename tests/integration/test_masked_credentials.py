@@ -95,7 +95,11 @@ def test_a_deployed_version_keeps_no_password_and_its_runs_take_it_back_from_the
     assert resumed.code == 0, resumed.err
     assert PASSWORD not in _outputs(project, run_id)
     assert PASSWORD.encode() not in _store_bytes(project)
-    _change_host(workflow)
+    _change_host(workflow)  # the file no longer explains the version: what the deploy kept here does
+    assert project.cli("run", "sync").code == 0
+    kept = project.root / ".flowstage" / "credentials.json"
+    assert kept.stat().st_mode & 0o077 == 0
+    kept.unlink()  # as on another machine sharing the store
 
     refused = project.cli("run", "sync")
 

@@ -126,24 +126,78 @@ def _file_definition(project: Project, name: str) -> dict[str, Any]:
     return {}
 
 
+def _credentials_file(project: Project) -> Path:
+    return project.state_dir / "credentials.json"
+
+
+def _remembered(project: Project) -> dict[str, str]:
+    try:
+        found = json.loads(_credentials_file(project).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def remember_credentials(project: Project, definition: dict[str, Any]) -> None:
+    """Keep the URLs with a password of a definition being deployed in the project's own state
+    folder (``.flowstage/credentials.json``, readable by its owner only), by their masked form:
+    the store keeps the version masked, and a run of it on this project takes them back here
+    (a version deployed through the API has no file to take them back from)."""
+    from flowstage.redact import mask_strings
+
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            masked = mask_strings(value)
+            if masked != value:
+                found[masked] = value
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    walk(definition)
+    if not found:
+        return
+    path = _credentials_file(project)
+    kept = {**_remembered(project), **found}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(kept, fh, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a read-only project: its runs take the passwords back from the file alone
+
+
 def with_credentials(project: Project, definition: dict[str, Any]) -> dict[str, Any]:
     """A stored definition with the passwords written in its URLs put back.
 
     The store never keeps them (a deployed version and a run's definition hold ``user:***@``);
     they come back from the project's workflow file of the same name, where the same URL is
-    written with its password. One that no file explains is a `UsageError` naming where it is.
+    written with its password, else from what `remember_credentials` kept when it was deployed
+    here. One that neither explains is a `UsageError` naming where it is.
     """
     if not masked_paths(definition):
         return definition
     from flowstage.redact import restore_masked
 
     name = str(definition.get("name", ""))
-    restored: dict[str, Any] = restore_masked(definition, lambda: _file_definition(project, name))
+    # the file last: a password changed in it since the deploy is the one used
+    restored: dict[str, Any] = restore_masked(
+        definition, lambda: [list(_remembered(project).values()), _file_definition(project, name)]
+    )
     missing = masked_paths(restored)
     if missing:
         raise UsageError(
             f"workflow {name!r}: {', '.join(missing[:3])} holds a password written in a URL, which is not stored "
-            f"(it shows as ***), and workflows/{name}.yaml does not hold that URL any more: "
+            f"(it shows as ***), and neither workflows/{name}.yaml nor this project's deploys hold that URL: "
             "deploy the workflow again from its file, or keep the credential in flowstage.yaml"
         )
     return restored
@@ -164,4 +218,4 @@ def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[W
     return workflow, plain
 
 
-__all__ = ["has_masked", "load_file", "validate_definition", "with_credentials"]
+__all__ = ["has_masked", "load_file", "remember_credentials", "validate_definition", "with_credentials"]

@@ -1074,3 +1074,31 @@ def test_the_fuzzing_seed_is_valid() -> None:
 @given(text=mutated())
 def test_mutated_workflow_never_raises_anything_but_a_definition_error(text: str) -> None:
     _must_be_definition_error_or_workflow(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: " + "7" * 4300, None),
+        ("a: " + "7" * 4301, "1:4: a: number too long (over 4300 digits)"),
+        ("a: [1, -" + "7" * 4301 + "]", "1:8: a[1]: number too long (over 4300 digits)"),
+        ("a: 0x" + "f" * 3600, "1:4: a: number too long (over 4300 digits)"),
+        ("a: 0o" + "7" * 4800, "1:4: a: number too long (over 4300 digits)"),
+        ("a: !!int " + "7" * 4301, "1:4: a: number too long (over 4300 digits)"),
+        ("? " + "7" * 5000 + "\n: v", None),  # a key stays a name, whatever its length
+        ('{"b": {"a": ' + "7" * 4301 + "}}", "1:13: b.a: number too long (over 4300 digits)"),
+        ("a: " + "[" * 199 + "1" + "]" * 199, None),
+        ("a: " + "[" * 200 + "1" + "]" * 200, "1:203: nested too deeply (over 200 levels)"),
+        ('{"a": ' + "[" * 200 + "1" + "]" * 200 + "}", "1:206: nested too deeply (over 200 levels)"),
+        ("a: " + "{k: " * 200 + "1" + "}" * 200, "1:800: nested too deeply (over 200 levels)"),
+    ],
+)
+def test_numbers_and_nesting_past_the_readers_limits_are_located_problems(text: str, expected: str | None) -> None:
+    from flowstage.model.yamlsource import parse
+
+    if expected is None:
+        parse(text, "f.yaml")
+        return
+    with pytest.raises(DefinitionError) as caught:
+        parse(text, "f.yaml")
+    assert str(caught.value) == f"f.yaml:{expected}"

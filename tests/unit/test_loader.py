@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import textwrap
@@ -515,6 +516,69 @@ def test_find_cycle_finds_a_cycle_exactly_when_there_is_one(edges: dict[str, lis
         assert cycle[0] == cycle[-1]
         for node, pred in zip(cycle[1:], cycle, strict=False):
             assert pred in edges[node]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
+    """Task names in file order and each task's predecessors: acyclic (edges follow a hidden order)."""
+    n = draw(st.integers(min_value=2, max_value=12))
+    rank = draw(st.permutations(range(n)))  # the topological order, unrelated to the file order
+    names = [f"t{i}" for i in range(n)]
+    preds: dict[str, list[str]] = {}
+    for i in range(n):
+        earlier = [names[j] for j in range(n) if rank[j] < rank[i]]
+        preds[names[i]] = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
+    return names, preds
+
+
+def flat_workflow(names: list[str], preds: dict[str, list[str]]) -> str:
+    """One task a line: task i is on line i + 3."""
+    lines = ["name: w", "tasks:"]
+    lines += [f'  - {{name: {n}, shell: "true", after: [{", ".join(preds[n])}]}}' for n in names]
+    return "\n".join(lines) + "\n"
+
+
+def reachable(preds: dict[str, list[str]], start: str) -> set[str]:
+    """The tasks that come after `start`, directly or not."""
+    succ: dict[str, list[str]] = {n: [] for n in preds}
+    for n, ps in preds.items():
+        for p in ps:
+            succ[p].append(n)
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in succ[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(graph=dags(), data=st.data())
+def test_a_random_dag_never_reports_a_cycle_and_a_back_edge_always_does(
+    graph: tuple[list[str], dict[str, list[str]]], data: st.DataObject
+) -> None:
+    names, preds = graph
+    assert load_text(flat_workflow(names, preds), "wf.yaml").name == "w"
+    starts = [n for n in names if reachable(preds, n)]
+    if not starts:
+        return  # no edge to turn back
+    start = data.draw(st.sampled_from(starts))
+    end = data.draw(st.sampled_from(sorted(reachable(preds, start))))
+    back = {**preds, start: [*preds[start], end]}  # `start` after a task that comes after it
+    with pytest.raises(DefinitionError) as info:
+        load_text(flat_workflow(names, back), "wf.yaml")
+    [problem] = info.value.problems
+    assert problem.message.startswith("cycle: ")
+    cycle = problem.message.removeprefix("cycle: ").split(" -> ")
+    assert cycle[0] == cycle[-1]
+    assert len(set(cycle[:-1])) == len(cycle) - 1
+    for pred, task in itertools.pairwise(cycle):
+        assert pred in back[task]  # each task of the path comes after the one before it
+    first = min(cycle, key=names.index)
+    assert cycle[0] == first  # named from the first task of the cycle in the file, at its line
+    assert (problem.file, problem.line) == ("wf.yaml", names.index(first) + 3)
 
 
 def test_check_graph_of_a_python_workflow_names_the_path_without_a_file() -> None:

@@ -278,34 +278,21 @@ def _fields_of(model: type[BaseModel]) -> frozenset[str]:
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """One cycle of `graph` (node -> predecessors) as a path ``[a, b, a]``, or None."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(graph, white)
-    for root in graph:
-        if color[root] != white:
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = []
-        color[root] = grey
-        path.append(root)
-        while stack:
-            node, idx = stack[-1]
-            preds = graph.get(node, [])
-            if idx < len(preds):
-                stack[-1] = (node, idx + 1)
-                nxt = preds[idx]
-                if nxt not in color:
-                    continue
-                if color[nxt] == grey:
-                    start = path.index(nxt)
-                    cyc = [*path[start:], nxt]
-                    return list(reversed(cyc))
-                if color[nxt] == white:
-                    color[nxt] = grey
-                    path.append(nxt)
-                    stack.append((nxt, 0))
-            else:
-                color[node] = black
-                path.pop()
-                stack.pop()
+    """One cycle of `graph` (node -> predecessors) as a path ``[a, b, a]``, or None.
+
+    The path follows the edges (each node is a predecessor of the next) and starts at the node
+    that comes first in `graph` (the first task of the cycle in the file). A predecessor that is
+    not a node of `graph` is ignored (an unknown name is reported on its own).
+    """
+    from graphlib import CycleError, TopologicalSorter
+
+    sorter = TopologicalSorter({node: [p for p in preds if p in graph] for node, preds in graph.items()})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        found: list[str] = exc.args[1][:-1]
+        order = {node: i for i, node in enumerate(graph)}
+        first = min(range(len(found)), key=lambda i: order[found[i]])
+        path = found[first:] + found[:first]
+        return [*path, path[0]]
     return None

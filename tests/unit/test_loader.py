@@ -273,7 +273,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         3,
         3,
-        "trigger.schedule: invalid cron expression '61 * * * *'",
+        'trigger.schedule: "61 * * * *" is not a cron expression: minute 61 is out of range 0-59',
     ),
     (
         "cron with the wrong number of fields",
@@ -286,7 +286,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         3,
         3,
-        "trigger.schedule: a schedule is a 5-field cron expression, got '* * *'",
+        'trigger.schedule: "* * *" is not a cron expression: it has 3 fields; a cron expression has 5 fields',
     ),
     (
         "bad time zone",
@@ -423,7 +423,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         6,
         13,
-        "tasks[1].after.a: Input should be 'success', 'failure', 'completion' or 'skipped'",
+        "tasks[1].after.a: \"sucess\" is not one of success, failure, completion, skipped (did you mean 'success'?)",
     ),
     (
         "unknown when",
@@ -436,7 +436,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         5,
         5,
-        "tasks[0].when: Input should be 'all' or 'any'",
+        'tasks[0].when: "some" is not one of all, any',
     ),
     (
         "unsupported YAML tag",
@@ -579,6 +579,25 @@ def test_a_random_dag_never_reports_a_cycle_and_a_back_edge_always_does(
     first = min(cycle, key=names.index)
     assert cycle[0] == first  # named from the first task of the cycle in the file, at its line
     assert (problem.file, problem.line) == ("wf.yaml", names.index(first) + 3)
+
+
+def test_every_pattern_a_file_is_checked_against_is_said_in_words() -> None:
+    from flowstage.model.dataflow import Package
+    from flowstage.model.loader import PATTERN_WORDS
+    from flowstage.model.schema import workflow_schema
+
+    def patterns(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+            return found.union(*(patterns(v) for k, v in node.items() if k != "pattern"))
+        if isinstance(node, list):
+            return set().union(*(patterns(v) for v in node))
+        return set()
+
+    used = patterns(workflow_schema()) | patterns(Package.model_json_schema())
+    used -= {r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}  # durations: checked by parse_duration, never by the pattern
+    assert used, "the schemas hold patterns"
+    assert used <= set(PATTERN_WORDS), sorted(used - set(PATTERN_WORDS))
 
 
 def test_check_graph_of_a_python_workflow_names_the_path_without_a_file() -> None:

@@ -452,3 +452,60 @@ def contains_template(value: Any) -> bool:
     if isinstance(value, dict):
         return any(contains_template(v) for v in value.values())
     return False
+
+
+#: tests and filters that make a missing variable no error: `var.x is defined`, `var.x | default(1)`
+_GUARDS = frozenset({"defined", "undefined", "default", "d"})
+
+
+def variables_used(text: str) -> list[str]:
+    """The variables a template reads (`{{ var.x }}`, `{{ var['x'] }}`), each once, in order.
+
+    A read guarded by `is defined` or `| default(...)` is left out: it cannot fail a run. A text
+    that does not parse reads none (its syntax error is reported on its own).
+    """
+    if not has_template(text):
+        return []
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        tree = environment().parse(text)
+    except (TemplateSyntaxError, RecursionError, ValueError):
+        return []
+    return _var_reads(tree)
+
+
+def expression_variables(expr: str) -> list[str]:
+    """The variables an expression (an `if:`) reads, as `variables_used` finds them in a template."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.parser import Parser
+
+    try:
+        tree = Parser(environment(), expr, state="variable").parse_expression()
+    except (TemplateSyntaxError, RecursionError, ValueError):
+        return []
+    return _var_reads(tree)
+
+
+def _var_reads(tree: Any) -> list[str]:
+    from jinja2 import nodes
+
+    def name_of(node: Any) -> str | None:
+        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name)):
+            return None
+        if node.node.name != "var":
+            return None
+        if isinstance(node, nodes.Getattr):
+            return str(node.attr)
+        return node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
+
+    # a name guarded anywhere (`var.x is defined and var.x > 1`) is guarded everywhere; an undefined
+    # value is no error to `is none` either
+    guarded = {name_of(node.node) for node in tree.find_all((nodes.Test, nodes.Filter)) if node.name in (*_GUARDS, "none")}
+    methods = {id(node.node) for node in tree.find_all(nodes.Call)}  # `var.get('x')` is a method, not a variable
+    found: dict[str, None] = {}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = name_of(node)
+        if name is not None and name not in guarded and id(node) not in methods:
+            found[name] = None
+    return list(found)

@@ -26,6 +26,12 @@ RAW_WORDS = (
     "cannot start any token",
     "while scanning",
     "while parsing",
+    "end of template",
+    "chunk after expression",
+    "end of print statement",
+    "Jinja",
+    "No filter named",
+    "No test named",
     "Traceback",
 )
 
@@ -227,7 +233,49 @@ MISTAKES: list[tuple[str, str, int, int, str]] = [
         'name: w\ntasks:\n  - {name: a, shell: "true", if: "var.x >"}\n',
         3,
         30,
-        "invalid expression 'var.x >'",
+        "invalid expression 'var.x >': the expression ends where a value is expected",
+    ),
+    (
+        "an if: comparing with a single =",
+        'name: w\ntasks:\n  - {name: a, shell: "true", if: "var.x = 1"}\n',
+        3,
+        30,
+        "invalid expression 'var.x = 1': something follows the expression: compare with == (not =)",
+    ),
+    (
+        "an if: written in braces",
+        'name: w\ntasks:\n  - {name: a, shell: "true", if: "{{ var.x }}"}\n',
+        3,
+        30,
+        "if: is an expression without braces (write var.x, not {{ var.x }})",
+    ),
+    (
+        "an if: with a test that does not exist",
+        'name: w\ntasks:\n  - {name: a, shell: "true", if: "var.x is nonee"}\n',
+        3,
+        30,
+        "unknown test 'nonee' (did you mean 'none'?)",
+    ),
+    (
+        "a template never closed",
+        'name: w\ntasks:\n  - {name: a, shell: "echo {{ var.x"}\n',
+        3,
+        15,
+        "template syntax error: {{ is never closed: add }}",
+    ),
+    (
+        "a template block never closed",
+        'name: w\ntasks:\n  - {name: a, shell: "echo {% if var.x %}yes"}\n',
+        3,
+        15,
+        "template syntax error: {% if %} is never closed: add {% endif %}",
+    ),
+    (
+        "a filter misspelt",
+        'name: w\nvariables: {x: a}\ntasks:\n  - {name: a, shell: "echo {{ var.x | uper }}"}\n',
+        4,
+        15,
+        "template syntax error: unknown filter 'uper' (did you mean 'upper'?)",
     ),
 ]
 

@@ -159,7 +159,10 @@ def test_evaluate_fails_with_a_variable_error_never_a_falsy_value(expression: st
         ("{{ var.x", "template syntax error"),
         ("{{ var.x }", "template syntax error"),
         ("{% if %}", "template syntax error"),
-        ("{% for x in y %}", "template syntax error"),
+        ("{% for x in y %}", "template syntax error: {% for %} is never closed: add {% endfor %}"),
+        ("{{ var.x | upper | default('') }}", None),
+        ("{{ var.x | uper }}", "template syntax error: unknown filter 'uper' (did you mean 'upper'?)"),
+        ("{% if var.x is nonee %}{% endif %}", "template syntax error: unknown test 'nonee' (did you mean 'none'?)"),
     ],
 )
 def test_syntax_error_reports_only_broken_templates(text: str, error: str | None) -> None:

@@ -76,7 +76,11 @@ def _shown(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return str(value)
+    try:
+        text = str(value)
+    except ValueError:  # an integer past Python's 4,300 digits
+        return "a number of more than 4,300 digits"
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
 
 
 def _words(err: dict[str, Any]) -> str | None:

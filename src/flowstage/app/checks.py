@@ -1,8 +1,8 @@
 """What `validate` checks beyond a file's own rules: that the workflow fits its project.
 
-A workflow can be well formed and still fail at its first run: a `python:` file or function that
-does not exist, a connection flowstage.yaml does not define, a workflow name two files declare,
-an executor or engine whose package is not installed. Each is found here without running anything
+A workflow can be well formed and still fail at its first run: a `python:` file or function, a
+`sql_file:` or a `spark:` script that does not exist, a connection flowstage.yaml does not define,
+a workflow name two files declare, an executor or engine whose package is not installed. Each is found here without running anything
 of the user's (a python file is parsed, never imported) and reported at the key that names it.
 
 A template that reads a variable nothing defines (`{{ var.x }}` with no `x` under `variables:`, no
@@ -61,6 +61,10 @@ def workflow_problems(project: Project, workflow: Workflow, path: Path) -> list[
             message = _python_problem(project.root, str(getattr(spec, "python", "")))
             if message:
                 problems.append(where.problem((*at, "python"), message))
+        for kind_key, file in _files_named(spec):
+            if not (Path(file) if Path(file).is_absolute() else project.root / file).is_file():
+                message = f"{kind_key}: no such file {file} (relative to the project root {project.root})"
+                problems.append(where.problem((*at, kind_key), message))
         for key, name in _connections_named(spec):
             if name not in project.connections:
                 from flowstage.model.workflow import did_you_mean
@@ -154,6 +158,15 @@ def _strings(value: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
             yield from _strings(item, (*at, key))
     elif hasattr(value, "model_dump"):  # a spec's nested model (an http request, a sensor's target)
         yield from _strings(value.model_dump(by_alias=True, exclude_defaults=True), at)
+
+
+def _files_named(spec: Any) -> list[tuple[str, str]]:
+    """The files a task's kind reads when it runs (a SQL file, a PySpark script), by key."""
+    if spec.kind == "sql" and spec.sql_file is not None:
+        return [("sql_file", str(spec.sql_file))]
+    if spec.kind == "spark":
+        return [("spark", str(spec.script))]
+    return []
 
 
 def _connections_named(spec: Any) -> list[tuple[tuple[str, ...], str]]:

@@ -119,10 +119,20 @@ def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
     errors: list[dict[str, Any]] = [dict(err, loc=_data_path(source.data, err["loc"])) for err in exc.errors(include_url=False)]
-    # a union reports a type mismatch for each branch that does not fit: keep the branch that does
+    # a union reports a type mismatch for each branch that does not fit: keep the branch that does,
+    # or that got furthest into the value (`save: {x: 3}` is a mapping whose value is not text)
     real = [tuple(e["loc"]) for e in errors if not str(e["type"]).endswith("_type")]
+    deeper = [tuple(e["loc"]) for e in errors]
     errors = [
-        e for e in errors if not (str(e["type"]).endswith("_type") and any(r[: len(e["loc"])] == tuple(e["loc"]) for r in real))
+        e
+        for e in errors
+        if not (
+            str(e["type"]).endswith("_type")
+            and (
+                any(r[: len(e["loc"])] == tuple(e["loc"]) for r in real)
+                or any(len(d) > len(e["loc"]) and d[: len(e["loc"])] == tuple(e["loc"]) for d in deeper)
+            )
+        )
     ]
     # ...and when no branch fits, one line says what each would have taken
     expected: dict[tuple[Any, ...], list[str]] = {}

@@ -515,7 +515,7 @@ def variables_used(text: str) -> list[str]:
     A read guarded by `is defined` or `| default(...)` is left out: it cannot fail a run. A text
     that does not parse reads none (its syntax error is reported on its own).
     """
-    if not has_template(text):
+    if "var" not in text or not has_template(text):
         return []
     from jinja2 import TemplateSyntaxError
 
@@ -531,6 +531,8 @@ def expression_variables(expr: str) -> list[str]:
     from jinja2 import TemplateSyntaxError
     from jinja2.parser import Parser
 
+    if "var" not in expr:
+        return []
     try:
         tree = Parser(environment(), expr, state="variable").parse_expression()
     except (TemplateSyntaxError, RecursionError, ValueError):
@@ -551,11 +553,20 @@ def _var_reads(tree: Any) -> list[str]:
         return node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
 
     # a name guarded anywhere (`var.x is defined and var.x > 1`) is guarded everywhere; an undefined
-    # value is no error to `is none` either
-    guarded = {name_of(node.node) for node in tree.find_all((nodes.Test, nodes.Filter)) if node.name in (*_GUARDS, "none")}
-    methods = {id(node.node) for node in tree.find_all(nodes.Call)}  # `var.get('x')` is a method, not a variable
+    # value is no error to `is none` either; `var.get("x")` is a method, not a variable
+    guarded: set[str | None] = set()
+    methods: set[int] = set()
+    reads: list[Any] = []
+    for node in tree.find_all((nodes.Test, nodes.Filter, nodes.Call, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Test | nodes.Filter):
+            if node.name in _GUARDS or node.name == "none":
+                guarded.add(name_of(node.node))
+        elif isinstance(node, nodes.Call):
+            methods.add(id(node.node))
+        else:
+            reads.append(node)
     found: dict[str, None] = {}
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    for node in reads:
         name = name_of(node)
         if name is not None and name not in guarded and id(node) not in methods:
             found[name] = None

@@ -208,6 +208,9 @@ def mutated_workflows(draw: st.DrawFn) -> str:
     return text
 
 
+PYDANTIC_WORDS = ("Input should", "String should", "should have at", "after validation", "Value error,")
+
+
 def assert_loads_or_is_located(text: str, file: str = "fuzz.yaml") -> Workflow | None:
     try:
         workflow = load_text(text, file, notifiers=["ops"])
@@ -218,6 +221,8 @@ def assert_loads_or_is_located(text: str, file: str = "fuzz.yaml") -> Workflow |
             assert problem.message.strip(), problem
             assert str(problem).startswith(file), str(problem)
             assert "Traceback" not in problem.message
+            for raw in PYDANTIC_WORDS:  # a file's mistakes are said in its own words, never pydantic's
+                assert raw not in problem.message, problem
         return None
     assert isinstance(workflow, Workflow)
     return workflow

@@ -72,8 +72,8 @@ def _is_package(path: Path) -> bool:
     return "\nsources:" in "\n" + text and "\nsteps:" in "\n" + text
 
 
-def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
-    """The problems of one file; a valid workflow's name is added to `names`."""
+def _validate_path(path: Path, names: list[tuple[Path, str]], warnings: list[Problem]) -> list[Problem]:
+    """The problems of one file; a valid workflow's name is added to `names`, its warnings to `warnings`."""
     from flowstage.model.loader import load
 
     if path.name == "flowstage.yaml":
@@ -98,7 +98,13 @@ def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
         else:
             workflow = load(path, notifiers=_notifiers_for(path))
             names.append((path, workflow.name))
-            return _package_problems(workflow, path) + _project_fit(workflow, path)
+            problems = _package_problems(workflow, path) + _project_fit(workflow, path)
+            if not problems:
+                from flowstage.app.checks import variable_warnings
+                from flowstage.settings import find_root
+
+                warnings.extend(variable_warnings(find_root(path.resolve().parent)[0], workflow, path))
+            return problems
     except DefinitionError as exc:
         return exc.problems
     return []
@@ -192,26 +198,30 @@ def _package_problems(workflow: object, path: Path) -> list[Problem]:
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
-def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
+@click.option("--strict", is_flag=True, help="Fail (exit 2) on warnings too, e.g. a variable nothing defines.")
+def validate_cmd(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
     """Check workflow files (and flowstage.yaml); errors as file:line:col: message."""
     files: list[Path] = []
     for path in paths:
         files.extend(_project_files(path) if path.is_dir() else [path])
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     names: list[tuple[Path, str]] = []
     for f in dict.fromkeys(files):
-        problems.extend(_validate_path(f, names))
+        problems.extend(_validate_path(f, names, warnings))
     from flowstage.app.checks import duplicate_names
 
     problems.extend(duplicate_names(names))
     if as_json:
-        emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems])
+        found = [(p, "error") for p in problems] + [(w, "warning") for w in warnings]
+        emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message, "level": lv} for p, lv in found])
     else:
-        for p in problems:
+        for p in [*problems, *warnings]:
             click.echo(str(p), err=True)
-        if not problems:
-            click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} valid")
-    if problems:
+        if not problems and not (strict and warnings):
+            counted = f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""
+            click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} valid{counted}")
+    if problems or (strict and warnings):
         raise SystemExit(int(ExitCode.INVALID_INPUT))
 
 

@@ -304,6 +304,39 @@ def _json(text: str) -> Any:
     return value
 
 
+#: libyaml's problems (as it says them) in a workflow author's words; the first that matches is said
+_YAML_WORDS: tuple[tuple[str, str], ...] = (
+    ("tab character", "tab character used for indentation: YAML indents with spaces"),
+    ("quoted scalar", "a quoted value is never closed: its closing quote is missing"),
+    ("expected '-' indicator", "this line is not indented like the list items above it"),
+    (
+        "did not find expected key",
+        "this line is not indented like the keys above it (or a quoted value goes on after its closing quote)",
+    ),
+    (
+        "mapping values are not allowed",
+        "a ':' where no key can start: indent the line like its neighbours, or quote a value holding ': '",
+    ),
+    ("expected ',' or '}'", "a {...} mapping is not closed: a ',' or '}' is missing"),
+    ("expected ',' or ']'", "a [...] list is not closed: a ',' or ']' is missing"),
+    ("could not find expected ':'", "a key without ':' (write key: value)"),
+    ("undefined alias", "an alias (*name) with no anchor (&name) before it"),
+    ("single document", "a second document (---): a file holds one document"),
+)
+
+
+def _yaml_words(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
+    """What is wrong at `mark`, said in a workflow author's words when libyaml's are only its own."""
+    said = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+    index = getattr(mark, "index", -1) if mark is not None else -1
+    found = text[index] if 0 <= index < len(text) else ""
+    if found == "\t":
+        return _YAML_WORDS[0][1]
+    if "cannot start any token" in said and found:
+        return f"{found!r} cannot start a value: put the value in quotes"
+    return next((words for problem, words in _YAML_WORDS if problem in said), said)
+
+
 def _compose(text: str, file: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=_Composer)
@@ -312,7 +345,7 @@ def _compose(text: str, file: str) -> yaml.Node | None:
         at_end = mark is not None and getattr(mark, "index", -1) >= len(text.rstrip())
         if exc.context_mark is not None and at_end:
             mark = exc.context_mark  # something left open: point where it opened, not at the end of the file
-        message = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        message = _yaml_words(exc, text, mark)
         if mark is None:
             raise DefinitionError([Problem(f"invalid YAML: {message}", file)]) from None
         raise DefinitionError([Problem(f"invalid YAML: {message}", file, mark.line + 1, mark.column + 1)]) from None

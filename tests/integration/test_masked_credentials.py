@@ -189,3 +189,32 @@ def test_a_fan_out_copy_that_returned_a_password_is_run_again_on_resume_never_st
     assert ledger.count("plain") == 1  # its kept result holds no password: used as kept
     assert ledger.count("secret") == 2  # the store kept it masked: run again for the real one
     assert PASSWORD.encode() not in _store_bytes(project)
+
+
+def test_a_password_from_a_var_url_printed_alone_by_a_task_is_masked_in_its_logs(project: Project) -> None:
+    project.write(
+        "tasks/leak.py",
+        "from urllib.parse import urlsplit\n\ndef leak(url):\n    print('the password is', urlsplit(url).password)\n",
+    )
+    project.write(
+        "workflows/leaky.yaml",
+        """
+        name: leaky
+        variables: {target: none}
+        tasks:
+          - {name: in_worker, python: tasks/leak.py:leak, with: {url: "{{ var.target }}"}}
+          - {name: in_runner, python: tasks/leak.py:leak, in_process: true, with: {url: "{{ var.target }}"}}
+          - name: in_shell
+            shell: "python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).password)' {{ var.target }}"
+          - {name: failing, shell: "echo {{ var.target }} | cut -d: -f3 | cut -d@ -f1 >&2; exit 1"}
+        """,
+    )
+
+    result = project.cli("run", "leaky", "--var", f"target={URL}", "--json")
+
+    assert result.code == 1, result.err
+    run_id = json.loads(result.out)["id"]
+    logs = project.cli("logs", run_id).out
+    assert logs.count("the password is ***") == 2, logs
+    assert PASSWORD not in result.out + result.err + _outputs(project, run_id)
+    assert PASSWORD.encode() not in _store_bytes(project)

@@ -34,7 +34,8 @@ def explain_cmd(run_id: str, task: str, as_json: bool) -> None:
     if roots:
         names = ", ".join(f"{r['task']} ({r['status']})" for r in roots)
         click.echo("")
-        click.echo(f"root cause{'s' if len(roots) > 1 else ''}: {names}")
+        label = "waiting for" if found["decision"]["verdict"] == "waits" else f"root cause{'s' if len(roots) > 1 else ''}"
+        click.echo(f"{label}: {names}")
     if found["if"] is not None:
         click.echo("")
         click.echo(f"if: {found['if']['expression']}  ->  {found['if']['value']}")

@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, str] = {
     "token": "tokens",
     "notify": "notify",
     "alerts": "alerts",
+    "backfill": "backfill",
 }
 
 

@@ -226,8 +226,8 @@ class BackfillStoreContract:
 
 class TestMemoryBackfillStore(BackfillStoreContract):
     @pytest.fixture
-    def store(self) -> Iterator[RunStore]:
-        yield MemoryRunStore()
+    def store(self) -> RunStore:
+        return MemoryRunStore()
 
 
 class TestSqliteBackfillStore(BackfillStoreContract):

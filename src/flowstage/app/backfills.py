@@ -94,7 +94,9 @@ def logical_times(schedule: CronSchedule, start: float, end: float, *, limit: in
             continue
         found.append(at)
         if len(found) > limit:
-            raise UsageError(f"the range holds more than {limit:,} logical times of {schedule.expression!r}; backfill a shorter range")
+            raise UsageError(
+                f"the range holds more than {limit:,} logical times of {schedule.expression!r}; backfill a shorter range"
+            )
     return found
 
 
@@ -164,13 +166,12 @@ def create_backfill(
     if not times:
         raise UsageError(f"no logical time of {target.schedule.expression!r} ({tz}) lies between {start} and {end}")
     latest: dict[float, PriorRun] = {}
-    for prior in store.backfills.prior_runs(name, start=t1, end=t2):  # oldest start first: the last one wins
-        latest[prior.logical_time] = prior
+    for run in store.backfills.prior_runs(name, start=t1, end=t2):  # oldest start first: the last one wins
+        latest[run.logical_time] = run
     rows = []
     for at in times:
         prior = latest.get(at)
-        status = decide(mode, prior)
-        rows.append(BackfillTime(at, status, prior_run_id=prior.id if prior is not None else None))
+        rows.append(BackfillTime(at, decide(mode, prior), prior_run_id=prior.id if prior is not None else None))
     assert target.workflow.trigger is not None
     backfill_id = "bf" + new_run_id()
     store.backfills.create(
@@ -209,7 +210,9 @@ def pause_backfill(store: RunStore, backfill_id: str) -> Backfill:
     if found.status == BackfillStatus.PAUSED.value:
         return found
     if not store.backfills.set_status(backfill_id, BackfillStatus.PAUSED.value, expect=["queued", "running"], at=time.time()):
-        raise UsageError(f"backfill {backfill_id} is {get_backfill(store, backfill_id).status}; only a queued or running one can be paused")
+        raise UsageError(
+            f"backfill {backfill_id} is {get_backfill(store, backfill_id).status}; only a queued or running one can be paused"
+        )
     return get_backfill(store, backfill_id)
 
 
@@ -369,8 +372,12 @@ class BackfillDriver:
                 gone = t.claimed_host == self.host and t.claimed_pid is not None and not _pid_alive(t.claimed_pid)
                 stale = t.claimed_at is None or now - t.claimed_at >= ORPHAN_CLAIM_SECONDS
                 if backfill.status == BackfillStatus.CANCELLED.value and (gone or stale):
-                    self.store.backfills.finish_time(self.backfill_id, t.logical_time, run_id=t.run_id, status=TIME_CANCELLED, at=now)
-                elif (gone or stale) and self.store.backfills.take_over(self.backfill_id, t, pid=self.pid, host=self.host, at=now):
+                    self.store.backfills.finish_time(
+                        self.backfill_id, t.logical_time, run_id=t.run_id, status=TIME_CANCELLED, at=now
+                    )
+                elif (gone or stale) and self.store.backfills.take_over(
+                    self.backfill_id, t, pid=self.pid, host=self.host, at=now
+                ):
                     self._begin(t, t.run_id)
                 continue
             if run.status in _RUN_FINAL:
@@ -387,7 +394,9 @@ class BackfillDriver:
             if self.policy == "fail":
                 full = self.store.get_run(t.run_id)
                 if full is not None:
-                    fail_orphan(self.store, full, reason=f"its runner died (backfill {self.backfill_id}; server: {{orphans: fail}})")
+                    fail_orphan(
+                        self.store, full, reason=f"its runner died (backfill {self.backfill_id}; server: {{orphans: fail}})"
+                    )
                     self.store.backfills.finish_time(self.backfill_id, t.logical_time, run_id=t.run_id, status="failed", at=now)
                 continue
             self._resume(t, t.run_id)
@@ -395,7 +404,9 @@ class BackfillDriver:
     def _start_more(self, backfill: Backfill) -> None:
         while len(self._mine) < backfill.max_active:
             run_id = new_run_id()
-            claimed = self.store.backfills.claim_next(self.backfill_id, run_id=run_id, pid=self.pid, host=self.host, at=time.time())
+            claimed = self.store.backfills.claim_next(
+                self.backfill_id, run_id=run_id, pid=self.pid, host=self.host, at=time.time()
+            )
             if claimed is None:
                 return
             self._begin(claimed, run_id)
@@ -436,7 +447,9 @@ class BackfillDriver:
             while True:
                 if self._pause.is_set():
                     self._pause.clear()
-                    if self.store.backfills.set_status(self.backfill_id, BackfillStatus.PAUSED.value, expect=["running"], at=time.time()):
+                    if self.store.backfills.set_status(
+                        self.backfill_id, BackfillStatus.PAUSED.value, expect=["running"], at=time.time()
+                    ):
                         self.report(f"backfill {self.backfill_id} paused: waiting for {len(self._mine)} running run(s) to finish")
                 backfill = get_backfill(self.store, self.backfill_id)
                 self._reconcile(backfill)
@@ -447,11 +460,17 @@ class BackfillDriver:
                 self._collect()
                 if not self._mine:
                     backfill = get_backfill(self.store, self.backfill_id)
-                    if backfill.status == BackfillStatus.RUNNING.value and self.store.backfills.complete(self.backfill_id, at=time.time()):
+                    if backfill.status == BackfillStatus.RUNNING.value and self.store.backfills.complete(
+                        self.backfill_id, at=time.time()
+                    ):
                         return get_backfill(self.store, self.backfill_id)
                     if backfill.status != BackfillStatus.RUNNING.value and not _others_running(backfill):
                         return backfill
-                    if backfill.status == BackfillStatus.RUNNING.value and backfill.counts.get(TIME_QUEUED) and not _others_running(backfill):
+                    if (
+                        backfill.status == BackfillStatus.RUNNING.value
+                        and backfill.counts.get(TIME_QUEUED)
+                        and not _others_running(backfill)
+                    ):
                         continue  # a time was freed between the claim and now: claim again at once
                     self._wake.wait(self.poll)
                     self._wake.clear()

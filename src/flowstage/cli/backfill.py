@@ -201,11 +201,16 @@ def show_cmd(backfill_id: str, as_json: bool) -> None:
         return
     click.echo(f"backfill {backfill.id}: {backfill.workflow} v{backfill.version} {backfill.status}")
     click.echo(f"range: {entry['from']} .. {entry['to']} ({entry['timezone']}), {backfill.total} logical time(s)")
-    click.echo(f"max active: {backfill.max_active}, reprocess: {backfill.reprocess}, created {entry['created_at']} by {backfill.created_by}")
+    click.echo(
+        f"max active: {backfill.max_active}, reprocess: {backfill.reprocess}, created {entry['created_at']} by {backfill.created_by}"
+    )
     click.echo(f"times: {_counts_text(backfill)}")
     print_table(
         ["LOGICAL TIME", "STATUS", "RUN"],
-        [[t["logical_time"], t["status"], t["run_id"] or (f"(earlier run {t['prior_run_id']})" if t["prior_run_id"] else "")] for t in entry["times"]],
+        [
+            [t["logical_time"], t["status"], t["run_id"] or (f"(earlier run {t['prior_run_id']})" if t["prior_run_id"] else "")]
+            for t in entry["times"]
+        ],
     )
 
 
@@ -216,7 +221,9 @@ def pause_cmd(backfill_id: str) -> None:
     from flowstage.app.backfills import pause_backfill
 
     backfill = pause_backfill(store_for(project_for()), backfill_id)
-    click.echo(f"backfill {backfill.id} paused: {_counts_text(backfill)} (continue with `flowstage backfill resume {backfill.id}`)")
+    click.echo(
+        f"backfill {backfill.id} paused: {_counts_text(backfill)} (continue with `flowstage backfill resume {backfill.id}`)"
+    )
 
 
 @backfill_group.command("resume")

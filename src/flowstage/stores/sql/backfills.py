@@ -114,7 +114,9 @@ class SqlBackfillStore:
             row = self._lock(tx, backfill_id)
             if row is None or row["status"] not in expect:
                 return False
-            tx.execute("UPDATE backfills SET status = :s, updated_at = :at WHERE id = :id", {"s": status, "at": at, "id": backfill_id})
+            tx.execute(
+                "UPDATE backfills SET status = :s, updated_at = :at WHERE id = :id", {"s": status, "at": at, "id": backfill_id}
+            )
             if status == BackfillStatus.CANCELLED.value:
                 tx.execute(
                     "UPDATE backfill_times SET status = :c, ended_at = :at WHERE backfill_id = :id AND status = :q",
@@ -143,7 +145,16 @@ class SqlBackfillStore:
             count = tx.execute(
                 "UPDATE backfill_times SET status = :r, run_id = :run, claimed_pid = :pid, claimed_host = :host, "
                 "claimed_at = :at, ended_at = NULL WHERE backfill_id = :id AND logical_time = :t AND status = :q",
-                {"r": TIME_RUNNING, "run": run_id, "pid": pid, "host": host, "at": at, "id": backfill_id, "t": at_time, "q": TIME_QUEUED},
+                {
+                    "r": TIME_RUNNING,
+                    "run": run_id,
+                    "pid": pid,
+                    "host": host,
+                    "at": at,
+                    "id": backfill_id,
+                    "t": at_time,
+                    "q": TIME_QUEUED,
+                },
             )
             if count != 1:  # pragma: no cover - the row lock makes this impossible
                 return None
@@ -169,7 +180,11 @@ class SqlBackfillStore:
             "run": time.run_id,
         }
         checks = []
-        for column, value in (("claimed_pid", time.claimed_pid), ("claimed_host", time.claimed_host), ("claimed_at", time.claimed_at)):
+        for column, value in (
+            ("claimed_pid", time.claimed_pid),
+            ("claimed_host", time.claimed_host),
+            ("claimed_at", time.claimed_at),
+        ):
             if value is None:
                 checks.append(f"{column} IS NULL")
             else:

@@ -267,6 +267,31 @@ def cancel_backfill(store: RunStore, backfill_id: str, *, wait_seconds: float = 
     return get_backfill(store, backfill_id)
 
 
+def detach_backfill(project: Project, backfill_id: str, *, executor: str | None = None) -> int:
+    """Drive the backfill in a process of its own (``flowstage backfill resume ID``), which outlives the caller.
+
+    Its output goes to ``.flowstage/runners/<backfill id>.log``; answers the process id.
+    """
+    import subprocess
+    import sys
+
+    folder = project.state_dir / "runners"
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "flowstage", "backfill", "resume", backfill_id, *(["--executor", executor] if executor else [])]
+    with open(folder / f"{backfill_id}.log", "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=project.root,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a signal to the caller's process group never reaches it
+            close_fds=True,
+        )
+    threading.Thread(target=proc.wait, name=f"flowstage-reap-{proc.pid}", daemon=True).start()
+    return proc.pid
+
+
 def orphan_policy(project: Project) -> str:
     """`server: {orphans: resume | fail}` of flowstage.yaml: what becomes of a run whose runner died."""
     server = project.config.get("server")
@@ -510,6 +535,7 @@ __all__ = [
     "create_backfill",
     "decide",
     "deployed_target",
+    "detach_backfill",
     "failed_times",
     "get_backfill",
     "logical_times",

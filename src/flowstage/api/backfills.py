@@ -145,7 +145,7 @@ def get_backfill(backfill_id: BackfillIdPath, ctx: Ctx) -> dict[str, Any]:
     "/workflows/{name}/backfills",
     response_model=BackfillEntry,
     status_code=202,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(400, 404, 422, 500),
     dependencies=[Depends(require("operator"))],
 )
 def start_backfill(name: Name, body: BackfillRequest, ctx: Ctx) -> dict[str, Any]:

@@ -351,3 +351,54 @@ def test_an_unreachable_store_exits_3(project: Project) -> None:
     result = project.cli("backfill", "list", env=env)
     assert result.code == 3, (result.out, result.err)
     assert "Traceback" not in result.err
+
+
+def test_a_claim_whose_driver_died_before_recording_its_run_is_taken_over_under_its_run_id(
+    hourly: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowstage.app.backfills import BackfillDriver, create_backfill, mark_running
+    from flowstage.settings import load_project
+
+    monkeypatch.chdir(hourly.root)  # the in-process task writes where a runner started in the project would
+    settings = load_project(root=hourly.root)
+    probe = subprocess.Popen(["true"])  # a process that has ended: its pid is gone from this host
+    probe.wait()
+    with opened(hourly) as store:
+        backfill = create_backfill(settings, store, "hourly", start="2026-01-01T00:00", end="2026-01-01T03:00", max_active=2)
+        mark_running(store, backfill.id)
+        claimed = store.backfills.claim_next(
+            backfill.id, run_id="orphaned-claim", pid=probe.pid, host=os.uname().nodename, at=time.time()
+        )
+        assert claimed is not None
+        done = BackfillDriver(settings, store, backfill.id, poll=0.05).run()
+        runs = store.list_runs(workflow="hourly", limit=100)
+    assert done.status == "done"
+    assert done.counts == {"succeeded": 4}
+    assert "orphaned-claim" in {r.id for r in runs}
+    assert len(runs) == 4
+    assert len({r.logical_time for r in runs}) == 4
+    assert set(side_effects(hourly).values()) == {1}
+
+
+def test_with_orphans_fail_a_resumed_backfill_fails_the_runs_its_killed_driver_left(hourly: Project) -> None:
+    hourly.write("flowstage.yaml", "server: {orphans: fail}\n")
+    configure(hourly, gate_from="2026-01-01T01:00:00+00:00")
+    proc = hourly.popen("backfill", "hourly", "--from", "2026-01-01T00:00", "--to", "2026-01-01T03:00", "--max-active", "2")
+    try:
+        wait_until("1 time done and 2 running", reached(hourly, succeeded=1, running=2), proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    with opened(hourly) as store:
+        backfill_id = only_backfill(store).id
+    (hourly.root / "gate").write_text("open")
+    resumed = hourly.cli("backfill", "resume", backfill_id, "-q")
+    assert resumed.code == 1, (resumed.out, resumed.err)  # ended with failed runs
+    assert f"backfill {backfill_id} done: 2 succeeded, 2 failed" in resumed.out
+    with opened(hourly) as store:
+        runs = store.list_runs(workflow="hourly", limit=100)
+    assert Counter(r.status for r in runs) == Counter({"succeeded": 2, "failed": 2})
+    assert len(side_effects(hourly)) == 2

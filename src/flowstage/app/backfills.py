@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -330,7 +329,7 @@ class BackfillDriver:
         self.report = report or (lambda line: logger.info("%s", line))
         self.poll = poll
         self.pid = os.getpid()
-        self.host = socket.gethostname()
+        self.host = os.uname().nodename  # as runs record their runner host
         self.policy = orphan_policy(project)
         self._mine: dict[float, _Mine] = {}
         self._pause = threading.Event()

@@ -133,7 +133,13 @@ def _drive(project: Project, store: RunStore, backfill_id: str, *, executor: str
 
 @click.group("backfill", cls=_BackfillGroup)
 def backfill_group() -> None:
-    """Run a deployed workflow's schedule over a past range: `backfill NAME --from T1 --to T2`, or list|show|pause|resume|cancel."""
+    """Run a deployed workflow's schedule over a past range, each logical time at most once.
+
+    \b
+    flowstage backfill NAME --from T1 --to T2 [--max-active N] [--reprocess none|failed|all]
+      (every option: flowstage backfill start --help)
+    flowstage backfill list|show|pause|resume|cancel ...
+    """
 
 
 @backfill_group.command("start", hidden=True)

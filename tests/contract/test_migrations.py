@@ -34,6 +34,8 @@ MIGRATED_TABLES = {
     "catalog_versions",
     "api_tokens",
     "alerts",
+    "backfills",
+    "backfill_times",
 }
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from flowstage.api import catalog, events, metrics, models, problems, runs, validate, workflows
+from flowstage.api import backfills, catalog, events, metrics, models, problems, runs, validate, workflows
 from flowstage.api.auth import auth_state
 from flowstage.api.context import ApiContext, scrubber_for
 from flowstage.api.docs import install_docs
@@ -185,7 +185,15 @@ def create_app(project: Project, *, clock: Clock | None = None, with_ui: bool = 
         return JSONResponse(answer.model_copy(update={"status": "degraded"}).model_dump(), status_code=503)
 
     # every other route needs a role: a missing or bad token, a role too low, too many failed logins
-    for router in (workflows.router, validate.router, runs.router, events.router, catalog.router, metrics.router):
+    for router in (
+        workflows.router,
+        validate.router,
+        runs.router,
+        backfills.router,
+        events.router,
+        catalog.router,
+        metrics.router,
+    ):
         api.include_router(router, responses=problems.problem_responses(401, 403, 429))
     app.include_router(api)
     install_docs(app, PREFIX)

@@ -40,6 +40,7 @@ COMMAND_MODULES: dict[str, str] = {
     "token": "tokens",
     "notify": "notify",
     "alerts": "alerts",
+    "backfill": "backfill",
     "explain": "explain",
 }
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 
 if TYPE_CHECKING:
+    from flowstage.stores.backfills import BackfillStore
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
     from flowstage.stores.tokens import TokenStore
@@ -184,4 +185,9 @@ class RunStore(Protocol):
     @property
     def tokens(self) -> TokenStore:
         """The API tokens kept beside these runs (auth of the REST API)."""
+        ...
+
+    @property
+    def backfills(self) -> BackfillStore:
+        """The backfills of deployed workflows, kept beside these runs."""
         ...

@@ -19,6 +19,7 @@ from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.alerts import AlertStore
+    from flowstage.stores.backfills import BackfillStore
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
     from flowstage.stores.tokens import TokenStore
@@ -289,6 +290,20 @@ class MemoryRunStore:
             from flowstage.stores.memory_tokens import MemoryTokenStore
 
             found = self.__dict__.setdefault("_tokens", MemoryTokenStore())
+        return found
+
+    @property
+    def backfills(self) -> BackfillStore:
+        """The backfills beside these runs."""
+        found: BackfillStore | None = self.__dict__.get("_backfills")
+        if found is None:
+            from flowstage.stores.memory_backfills import MemoryBackfillStore
+
+            def runs() -> list[StoredRun]:
+                with self._lock:
+                    return list(self._runs.values())
+
+            found = self.__dict__.setdefault("_backfills", MemoryBackfillStore(runs))
         return found
 
 

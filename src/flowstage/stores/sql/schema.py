@@ -226,3 +226,36 @@ alerts = sa.Table(
     sa.Index("ix_alerts_run", "run_id", "id"),
     sa.Index("ix_alerts_rule", "workflow", "rule_key", "notifier", "id"),
 )
+
+# --------------------------------------------------------------------------- 0006: backfills
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("start_time", _T, nullable=False),
+    sa.Column("end_time", _T, nullable=False),
+    sa.Column("max_active", sa.Integer, nullable=False),
+    sa.Column("reprocess", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", _T, nullable=False),
+    sa.Column("updated_at", _T, nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=True),
+    sa.Index("ix_backfills_created_at", "created_at"),
+)
+
+backfill_times = sa.Table(
+    "backfill_times",
+    metadata,
+    sa.Column("backfill_id", sa.String(64), sa.ForeignKey("backfills.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("logical_time", _T, primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("prior_run_id", sa.String(64), nullable=True),
+    sa.Column("claimed_pid", sa.Integer, nullable=True),
+    sa.Column("claimed_host", sa.String(255), nullable=True),
+    sa.Column("claimed_at", _T, nullable=True),
+    sa.Column("ended_at", _T, nullable=True),
+    sa.Index("ix_backfill_times_status", "backfill_id", "status"),
+)

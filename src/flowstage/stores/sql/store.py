@@ -44,11 +44,12 @@ from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
     from flowstage.stores.alerts import AlertStore
+    from flowstage.stores.backfills import BackfillStore
     from flowstage.stores.catalog import CatalogStore
     from flowstage.stores.deployments import DeploymentStore
     from flowstage.stores.tokens import TokenStore
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 _BUSY_TIMEOUT_MS = 120_000
 
 EVENTS_CHANNEL = "flowstage_events"  # the LISTEN/NOTIFY channel; the payload is the run id
@@ -1146,6 +1147,16 @@ class SqlRunStore:
             from flowstage.stores.sql.alerts import SqlAlertStore
 
             found = self.__dict__.setdefault("_alerts", SqlAlertStore(self))
+        return found
+
+    @property
+    def backfills(self) -> BackfillStore:
+        """The backfills in this store's database."""
+        found: BackfillStore | None = self.__dict__.get("_backfills")
+        if found is None:
+            from flowstage.stores.sql.backfills import SqlBackfillStore
+
+            found = self.__dict__.setdefault("_backfills", SqlBackfillStore(self))
         return found
 
     @property

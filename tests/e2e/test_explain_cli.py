@@ -62,8 +62,16 @@ def _chain_project(project: Project) -> str:
     return _run(project, "chain", "--var", "region=US")
 
 
-def test_a_skip_chain_is_traced_back_through_each_skipped_task_to_the_failure_that_began_it(project: Project) -> None:
-    run_id = _chain_project(project)
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, str]:
+    """One run of CHAIN, read by every test of its decisions (explain only reads the record)."""
+    project = Project(root=tmp_path_factory.mktemp("chain"))
+    (project.root / "flowstage.yaml").write_text("{}\n")
+    return project, _chain_project(project)
+
+
+def test_a_skip_chain_is_traced_back_through_each_skipped_task_to_the_failure_that_began_it(chain: tuple[Project, str]) -> None:
+    project, run_id = chain
 
     found = _explain(project, run_id, "report")
 
@@ -87,8 +95,8 @@ def test_a_skip_chain_is_traced_back_through_each_skipped_task_to_the_failure_th
     assert "root cause: fetch (failed)" in text.out
 
 
-def test_a_failure_caught_later_still_explains_a_stage_default_decided_before_the_catch(project: Project) -> None:
-    run_id = _chain_project(project)
+def test_a_failure_caught_later_still_explains_a_stage_default_decided_before_the_catch(chain: tuple[Project, str]) -> None:
+    project, run_id = chain
 
     load = _explain(project, run_id, "load_orders")["decision"]
 
@@ -104,8 +112,8 @@ def test_a_failure_caught_later_still_explains_a_stage_default_decided_before_th
     assert "caught by on_fail" in fetch["because"]
 
 
-def test_an_if_that_was_false_is_the_root_cause_and_shows_the_values_it_read(project: Project) -> None:
-    run_id = _chain_project(project)
+def test_an_if_that_was_false_is_the_root_cause_and_shows_the_values_it_read(chain: tuple[Project, str]) -> None:
+    project, run_id = chain
 
     found = _explain(project, run_id, "big")
 
@@ -119,44 +127,50 @@ def test_an_if_that_was_false_is_the_root_cause_and_shows_the_values_it_read(pro
     assert sources["region"][1].startswith("--var")
 
 
-@pytest.mark.parametrize(
-    ("when", "fail_a", "verdict", "held"),
-    [
-        # b starts once a ended, so each decision's moment is certain: `any` waits for b when a
-        # failed and runs at once when a succeeded; `all` is skipped the moment a failed
-        ("any", True, "ran", [False, True]),
-        ("all", True, "skipped", [False, None]),
-        ("any", False, "ran", [True, None]),
-        ("all", False, "ran", [True, True]),
-    ],
-)
-def test_any_and_all_show_which_conditions_held_when_the_task_was_decided(
-    project: Project, when: str, fail_a: bool, verdict: str, held: list[bool | None]
-) -> None:
+#: (task, verdict, held) for each join: b starts once a ended, so each decision's moment is certain —
+#: `any` waits for b when a failed and runs at once when a succeeded; `all` is skipped the moment a failed
+JOINS = [
+    ("any_after_failure", "ran", [False, True]),
+    ("all_after_failure", "skipped", [False, None]),
+    ("any_after_success", "ran", [True, None]),
+    ("all_after_success", "ran", [True, True]),
+]
+
+
+def test_any_and_all_show_which_conditions_held_when_the_task_was_decided(project: Project) -> None:
     project.write("tasks/t.py", "import time\n\ndef slow():\n    time.sleep(0.3)\n")
-    project.write(
-        "workflows/join.yaml",
+    joins = "".join(
         f"""
-        name: join
-        tasks:
-          - {{name: a, shell: "{"exit 1" if fail_a else "true"}"}}
-          - {{name: b, after: {{a: completion}}, python: tasks/t.py:slow, in_process: true}}
-          - name: joined
-            after: [a, b]
+          - name: {when}_after_{outcome}
+            after: [{a}, {b}]
             when: {when}
             shell: "true"
-          - {{name: catch_a, after: {{a: failure}}, shell: "true"}}
-        """,
+        """
+        for when in ("any", "all")
+        for outcome, a, b in (("failure", "a_fails", "b_fails"), ("success", "a_works", "b_works"))
+    )
+    project.write(
+        "workflows/join.yaml",
+        """
+        name: join
+        tasks:
+          - {name: a_fails, shell: "exit 1"}
+          - {name: a_works, shell: "true"}
+          - {name: b_fails, after: {a_fails: completion}, python: tasks/t.py:slow, in_process: true}
+          - {name: b_works, after: {a_works: completion}, python: tasks/t.py:slow, in_process: true}
+          - {name: catch_a, after: {a_fails: failure}, shell: "true"}
+        """
+        + joins,
     )
     run_id = _run(project, "join")
 
-    decision = _explain(project, run_id, "joined")["decision"]
-
-    assert decision["verdict"] == verdict
-    assert decision["when"] == when
-    assert [c["held"] for c in decision["checks"]] == held
-    if verdict == "skipped":
-        assert [c["task"] for c in decision["causes"]] == ["a"]
+    for task, verdict, held in JOINS:
+        decision = _explain(project, run_id, task)["decision"]
+        assert decision["verdict"] == verdict, task
+        assert decision["when"] == task.split("_")[0]
+        assert [c["held"] for c in decision["checks"]] == held, task
+        if verdict == "skipped":
+            assert [c["task"] for c in decision["causes"]] == ["a_fails"]
 
 
 def test_each_variable_names_its_scope_and_templates_are_shown_rendered(project: Project) -> None:
@@ -235,8 +249,8 @@ def test_a_sub_runs_variables_are_said_to_come_from_the_parent_task(project: Pro
     assert found["templates"] == [{"key": "shell", "template": "echo {{ var.who }}", "rendered": "echo parent"}]
 
 
-def test_an_unknown_run_or_task_is_exit_2_with_one_clear_line(project: Project) -> None:
-    run_id = _chain_project(project)
+def test_an_unknown_run_or_task_is_exit_2_with_one_clear_line(chain: tuple[Project, str]) -> None:
+    project, run_id = chain
 
     unknown_task = project.cli("explain", run_id, "nope")
     unknown_run = project.cli("explain", "no-such-run", "fetch")

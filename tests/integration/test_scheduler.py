@@ -268,7 +268,7 @@ def open_store(project: Project) -> SqlRunStore:
     return SqlRunStore(f"sqlite:///{project.root}/.flowstage/flowstage.db")
 
 
-STARTUP = 10.0  # real seconds a scheduler is given to start before its first due time
+STARTUP = 6.0  # real seconds a scheduler is given to start before its first due time
 
 
 def test_a_due_schedule_fires_within_a_second(project: Project) -> None:

@@ -74,8 +74,11 @@ def _is_package(path: Path) -> bool:
 
 def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
     """The problems of one file; a valid workflow's name is added to `names`."""
+    from flowstage.app.workflows import python_ref
     from flowstage.model.loader import load
 
+    if python_ref(str(path)) is not None:
+        return _validate_python(str(path), names)
     if path.name == "flowstage.yaml":
         from flowstage.app.checks import project_problems
         from flowstage.app.registry import notifiers_for
@@ -102,6 +105,30 @@ def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
     except DefinitionError as exc:
         return exc.problems
     return []
+
+
+def _validate_python(ref: str, names: list[tuple[Path, str]]) -> list[Problem]:
+    """The problems of a workflow built in Python (``module.py:name``), in the module's project."""
+    from flowstage.app.workflows import load_python, python_file, python_ref
+    from flowstage.settings import find_root, load_project
+
+    file, name = python_ref(ref) or (ref, "")
+    module = python_file(load_project(), file)
+    try:
+        project = load_project(root=find_root(module.resolve().parent)[0])
+        workflow = load_python(project, f"{module}:{name}").workflow
+    except DefinitionError as exc:
+        return [_as_written(p, module, file) for p in exc.problems]
+    names.append((module, workflow.name))
+    problems = _package_problems(workflow, module) + _project_fit(workflow, module)
+    return [_as_written(p, module, file) for p in problems]
+
+
+def _as_written(problem: Problem, module: Path, file: str) -> Problem:
+    """`problem` at the module's path as the user typed it."""
+    if problem.file == str(module):
+        return Problem(problem.message, file, problem.line, problem.column)
+    return problem
 
 
 def _raw_notifier_problems(path: Path) -> list[Problem]:

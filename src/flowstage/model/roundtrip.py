@@ -23,6 +23,7 @@ ruamel.yaml is imported here only, when a file is saved.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -139,7 +140,7 @@ def _indents(text: str) -> tuple[int, int, int]:
     """
     mapping = sequence = offset = None
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    for above, below in zip(lines, lines[1:], strict=False):
+    for above, below in itertools.pairwise(lines):
         key = _KEY_LINE.match(above)
         if key is None:
             continue

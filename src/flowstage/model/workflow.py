@@ -77,7 +77,9 @@ def _keywords_only(cls: type[BaseModel], args: tuple[Any, ...]) -> str:
     example = 'name="load", shell="echo hi"' if name == "Task" else f"{first}=..., ..."
     given = ", ".join(repr(a) if len(repr(a)) <= 40 else f"<{type(a).__name__}>" for a in args[:3])
     count = f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"
-    return f"{name}() takes keyword arguments only, e.g. {name}({example}); got {count} ({given}{', ...' if len(args) > 3 else ''})"
+    return (
+        f"{name}() takes keyword arguments only, e.g. {name}({example}); got {count} ({given}{', ...' if len(args) > 3 else ''})"
+    )
 
 
 def _normalize_after(value: Any) -> Any:

@@ -121,9 +121,9 @@ def _error_in_user_code(exc: BaseException, module: Path, file: str) -> Definiti
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if Path(f.filename) == module]
     theirs = [f for f in frames if not f.filename.startswith(("<", _PACKAGE))]
-    frame = (own or theirs or frames or [None])[-1]
-    where = _shown_file(frame.filename, module, file) if frame is not None else file
-    line = frame.lineno if frame is not None else None
+    picked = own or theirs or list(frames)
+    where = _shown_file(picked[-1].filename, module, file) if picked else file
+    line = picked[-1].lineno if picked else None
     return DefinitionError([Problem(f"{type(exc).__name__}: {_one_line(exc)}", where, line)])
 
 

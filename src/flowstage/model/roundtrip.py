@@ -26,6 +26,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -126,7 +127,24 @@ def _yaml(text: str) -> Any:
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     # null as written by flowstage (and by most people), not ruamel's empty value
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    from ruamel.yaml.scalarfloat import ScalarFloat
+
+    for kind in (float, ScalarFloat):  # ruamel's own float text can lose the last digit of a large number
+        yaml.representer.add_representer(kind, _float)
     return yaml
+
+
+def _float(representer: Any, value: float) -> Any:
+    """A float as `to_yaml()` writes it: the shortest text that reads back to the same number."""
+    if math.isnan(value):
+        text = ".nan"
+    elif math.isinf(value):
+        text = ".inf" if value > 0 else "-.inf"
+    else:
+        text = repr(float(value)).lower()
+        if "." not in text and "e" in text:
+            text = text.replace("e", ".0e", 1)
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
 
 _KEY_LINE = re.compile(r"^( *)[^\s#-][^#]*:\s*(?:#.*)?$")

@@ -220,7 +220,7 @@ def _package_problems(workflow: object, path: Path) -> list[Problem]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
-    """Check workflow files (and flowstage.yaml); errors as file:line:col: message."""
+    """Check workflow files (and flowstage.yaml, or module.py:name of a Workflow built in Python); errors as file:line:col: message."""
     files: list[Path] = []
     for path in paths:
         files.extend(_project_files(path) if path.is_dir() else [path])

@@ -143,6 +143,10 @@ def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: floa
         if p.workflow.name in seen:
             raise UsageError(f"two files name the workflow {p.workflow.name!r}: {seen[p.workflow.name]} and {p.source}")
         seen[p.workflow.name] = p.source
+    from flowstage.app.definitions import remember_credentials
+
+    for p in prepared:
+        remember_credentials(project, p.workflow.to_dict())  # the store keeps them masked
     deployments: DeploymentStore = store.deployments
     by = who()
     now = time.time() if at is None else at
@@ -163,6 +167,9 @@ def deploy(project: Project, paths: Sequence[Path], *, store: RunStore, at: floa
 def deploy_text(project: Project, text: str, *, store: RunStore, source: str = "<api>", at: float | None = None) -> DeployOutcome:
     """Deploy a workflow given as text (what `POST /workflows` receives)."""
     p = prepare_text(project, text, source)
+    from flowstage.app.definitions import remember_credentials
+
+    remember_credentials(project, p.workflow.to_dict())  # the store keeps them masked
     deployments: DeploymentStore = store.deployments
     return deployments.deploy(
         name=p.workflow.name,

@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^/\s]*)@")
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|secret|token|api_key)=)(?P<value>[^&\s]*)", re.IGNORECASE)
+_SECRET_KEYS = "password|passwd|pwd|secret|token|api_key"
+_QUERY_SECRET = re.compile(rf"(?P<key>[?&](?:{_SECRET_KEYS})=)(?P<value>[^&\s]*)", re.IGNORECASE)
+#: a password as `mask_url` leaves it: ``scheme://user:***@`` or ``?token=***``
+_MASKED = re.compile(rf"://[^/\s@]*:\*\*\*@|[?&](?:{_SECRET_KEYS})=\*\*\*", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -98,6 +101,17 @@ def mask_strings(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: mask_strings(v) for k, v in value.items()}
     return value
+
+
+def masked_paths(value: Any, path: str = "") -> list[str]:
+    """Where JSON data `value` holds a password `mask_url` masked (``tasks[0].http.url``)."""
+    if isinstance(value, str):
+        return [path or "value"] if "***" in value and _MASKED.search(value) else []
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in masked_paths(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in masked_paths(v, f"{path}.{k}" if path else str(k))]
+    return []
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -456,7 +456,9 @@ def test_usage_errors_exit_2(project: Project, args: tuple[str, ...]) -> None:
 
     assert result.code == 2, result
     assert_no_traceback(result)
-    assert "Usage" in result.err or "Error" in result.err
+    [said] = result.err.splitlines()  # one line: what is wrong, and where help is
+    assert said.startswith("error: "), said
+    assert "--help" in said, said
 
 
 def test_show_of_an_unknown_run_exits_2(project: Project) -> None:

@@ -55,6 +55,28 @@ def test_python_targets_and_connections_that_do_not_exist_are_found_at_their_key
         assert line.endswith(message), (line, message)
 
 
+def test_sql_files_and_spark_scripts_that_do_not_exist_are_found_at_their_key(project: Project) -> None:
+    project.write("sql/here.sql", "SELECT 1\n")
+    project.write("jobs/here.py", "def main(spark):\n    pass\n")
+    project.write(
+        "workflows/a.yaml",
+        """
+        name: a
+        tasks:
+          - {name: ok1, sql_file: sql/here.sql}
+          - {name: ok2, spark: jobs/here.py}
+          - {name: nosql, sql_file: sql/gone.sql}
+          - {name: nojob, spark: "jobs/gone.py:run"}
+        """,
+    )
+    found = problems(project, "workflows/a.yaml")
+    root = project.root
+    assert found == [
+        f"workflows/a.yaml:5:19: sql_file: no such file sql/gone.sql (relative to the project root {root})",
+        f"workflows/a.yaml:6:19: spark: no such file jobs/gone.py (relative to the project root {root})",
+    ]
+
+
 def test_two_files_declaring_one_workflow_name_are_a_problem_at_the_second(project: Project) -> None:
     project.write("workflows/a.yaml", "name: daily\ntasks:\n  - {name: x, shell: 'true'}\n")
     project.write("workflows/b.yaml", "name: daily\ntasks:\n  - {name: y, shell: 'true'}\n")

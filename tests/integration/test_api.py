@@ -212,6 +212,20 @@ def test_a_run_started_by_post_succeeds_and_its_record_carries_the_dynamic_graph
     assert {n["id"]: n["status"] for n in graph["nodes"]} == {"greet": "succeeded", "shout": "succeeded", "on_error": "skipped"}
     assert {"from": "greet", "to": "on_error", "condition": "failure"} in graph["edges"]
 
+    explained = client.get(f"/runs/{run_id}/tasks/on_error/explain")
+    assert explained.status_code == 200, explained.text
+    why = explained.json()
+    assert (why["task"], why["decision"]["verdict"]) == ("on_error", "skipped")
+    assert why["decision"]["checks"][0] | {"status": None} == {
+        "task": "greet",
+        "condition": "failure",
+        "status": None,
+        "held": False,
+        "caught": False,
+    }
+    assert {"name": "who", "value": "api", "source": "--var (or the API's run variables)"} in why["variables"]
+    assert "has no task 'nope'" in assert_problem(client.get(f"/runs/{run_id}/tasks/nope/explain"), 404)["detail"]
+
     resumed = assert_problem(client.post(f"/runs/{run_id}/resume"), 409)
     assert "succeeded" in resumed["detail"]
     cancelled = assert_problem(client.post(f"/runs/{run_id}/cancel"), 409)
@@ -271,6 +285,7 @@ def test_unknown_things_answer_404_problems(server: Server) -> None:
     assert_problem(client.post("/runs/nope/resume"), 404)
     assert_problem(client.post("/runs/nope/cancel"), 404)
     assert_problem(client.get("/runs/nope/logs"), 404)
+    assert_problem(client.get("/runs/nope/tasks/greet/explain"), 404)
     assert "never deployed" in assert_problem(client.get("/workflows/nope"), 404)["detail"]
     assert_problem(client.get("/workflows/nope/graph"), 404)
     assert_problem(client.post("/workflows/nope/runs", json={"variables": {}}), 404)

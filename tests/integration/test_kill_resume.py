@@ -311,3 +311,79 @@ def test_a_resumed_fan_out_never_runs_a_copy_that_succeeded_again(project: Proje
     assert Counter(ledger(project)) == {"ok": 1, "bad": 2, "also": 1}
     logs = project.cli("logs", run_id, "copies").out
     assert "copies 0 succeeded before and are not run again" in logs
+
+
+COPY_PY = """
+import os
+
+
+def copy(item):
+    with open("ledger.txt", "a") as fh:
+        fh.write(f"{item}\\n")
+    if item == "bad" and not os.path.exists("fixed"):
+        raise RuntimeError("not yet")
+    return item.upper()
+"""
+
+
+def test_a_resumed_fan_out_that_saves_reuses_the_kept_results_of_its_succeeded_copies(project: Project) -> None:
+    import sqlite3
+
+    project.write("tasks/copy.py", COPY_PY)
+    project.write(
+        "workflows/fan.yaml",
+        """
+        name: fan
+        preferences: {max_parallel: 1}
+        tasks:
+          - name: copies
+            for_each: "{{ ['one', 'two', 'bad', 'four'] }}"
+            python: tasks/copy.py:copy
+            with: {item: "{{ task.item }}"}
+            save: results
+          - name: rows
+            for_each: "{{ ['one', 'bad'] }}"
+            connection: local
+            # abs() of the smallest integer is an error: the copy for 'bad' fails until its knob changes
+            sql: |
+              INSERT INTO ledger VALUES (:item);
+              SELECT :item AS item, (SELECT abs(v) FROM knobs WHERE k = :item) AS n
+            params: {item: "{{ task.item }}"}
+            save_rows: last_rows
+          - name: after
+            after: {copies: success, rows: success}
+            shell: "echo {{ var.results | join(',') }} > results.txt"
+        """,
+    )
+    project.write("flowstage.yaml", "connections:\n  local: sqlite:///local.db\n")
+    db = project.root / "local.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE ledger (item TEXT); CREATE TABLE knobs (k TEXT, v INTEGER);"
+            "INSERT INTO knobs VALUES ('one', 1), ('bad', -9223372036854775808);"
+        )
+    conn.close()
+    first = project.cli("run", "fan", "--json")
+    assert first.code == 1, first.err
+    run_id = json.loads(first.out)["id"]
+    assert Counter(ledger(project)) == {"one": 1, "two": 1, "bad": 1}
+    (project.root / "fixed").write_text("")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT item FROM ledger").fetchall() == [("one",)]
+        conn.execute("UPDATE knobs SET v = 2 WHERE k = 'bad'")
+    conn.close()
+
+    resumed = project.cli("resume", run_id, "--json")
+
+    assert resumed.code == 0, resumed.err
+    assert Counter(ledger(project)) == {"one": 1, "two": 1, "bad": 2, "four": 1}
+    with sqlite3.connect(db) as conn:
+        assert sorted(conn.execute("SELECT item FROM ledger").fetchall()) == [("bad",), ("one",)]
+    conn.close()
+    record = show(project, run_id)
+    assert record["variables"]["results"] == ["ONE", "TWO", "BAD", "FOUR"]
+    assert record["variables"]["last_rows"] == [{"item": "bad", "n": 2}]
+    assert (project.root / "results.txt").read_text().strip() == "ONE,TWO,BAD,FOUR"
+    logs = project.cli("logs", run_id).out
+    assert "copies 0, 1 succeeded before and are not run again" in logs
+    assert "task rows: copies 0 succeeded before and are not run again" in logs

@@ -42,7 +42,6 @@ FORBIDDEN = (
     "flowstage.model.yamlsource",
     "yaml",
     "importlib.metadata",
-    "flowstage.model.dataflow",  # no dataflow task
     *(f"flowstage.cli.{other}" for other in ("project", "inspect", "catalog", "deploy", "server", "tokens", "notify", "alerts")),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import textwrap
@@ -272,7 +273,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         3,
         3,
-        "trigger.schedule: invalid cron expression '61 * * * *'",
+        'trigger.schedule: "61 * * * *" is not a cron expression: minute 61 is out of range 0-59',
     ),
     (
         "cron with the wrong number of fields",
@@ -285,7 +286,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         3,
         3,
-        "trigger.schedule: a schedule is a 5-field cron expression, got '* * *'",
+        'trigger.schedule: "* * *" is not a cron expression: it has 3 fields; a cron expression has 5 fields',
     ),
     (
         "bad time zone",
@@ -422,7 +423,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         6,
         13,
-        "tasks[1].after.a: Input should be 'success', 'failure', 'completion' or 'skipped'",
+        "tasks[1].after.a: \"sucess\" is not one of success, failure, completion, skipped (did you mean 'success'?)",
     ),
     (
         "unknown when",
@@ -435,7 +436,7 @@ ERRORS: list[tuple[str, str, int, int, str]] = [
             """),
         5,
         5,
-        "tasks[0].when: Input should be 'all' or 'any'",
+        'tasks[0].when: "some" is not one of all, any',
     ),
     (
         "unsupported YAML tag",
@@ -515,6 +516,88 @@ def test_find_cycle_finds_a_cycle_exactly_when_there_is_one(edges: dict[str, lis
         assert cycle[0] == cycle[-1]
         for node, pred in zip(cycle[1:], cycle, strict=False):
             assert pred in edges[node]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
+    """Task names in file order and each task's predecessors: acyclic (edges follow a hidden order)."""
+    n = draw(st.integers(min_value=2, max_value=12))
+    rank = draw(st.permutations(range(n)))  # the topological order, unrelated to the file order
+    names = [f"t{i}" for i in range(n)]
+    preds: dict[str, list[str]] = {}
+    for i in range(n):
+        earlier = [names[j] for j in range(n) if rank[j] < rank[i]]
+        preds[names[i]] = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
+    return names, preds
+
+
+def flat_workflow(names: list[str], preds: dict[str, list[str]]) -> str:
+    """One task a line: task i is on line i + 3."""
+    lines = ["name: w", "tasks:"]
+    lines += [f'  - {{name: {n}, shell: "true", after: [{", ".join(preds[n])}]}}' for n in names]
+    return "\n".join(lines) + "\n"
+
+
+def reachable(preds: dict[str, list[str]], start: str) -> set[str]:
+    """The tasks that come after `start`, directly or not."""
+    succ: dict[str, list[str]] = {n: [] for n in preds}
+    for n, ps in preds.items():
+        for p in ps:
+            succ[p].append(n)
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in succ[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(graph=dags(), data=st.data())
+def test_a_random_dag_never_reports_a_cycle_and_a_back_edge_always_does(
+    graph: tuple[list[str], dict[str, list[str]]], data: st.DataObject
+) -> None:
+    names, preds = graph
+    assert load_text(flat_workflow(names, preds), "wf.yaml").name == "w"
+    starts = [n for n in names if reachable(preds, n)]
+    if not starts:
+        return  # no edge to turn back
+    start = data.draw(st.sampled_from(starts))
+    end = data.draw(st.sampled_from(sorted(reachable(preds, start))))
+    back = {**preds, start: [*preds[start], end]}  # `start` after a task that comes after it
+    with pytest.raises(DefinitionError) as info:
+        load_text(flat_workflow(names, back), "wf.yaml")
+    [problem] = info.value.problems
+    assert problem.message.startswith("cycle: ")
+    cycle = problem.message.removeprefix("cycle: ").split(" -> ")
+    assert cycle[0] == cycle[-1]
+    assert len(set(cycle[:-1])) == len(cycle) - 1
+    for pred, task in itertools.pairwise(cycle):
+        assert pred in back[task]  # each task of the path comes after the one before it
+    first = min(cycle, key=names.index)
+    assert cycle[0] == first  # named from the first task of the cycle in the file, at its line
+    assert (problem.file, problem.line) == ("wf.yaml", names.index(first) + 3)
+
+
+def test_every_pattern_a_file_is_checked_against_is_said_in_words() -> None:
+    from flowstage.model.dataflow import Package
+    from flowstage.model.loader import PATTERN_WORDS
+    from flowstage.model.schema import workflow_schema
+
+    def patterns(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+            return found.union(*(patterns(v) for k, v in node.items() if k != "pattern"))
+        if isinstance(node, list):
+            return set().union(*(patterns(v) for v in node))
+        return set()
+
+    used = patterns(workflow_schema()) | patterns(Package.model_json_schema())
+    used -= {r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}  # durations: checked by parse_duration, never by the pattern
+    assert used, "the schemas hold patterns"
+    assert used <= set(PATTERN_WORDS), sorted(used - set(PATTERN_WORDS))
 
 
 def test_check_graph_of_a_python_workflow_names_the_path_without_a_file() -> None:
@@ -1074,3 +1157,31 @@ def test_the_fuzzing_seed_is_valid() -> None:
 @given(text=mutated())
 def test_mutated_workflow_never_raises_anything_but_a_definition_error(text: str) -> None:
     _must_be_definition_error_or_workflow(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: " + "7" * 4300, None),
+        ("a: " + "7" * 4301, "1:4: a: number too long (over 4300 digits)"),
+        ("a: [1, -" + "7" * 4301 + "]", "1:8: a[1]: number too long (over 4300 digits)"),
+        ("a: 0x" + "f" * 3600, "1:4: a: number too long (over 4300 digits)"),
+        ("a: 0o" + "7" * 4800, "1:4: a: number too long (over 4300 digits)"),
+        ("a: !!int " + "7" * 4301, "1:4: a: number too long (over 4300 digits)"),
+        ("? " + "7" * 5000 + "\n: v", None),  # a key stays a name, whatever its length
+        ('{"b": {"a": ' + "7" * 4301 + "}}", "1:13: b.a: number too long (over 4300 digits)"),
+        ("a: " + "[" * 199 + "1" + "]" * 199, None),
+        ("a: " + "[" * 200 + "1" + "]" * 200, "1:203: nested too deeply (over 200 levels)"),
+        ('{"a": ' + "[" * 200 + "1" + "]" * 200 + "}", "1:206: nested too deeply (over 200 levels)"),
+        ("a: " + "{k: " * 200 + "1" + "}" * 200, "1:800: nested too deeply (over 200 levels)"),
+    ],
+)
+def test_numbers_and_nesting_past_the_readers_limits_are_located_problems(text: str, expected: str | None) -> None:
+    from flowstage.model.yamlsource import parse
+
+    if expected is None:
+        parse(text, "f.yaml")
+        return
+    with pytest.raises(DefinitionError) as caught:
+        parse(text, "f.yaml")
+    assert str(caught.value) == f"f.yaml:{expected}"

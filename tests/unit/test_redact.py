@@ -7,8 +7,10 @@ a URL without a secret is left exactly as it is.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from flowstage.redact import Scrubber, mask_url, password_of, scrub, secrets_of
+from flowstage.redact import Scrubber, mask_strings, mask_url, masked_paths, password_of, scrub, secrets_of
 
 # (url, mask_url(url), password_of(url))
 URLS = [
@@ -225,3 +227,26 @@ def test_a_password_holding_a_percent_sign_is_masked_as_written_and_decoded() ->
     masker = Scrubber(["postgresql://app:a%2541z@h/db"])  # the password is a%41z
 
     assert masker("got a%41z and a%2541z, not aAz-like text") == "got *** and ***, not aAz-like text"
+
+
+@pytest.mark.parametrize(
+    ("value", "paths"),
+    [
+        ("postgresql://u:***@h/db", ["value"]),
+        ("https://h/x?token=***&a=1", ["value"]),
+        ("echo *** and a=***", []),
+        ("postgresql://u:pw@h/db", []),
+        ({"a": [1, mask_url("https://user:pw@host/x")], "b": "plain"}, ["a[1]"]),
+        ({"tasks": [{"http": {"url": mask_url("https://h/x?api_key=k")}}]}, ["tasks[0].http.url"]),
+    ],
+)
+def test_masked_paths_names_where_a_masked_password_is(value: object, paths: list[str]) -> None:
+    assert masked_paths(value) == paths
+
+
+@given(st.text(min_size=1).filter(lambda p: "/" not in p and "@" not in p and not any(c.isspace() for c in p)))
+def test_a_masked_url_is_always_found_masked_and_never_holds_the_password(password: str) -> None:
+    masked = mask_strings({"url": f"postgresql://app:{password}@db/shop"})
+
+    assert masked_paths(masked) == ["url"]
+    assert masked["url"] == "postgresql://app:***@db/shop"

@@ -159,7 +159,10 @@ def test_evaluate_fails_with_a_variable_error_never_a_falsy_value(expression: st
         ("{{ var.x", "template syntax error"),
         ("{{ var.x }", "template syntax error"),
         ("{% if %}", "template syntax error"),
-        ("{% for x in y %}", "template syntax error"),
+        ("{% for x in y %}", "template syntax error: {% for %} is never closed: add {% endfor %}"),
+        ("{{ var.x | upper | default('') }}", None),
+        ("{{ var.x | uper }}", "template syntax error: unknown filter 'uper' (did you mean 'upper'?)"),
+        ("{% if var.x is nonee %}{% endif %}", "template syntax error: unknown test 'nonee' (did you mean 'none'?)"),
     ],
 )
 def test_syntax_error_reports_only_broken_templates(text: str, error: str | None) -> None:
@@ -353,3 +356,36 @@ def test_code_jinja_generates_never_warns_on_stderr(tmp_path: Any) -> None:
     done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, check=False, timeout=60)
     assert done.stdout.strip() == "VariableError", done
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("no template", []),
+        ("{{ var.a }}", ["a"]),
+        ("{{ var['b'] }} and {{ var.a }} and {{ var.a }}", ["b", "a"]),
+        ("{{ var.a | default('x') }}", []),
+        ("{% if var.a is defined %}{{ var.a }}{% endif %}", []),
+        ("{{ var.get('c') }}", []),
+        ("{{ run.id }} {{ task.name }} {{ var }}", []),
+        ("{% for r in var.regions %}{{ r }}{% endfor %}", ["regions"]),
+        ("{{ var.a ", []),  # a syntax error is reported on its own
+    ],
+)
+def test_variables_used_reads_var_names_from_the_syntax_tree(text: str, names: list[str]) -> None:
+    assert templates.variables_used(text) == names
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ("var.rows > 0", ["rows"]),
+        ("var.a is not none", []),
+        ("var.a is defined and var.a > 1", []),
+        ("var.a > 0 and var['b'] == 'x'", ["a", "b"]),
+        ("run.date == '2026-01-01'", []),
+        ("var.a >", []),
+    ],
+)
+def test_expression_variables_reads_var_names_of_an_if(expr: str, names: list[str]) -> None:
+    assert templates.expression_variables(expr) == names

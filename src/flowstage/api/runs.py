@@ -235,4 +235,24 @@ def logs(
     return {"items": items, "next": following, "after": last}
 
 
+@router.get(
+    "/runs/{run_id}/tasks/{task}/explain",
+    response_model=dict[str, Any],
+    responses=problem_responses(404, 422),
+    dependencies=[Depends(require("viewer"))],
+)
+def explain_task(run_id: RunIdPath, task: Annotated[str, Path(max_length=200, description="a task name")], ctx: Ctx) -> Any:
+    """Why a task ran, waited or was skipped (back to the root cause), its variables with the scope
+    each came from, and its templates rendered: what `flowstage explain RUN TASK --json` prints."""
+    from flowstage.app.explain import explain
+
+    run = _run(ctx, run_id)
+    if task not in {t.name for t in run.tasks}:
+        raise ApiProblem(404, f"run {run_id} has no task {task!r}")
+    try:
+        return ctx.masked(explain(ctx.project, ctx.store, run, task))
+    except FlowstageError as exc:
+        raise from_flowstage(exc) from None
+
+
 __all__ = ["router"]

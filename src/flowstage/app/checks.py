@@ -1,9 +1,13 @@
 """What `validate` checks beyond a file's own rules: that the workflow fits its project.
 
-A workflow can be well formed and still fail at its first run: a `python:` file or function that
-does not exist, a connection flowstage.yaml does not define, a workflow name two files declare,
-an executor or engine whose package is not installed. Each is found here without running anything
+A workflow can be well formed and still fail at its first run: a `python:` file or function, a
+`sql_file:` or a `spark:` script that does not exist, a connection flowstage.yaml does not define,
+a workflow name two files declare, an executor or engine whose package is not installed. Each is found here without running anything
 of the user's (a python file is parsed, never imported) and reported at the key that names it.
+
+A template that reads a variable nothing defines (`{{ var.x }}` with no `x` under `variables:`, no
+task saving it, no package or trigger declaring it) is a warning rather than an error: a run may
+always be given `--var x=...`.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def workflow_problems(project: Project, workflow: Workflow, path: Path) -> list[
             message = _python_problem(project.root, str(getattr(spec, "python", "")))
             if message:
                 problems.append(where.problem((*at, "python"), message))
+        for kind_key, file in _files_named(spec):
+            if not (Path(file) if Path(file).is_absolute() else project.root / file).is_file():
+                message = f"{kind_key}: no such file {file} (relative to the project root {project.root})"
+                problems.append(where.problem((*at, kind_key), message))
         for key, name in _connections_named(spec):
             if name not in project.connections:
                 from flowstage.model.workflow import did_you_mean
@@ -74,6 +82,94 @@ def workflow_problems(project: Project, workflow: Workflow, path: Path) -> list[
             if message:
                 problems.append(where.problem((*at, "dataflow", "engine"), message))
     return problems
+
+
+def variable_warnings(root: Path, workflow: Workflow, path: Path) -> list[Problem]:
+    """A warning at each template (or `if:`) that reads a variable the workflow never defines.
+
+    Defined are the workflow's and its trigger's `variables:`, what any task saves (`save:`,
+    `save_rows:`), the variables of the dataflow packages its tasks run and, within a task, that
+    task's own `variables:`. Found by walking each template's syntax tree (`templates.variables_used`).
+    """
+    from flowstage.model import templates
+
+    known = set(workflow.variables) | set(workflow.trigger.variables if workflow.trigger else {})
+    for _, task in _task_paths(workflow):
+        known |= _saved_names(task) | _package_variables(root, task)
+    where = _Locator(path)
+    warnings: list[Problem] = []
+    for at, task in _task_paths(workflow):
+        local = known | set(task.variables)
+        reads: list[tuple[tuple[Any, ...], str]] = []
+        if task.if_ is not None:
+            reads += [((*at, "if"), name) for name in templates.expression_variables(task.if_)]
+        for key, value in _template_values(task):
+            for inner, text in _strings(value, ()):
+                reads += [((*at, *key, *inner), name) for name in templates.variables_used(text)]
+        for key, name in dict.fromkeys(reads):
+            if name not in local:
+                warnings.append(
+                    where.problem(
+                        key,
+                        f"warning: var.{name} is not declared in variables: and no task saves it; "
+                        f"a run fails unless --var {name}=... is given",
+                    )
+                )
+    return warnings
+
+
+def _saved_names(task: Task) -> set[str]:
+    saved = {task.save} if isinstance(task.save, str) else set(task.save or {})
+    rows = getattr(task.spec, "save_rows", None)
+    return saved | ({rows} if isinstance(rows, str) else set())
+
+
+def _package_variables(root: Path, task: Task) -> set[str]:
+    """The variables a dataflow task's package declares (none when its file does not load)."""
+    from flowstage.errors import DefinitionError
+    from flowstage.model.dataflow import load_package
+
+    if task.spec.kind != "dataflow":
+        return set()
+    package: Any = getattr(task.spec, "dataflow", None)
+    if isinstance(package, str):
+        file = Path(package) if Path(package).is_absolute() else root / package
+        try:
+            package = load_package(file)
+        except DefinitionError:
+            return set()
+    return set(getattr(package, "variables", None) or {})
+
+
+def _template_values(task: Task) -> list[tuple[tuple[Any, ...], Any]]:
+    """The values of a task whose strings are templates, each with its key."""
+    values: list[tuple[tuple[Any, ...], Any]] = [(("with",), task.with_), (("variables",), task.variables)]
+    if task.for_each is not None:
+        values.append((("for_each",), task.for_each))
+    values += [((field,), getattr(task.spec, field)) for field in task.spec.template_fields]
+    return values
+
+
+def _strings(value: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(value, str):
+        yield at, value
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*at, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*at, key))
+    elif hasattr(value, "model_dump"):  # a spec's nested model (an http request, a sensor's target)
+        yield from _strings(value.model_dump(by_alias=True, exclude_defaults=True), at)
+
+
+def _files_named(spec: Any) -> list[tuple[str, str]]:
+    """The files a task's kind reads when it runs (a SQL file, a PySpark script), by key."""
+    if spec.kind == "sql" and spec.sql_file is not None:
+        return [("sql_file", str(spec.sql_file))]
+    if spec.kind == "spark":
+        return [("spark", str(spec.script))]
+    return []
 
 
 def _connections_named(spec: Any) -> list[tuple[tuple[str, ...], str]]:
@@ -167,4 +263,4 @@ def duplicate_names(found: list[tuple[Path, str]]) -> list[Problem]:
     return problems
 
 
-__all__ = ["duplicate_names", "project_problems", "workflow_problems"]
+__all__ = ["duplicate_names", "project_problems", "variable_warnings", "workflow_problems"]

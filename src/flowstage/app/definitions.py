@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowstage.errors import UsageError
 from flowstage.model.workflow import Workflow
+from flowstage.redact import masked_paths
 from flowstage.settings import Project
 
 CACHE_FORMAT = b"flowstage-definitions-1"
@@ -107,8 +109,104 @@ def load_file(project: Project, path: Path) -> tuple[Workflow, dict[str, Any]]:
     return workflow, definition
 
 
+def has_masked(value: Any) -> bool:
+    """Whether `value` (JSON data) holds a password masked by `mask_url`."""
+    return bool(masked_paths(value))
+
+
+def _file_definition(project: Project, name: str) -> dict[str, Any]:
+    """The plain mapping of the workflow file of the project named `name` (``workflows/NAME.yaml``), or {}."""
+    for suffix in (".yaml", ".yml", ".json"):
+        path = project.root / "workflows" / f"{name}{suffix}"
+        if path.is_file():
+            try:
+                return load_file(project, path)[1]
+            except Exception:
+                return {}  # a file that no longer validates holds nothing to take back
+    return {}
+
+
+def _credentials_file(project: Project) -> Path:
+    return project.state_dir / "credentials.json"
+
+
+def _remembered(project: Project) -> dict[str, str]:
+    try:
+        found = json.loads(_credentials_file(project).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def remember_credentials(project: Project, definition: dict[str, Any]) -> None:
+    """Keep the URLs with a password of a definition being deployed in the project's own state
+    folder (``.flowstage/credentials.json``, readable by its owner only), by their masked form:
+    the store keeps the version masked, and a run of it on this project takes them back here
+    (a version deployed through the API has no file to take them back from)."""
+    from flowstage.redact import mask_strings
+
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            masked = mask_strings(value)
+            if masked != value:
+                found[masked] = value
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    walk(definition)
+    if not found:
+        return
+    path = _credentials_file(project)
+    kept = {**_remembered(project), **found}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(kept, fh, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a read-only project: its runs take the passwords back from the file alone
+
+
+def with_credentials(project: Project, definition: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition with the passwords written in its URLs put back.
+
+    The store never keeps them (a deployed version and a run's definition hold ``user:***@``);
+    they come back from the project's workflow file of the same name, where the same URL is
+    written with its password, else from what `remember_credentials` kept when it was deployed
+    here. One that neither explains is a `UsageError` naming where it is.
+    """
+    if not masked_paths(definition):
+        return definition
+    from flowstage.redact import restore_masked
+
+    name = str(definition.get("name", ""))
+    # the file last: a password changed in it since the deploy is the one used
+    restored: dict[str, Any] = restore_masked(
+        definition, lambda: [list(_remembered(project).values()), _file_definition(project, name)]
+    )
+    missing = masked_paths(restored)
+    if missing:
+        raise UsageError(
+            f"workflow {name!r}: {', '.join(missing[:3])} holds a password written in a URL, which is not stored "
+            f"(it shows as ***), and neither workflows/{name}.yaml nor this project's deploys hold that URL: "
+            "deploy the workflow again from its file, or keep the credential in flowstage.yaml"
+        )
+    return restored
+
+
 def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[Workflow, dict[str, Any]]:
-    """A stored definition (a deployed version) as a `Workflow`, and its plain mapping."""
+    """A stored definition (a deployed version) as a `Workflow`, and its plain mapping; the
+    passwords written in its URLs are taken back from the workflow's file (`with_credentials`)."""
+    definition = with_credentials(project, definition)
     content = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str).encode()
     key = _key(b"definition\0" + content, project)
     kept = _read(project, key)
@@ -120,4 +218,4 @@ def validate_definition(project: Project, definition: dict[str, Any]) -> tuple[W
     return workflow, plain
 
 
-__all__ = ["load_file", "validate_definition"]
+__all__ = ["has_masked", "load_file", "remember_credentials", "validate_definition", "with_credentials"]

@@ -289,8 +289,14 @@ def resume_run(
     hooks: Hooks | None = None,
     depth: int = 0,
     on_claimed: Callable[[str], None] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> StoredRun:
-    """Run again what did not succeed in `run_id`; succeeded tasks are never run again."""
+    """Run again what did not succeed in `run_id`; succeeded tasks are never run again.
+
+    `variables`: the values of the run's variables that hold a password written in a URL, which
+    the store keeps masked (``user:***@``): given again, each must be the URL it masks. One the
+    workflow's own default explains (its file holds the password) needs no giving.
+    """
     run = get_run(store, run_id)
     shown = effective_status(run)
     if shown not in {s.value for s in RUN_RESUMABLE}:
@@ -301,6 +307,7 @@ def resume_run(
 
     definition = restore_masked(run.definition, lambda: _original_definition(project, store, run))
     workflow, _ = validate_definition(project, definition)
+    credentials = _credentials(run, workflow.variables, variables or {})
     if run.version is not None:
         pinned(project, workflow, store, run.version)  # its files, written again if the folder was removed
     claimed = store.claim(
@@ -321,13 +328,14 @@ def resume_run(
     kill_orphans(run)
     if on_claimed is not None:
         on_claimed(run.id)
+    scope = {**run.variables, **credentials}
     info = RunInfo(run.id, run.workflow, run.version, logical_datetime(workflow, run.logical_time), run.root, os.uname().nodename)
     runner = _runner(
         project,
         workflow,
         info=info,
         store=store,
-        variables=run.variables,
+        variables=scope,
         executor=executor,
         depth=depth,
         hooks=hooks,
@@ -336,6 +344,30 @@ def resume_run(
         started_at=run.started_at,
     )
     return drive(BegunRun(run_id, runner, store))
+
+
+def _credentials(run: StoredRun, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's variables the store keeps masked, with their passwords (`resume_run`): from
+    `given`, else from the workflow's `defaults` when one masks to the same; a `UsageError` for a
+    given value that is not the one the run started with, or a password that nothing gives."""
+    from flowstage.app.definitions import has_masked
+
+    for name, value in given.items():
+        if name not in run.variables or mask_strings(value) != run.variables[name]:
+            was = f" ({run.variables[name]})" if name in run.variables else ""
+            raise UsageError(f"--var {name}: not the value the run started with{was}; resume keeps the run's variables")
+    found = dict(given)
+    for name, value in run.variables.items():
+        if name not in found and has_masked(value) and name in defaults and mask_strings(defaults[name]) == value:
+            found[name] = defaults[name]
+    missing = sorted(k for k, v in run.variables.items() if k not in found and has_masked(v))
+    if missing:
+        again = " ".join(f"--var {k}={run.variables[k]}" for k in missing).replace("***", "PASSWORD")
+        raise UsageError(
+            f"run {run.id}: variable {', '.join(missing)} holds a password written in a URL, which the store never "
+            f"keeps: give it again to resume (flowstage resume {run.id} {again})"
+        )
+    return found
 
 
 def request_cancel(store: RunStore, run_id: str) -> StoredRun:

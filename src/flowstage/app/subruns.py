@@ -12,12 +12,14 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError, RunError
 from flowstage.logging import NOTICE
 from flowstage.model.kinds import WorkflowSpec
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
+from flowstage.redact import mask_strings
 from flowstage.settings import Project
 from flowstage.stores.base import StoredRun
 from flowstage.tasks._process import ProcessHandle
@@ -38,6 +40,12 @@ def subrun_id(parent_run_id: str, task: str, instance: int | None) -> str:
     """
     digest = hashlib.sha256(f"{parent_run_id}/{task}/{instance}".encode()).hexdigest()
     return parent_run_id[:14] + digest[:12]
+
+
+def _passwords(given: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """The variables a sub-run was started with that its record keeps masked (a password in a URL):
+    what its resume must be given again."""
+    return {k: v for k, v in given.items() if k in kept and kept[k] != v and mask_strings(v) == kept[k]}
 
 
 class SubRuns:
@@ -108,7 +116,14 @@ class SubRuns:
                     result = previous
                 elif shown in {s.value for s in RUN_RESUMABLE}:
                     watch(candidate)
-                    result = self.resume(self.project, candidate, store=store, executor=self.executor, depth=self.depth + 1)
+                    result = self.resume(
+                        self.project,
+                        candidate,
+                        store=store,
+                        executor=self.executor,
+                        depth=self.depth + 1,
+                        variables=_passwords(attempt.task_variables, previous.variables),
+                    )
                 elif candidate == own_id:
                     raise RunError(f"sub-run {candidate} of {previous.workflow} is still running (pid {previous.runner_pid})")
                 if result is not None:

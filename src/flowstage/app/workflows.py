@@ -34,6 +34,8 @@ def parse_var(text: str) -> tuple[str, Any]:
                 return key, parse(stripped, "--var").data
             except DefinitionError as exc:
                 problem = str(exc).split(": ", 1)[-1].removeprefix("invalid YAML: ")
+                if "number too long" in problem:
+                    raise ValueError("digits") from None  # named below as a number too long, like a lone one
                 if stripped[:1] in ("'", '"'):
                     raise UsageError(f"--var {key}: {value!r}: the quote is not closed ({problem})") from None
                 raise UsageError(

@@ -227,7 +227,10 @@ def graph_cmd(workflow: str | None, run_id: str | None, fmt: str, output: Path |
     else:
         text = graph.render(plan, fmt, statuses, reasons)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o {output}: cannot write it ({exc.strerror or exc})") from None
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)

@@ -9,16 +9,24 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from flowstage.errors import DefinitionError, ExitCode, FlowstageError, RunInterrupted
 
 
-def fail(message: str, code: ExitCode) -> None:
+def fail(message: str, code: ExitCode) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(int(code))
+
+
+def usage_failed(exc: click.UsageError) -> NoReturn:
+    """A usage error as one line (exit 2): what is wrong, and where help is."""
+    text = exc.format_message().strip().rstrip(".")
+    text = text[:1].lower() + text[1:]
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    fail(f"error: {text}{where}", ExitCode.INVALID_INPUT)
 
 
 #: each command's module, imported only when the command runs (or help lists it): a run starts light
@@ -32,6 +40,7 @@ COMMAND_MODULES: dict[str, str] = {
     "token": "tokens",
     "notify": "notify",
     "alerts": "alerts",
+    "explain": "explain",
 }
 
 
@@ -54,9 +63,21 @@ class FlowstageGroup(click.Group):
         kwargs.setdefault("standalone_mode", True)
         return super().main(*args, **kwargs)
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `flowstage` alone: the help, as click shows it
+        except click.UsageError as exc:
+            usage_failed(exc)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            usage_failed(exc)
         except FlowstageError as exc:
             text = str(exc)
             located = isinstance(exc, DefinitionError) and all(p.file for p in exc.problems)

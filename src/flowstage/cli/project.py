@@ -72,13 +72,13 @@ def _is_package(path: Path) -> bool:
     return "\nsources:" in "\n" + text and "\nsteps:" in "\n" + text
 
 
-def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
-    """The problems of one file; a valid workflow's name is added to `names`."""
+def _validate_path(path: Path, names: list[tuple[Path, str]], warnings: list[Problem]) -> list[Problem]:
+    """The problems of one file; a valid workflow's name is added to `names`, its warnings to `warnings`."""
     from flowstage.app.workflows import python_ref
     from flowstage.model.loader import load
 
     if python_ref(str(path)) is not None:
-        return _validate_python(str(path), names)
+        return _validate_python(str(path), names, warnings)
     if path.name == "flowstage.yaml":
         from flowstage.app.checks import project_problems
         from flowstage.app.registry import notifiers_for
@@ -101,26 +101,35 @@ def _validate_path(path: Path, names: list[tuple[Path, str]]) -> list[Problem]:
         else:
             workflow = load(path, notifiers=_notifiers_for(path))
             names.append((path, workflow.name))
-            return _package_problems(workflow, path) + _project_fit(workflow, path)
+            problems = _package_problems(workflow, path) + _project_fit(workflow, path)
+            if not problems:
+                from flowstage.app.checks import variable_warnings
+                from flowstage.settings import find_root
+
+                warnings.extend(variable_warnings(find_root(path.resolve().parent)[0], workflow, path))
+            return problems
     except DefinitionError as exc:
         return exc.problems
     return []
 
 
-def _validate_python(ref: str, names: list[tuple[Path, str]]) -> list[Problem]:
+def _validate_python(ref: str, names: list[tuple[Path, str]], warnings: list[Problem]) -> list[Problem]:
     """The problems of a workflow built in Python (``module.py:name``), in the module's project."""
+    from flowstage.app.checks import variable_warnings
     from flowstage.app.workflows import load_python, python_file, python_ref
     from flowstage.settings import find_root, load_project
 
     file, name = python_ref(ref) or (ref, "")
     module = python_file(load_project(), file)
     try:
-        project = load_project(root=find_root(module.resolve().parent)[0])
-        workflow = load_python(project, f"{module}:{name}").workflow
+        root = find_root(module.resolve().parent)[0]
+        workflow = load_python(load_project(root=root), f"{module}:{name}").workflow
     except DefinitionError as exc:
         return [_as_written(p, module, file) for p in exc.problems]
     names.append((module, workflow.name))
     problems = _package_problems(workflow, module) + _project_fit(workflow, module)
+    if not problems:
+        warnings.extend(_as_written(w, module, file) for w in variable_warnings(root, workflow, module))
     return [_as_written(p, module, file) for p in problems]
 
 
@@ -219,26 +228,30 @@ def _package_problems(workflow: object, path: Path) -> list[Problem]:
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
-def validate_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
+@click.option("--strict", is_flag=True, help="Fail (exit 2) on warnings too, e.g. a variable nothing defines.")
+def validate_cmd(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
     """Check workflow files (and flowstage.yaml, or module.py:name of a Workflow built in Python); errors as file:line:col: message."""
     files: list[Path] = []
     for path in paths:
         files.extend(_project_files(path) if path.is_dir() else [path])
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     names: list[tuple[Path, str]] = []
     for f in dict.fromkeys(files):
-        problems.extend(_validate_path(f, names))
+        problems.extend(_validate_path(f, names, warnings))
     from flowstage.app.checks import duplicate_names
 
     problems.extend(duplicate_names(names))
     if as_json:
-        emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems])
+        found = [(p, "error") for p in problems] + [(w, "warning") for w in warnings]
+        emit_json([{"file": p.file, "line": p.line, "column": p.column, "message": p.message, "level": lv} for p, lv in found])
     else:
-        for p in problems:
+        for p in [*problems, *warnings]:
             click.echo(str(p), err=True)
-        if not problems:
-            click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} valid")
-    if problems:
+        if not problems and not (strict and warnings):
+            counted = f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""
+            click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} valid{counted}")
+    if problems or (strict and warnings):
         raise SystemExit(int(ExitCode.INVALID_INPUT))
 
 

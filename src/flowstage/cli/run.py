@@ -296,13 +296,24 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
 @click.argument("run_id")
 @click.option("--executor", default=None, metavar="URL", help="Where tasks run: local (default) or dask://HOST:PORT.")
 @click.option("--detach", is_flag=True, help="Resume in a runner process of its own and return.")
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A variable holding a password in a URL, which the store keeps masked, given again (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
-def resume_cmd(run_id: str, executor: str | None, detach: bool, as_json: bool, quiet: bool) -> None:
+def resume_cmd(run_id: str, executor: str | None, detach: bool, variables: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Run again what failed, timed out, was cancelled or never ran in RUN_ID."""
     from flowstage.app.runs import resume_run
+    from flowstage.app.workflows import parse_var
 
+    given = dict(parse_var(v) for v in variables)
     project = project_for()
+    if detach and given:
+        raise click.UsageError("--var is given to a resume in the foreground, not with --detach")
     if detach:
         from flowstage.app.detached import detach_resume
 
@@ -312,7 +323,13 @@ def resume_cmd(run_id: str, executor: str | None, detach: bool, as_json: bool, q
     progress = _progress(as_json, quiet)
     try:
         run = resume_run(
-            project, run_id, store=store, executor=executor, observer=progress, on_claimed=progress.start if progress else None
+            project,
+            run_id,
+            store=store,
+            executor=executor,
+            observer=progress,
+            on_claimed=progress.start if progress else None,
+            variables=given,
         )
     finally:
         if progress:

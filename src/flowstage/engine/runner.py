@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import logging
 import os
 import queue
@@ -55,6 +56,7 @@ from flowstage.logging import ERROR, INFO, LEVELS, NOTICE, WARNING
 from flowstage.model import templates
 from flowstage.model.statuses import TASK_FINAL, RunStatus, TaskStatus
 from flowstage.model.workflow import Task
+from flowstage.redact import masked_paths
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,8 @@ class _Launch:
     #: the record's `variables` as an attempt said it bound them (`Outcome.resolved`), as a change
     #: for the move that ends the attempt (empty: the scope recorded at its start stands)
     bound: dict[str, Any] = field(default_factory=dict)
+    #: bytes (as JSON) of the copies' results kept with their attempts, for a resume (`_kept_result`)
+    kept: int = 0
 
 
 @dataclass(order=True)
@@ -325,7 +329,7 @@ class Runner:
             self._finish(name, TaskInput.FAIL, error=str(exc), changes={"started_at": record.started_at or now})
             return
         fan = task.instances is not None or task.for_each is not None
-        done = _copies_done(task, record, items) if fan else set()
+        done = _copies_done(task, record, items) if fan else {}
         todo = deque(i for i in range(len(items)) if i not in done)
         self.launch[name] = _Launch(items=items, fan=fan, todo=todo, started=self.clock.monotonic())
         if not items:
@@ -334,7 +338,11 @@ class Runner:
             return
         if done:
             launch = self.launch[name]
-            launch.values.update(dict.fromkeys(done))
+            for copy in sorted(done):  # what each copy returned and saved, as its attempt kept it
+                launch.values[copy] = done[copy].get("value")
+                launch.variables.update(done[copy].get("saved") or {})
+                if "value" in done[copy]:
+                    launch.kept += len(json.dumps({k: done[copy].get(k) for k in _RESULT_KEYS}, default=str))
             shown = ", ".join(str(i) for i in sorted(done))
             self._log(INFO, f"task {name}: copies {shown} succeeded before and are not run again", name)
             if not todo:
@@ -394,7 +402,7 @@ class Runner:
                 log_level=self.rec.level_of[name],
                 interpreter=self.python,
                 task_variables=own,
-                previous=[dict(a) for a in record.attempts[:-1]],
+                previous=[_without_result(a) for a in record.attempts[:-1]],
                 instance=copy if launch.fan else None,
                 item=jsonable(item) if launch.fan else None,
                 timeout=timeout or None,
@@ -446,6 +454,11 @@ class Runner:
         launch = self.launch[name]
         record = self.records[name]
         metrics = {"runtime_seconds": round(self.clock.monotonic() - running.started, 6), **outcome.metrics}
+        kept = (
+            _kept_result(self.plan.nodes[name].task, launch, outcome)
+            if launch.fan and outcome.status is TaskStatus.SUCCEEDED
+            else {}
+        )
         self.rec.attempt(
             name,
             number,
@@ -454,6 +467,7 @@ class Runner:
                 "ended_at": self.clock.time(),
                 "error": outcome.error,
                 "metrics": metrics,
+                **kept,
             },
         )
         task_metrics = None if launch.fan else {**record.metrics, **metrics, "attempts": len(record.attempts)}
@@ -757,18 +771,50 @@ class Runner:
         return f"Runner({self.info.id!r}, {self.info.workflow!r}, {len(self.records)} tasks)"
 
 
-def _copies_done(task: Any, record: TaskRun, items: list[Any]) -> set[int]:
-    """The copies of a resumed fan-out task whose attempt succeeded (for the same item): never run
-    again. Only for a task whose copies' values are not saved (they are not kept per attempt)."""
-    if task.save is not None or getattr(task.spec, "save_rows", None):
-        return set()
-    done: set[int] = set()
+def _saves(task: Any) -> bool:
+    return task.save is not None or bool(getattr(task.spec, "save_rows", None))
+
+
+_RESULT_KEYS = ("value", "saved")  # what a copy's attempt keeps of its result (`_kept_result`)
+
+
+def _kept_result(task: Any, launch: _Launch, outcome: Outcome) -> dict[str, Any]:
+    """What a succeeded copy's attempt keeps so that a resume need not run it again: the value it
+    returned (for `save:`) and the variables it saved itself (`save_rows:`). Kept while all of them
+    fit in what the saved list may hold (`SAVED_VALUE_LIMIT`); a copy past it runs again on resume."""
+    if not _saves(task):
+        return {}
+    kept: dict[str, Any] = {"value": jsonable(outcome.value) if task.save is not None else None}
+    if outcome.variables:
+        kept["saved"] = jsonable(outcome.variables)
+    try:
+        size = len(json.dumps(kept, default=str))
+    except ValueError:  # a number past 4,300 digits: the task fails when it saves the list
+        return {}
+    if launch.kept + size > attempts.SAVED_VALUE_LIMIT:
+        return {}
+    launch.kept += size
+    return kept
+
+
+def _without_result(entry: dict[str, Any]) -> dict[str, Any]:
+    """An earlier attempt as the next one is told of it: without the result a copy kept for a resume."""
+    return {k: v for k, v in entry.items() if k not in _RESULT_KEYS}
+
+
+def _copies_done(task: Any, record: TaskRun, items: list[Any]) -> dict[int, dict[str, Any]]:
+    """The copies of a resumed fan-out task whose attempt succeeded (for the same item), with that
+    attempt: never run again. For a task that saves, only those whose attempt kept the result."""
+    saves = _saves(task)
+    done: dict[int, dict[str, Any]] = {}
     for entry in record.attempts:
         copy = entry.get("instance")
         if not isinstance(copy, int) or not 0 <= copy < len(items) or entry.get("status") != "succeeded":
             continue
+        if saves and ("value" not in entry or masked_paths([entry.get("value"), entry.get("saved")])):
+            continue  # not kept, or kept with a password the store masked: only running it again gives it
         if entry.get("item") == jsonable(items[copy]):
-            done.add(copy)
+            done[copy] = entry
     return done
 
 

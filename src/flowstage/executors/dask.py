@@ -46,10 +46,9 @@ from typing import Any
 
 from flowstage.engine.ports import WORKER_LOST, AttemptSpec, Outcome, Reports
 from flowstage.errors import ConnectionError, DefinitionError
-from flowstage.executors.local import LocalExecutor, MaskedReports, run_secrets
+from flowstage.executors.local import LocalExecutor, MaskedReports, RunScrubbers
 from flowstage.logging import INFO, WARNING
 from flowstage.model.statuses import TaskStatus
-from flowstage.redact import Scrubber
 from flowstage.tasks import RunResources
 
 #: the kinds whose attempts run on workers; every other kind runs on the runner
@@ -110,7 +109,7 @@ class DaskExecutor:
         self.resources = resources
         self.local = LocalExecutor(resources, max_workers=max_workers)
         self.topic = f"flowstage-{uuid.uuid4().hex}"
-        self._scrub = Scrubber(run_secrets(resources))
+        self._scrubbers = RunScrubbers(resources)
         self._lock = threading.Lock()
         self._remotes: dict[str, _Remote] = {}
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -124,7 +123,7 @@ class DaskExecutor:
         if job.kind not in REMOTE_KINDS or getattr(job.spec, "in_process", False):
             return self.local.submit(job, reports)
         key = f"flowstage-{job.task}-{job.attempt}-{uuid.uuid4().hex[:12]}"
-        remote = _Remote(key, MaskedReports(reports, self._scrub))
+        remote = _Remote(key, MaskedReports(reports, self._scrubbers.for_attempt(job)))
         with self._lock:
             self._remotes[key] = remote
         future: Any = self.client.submit(run_on_worker, job.to_message(), self.topic, key=key, pure=False, retries=0)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError
@@ -70,6 +71,45 @@ def run_secrets(resources: RunResources) -> list[str]:
 
 
 _Job = tuple[Callable[[], Outcome], Callable[[Outcome], None]]
+
+
+def attempt_secrets(job: AttemptSpec) -> list[str]:
+    """URLs with a password among an attempt's variables and arguments (a `--var` URL, say): their
+    passwords are masked in what the attempt logs too, even printed alone."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            if "://" in value and "@" in value:
+                found.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    walk(job.variables)
+    walk(job.kwargs)
+    return found
+
+
+class RunScrubbers:
+    """The scrubber of each attempt: the run's secrets, plus the passwords of URLs it was given."""
+
+    def __init__(self, resources: RunResources) -> None:
+        self._base = run_secrets(resources)
+        self.run = Scrubber(self._base)
+        self._by_urls: dict[tuple[str, ...], Scrubber] = {}
+
+    def for_attempt(self, job: AttemptSpec) -> Scrubber:
+        urls = tuple(sorted(set(attempt_secrets(job))))
+        if not urls:
+            return self.run
+        found = self._by_urls.get(urls)
+        if found is None:
+            found = self._by_urls[urls] = Scrubber([*self._base, *urls])
+        return found
 
 
 class _DaemonThreads:
@@ -123,7 +163,7 @@ class LocalExecutor:
         self._in_process = _DaemonThreads("flowstage-in-process")
         self.resources = resources
         self._futures: set[Future[None]] = set()
-        self._scrub = Scrubber(run_secrets(resources))
+        self._scrubbers = RunScrubbers(resources)
         self._root = str(resources.root)
         if interpreters:
             self._pool.submit(self._prestart, list(interpreters))
@@ -139,7 +179,7 @@ class LocalExecutor:
 
     def submit(self, job: AttemptSpec, reports: Reports) -> ProcessHandle:
         handle = ProcessHandle()
-        masked = MaskedReports(reports, self._scrub)
+        masked = MaskedReports(reports, self._scrubbers.for_attempt(job))
 
         def attempt() -> Outcome:
             try:

@@ -62,7 +62,7 @@ def run_message(message: dict[str, Any], reports: Any, *, handle: Any = None) ->
     Log lines and errors are masked like the local executor's; `reports.done` gets the outcome.
     `handle` (a `ProcessHandle`) lets the caller kill the attempt's child process.
     """
-    from flowstage.executors.local import MaskedReports, run_secrets
+    from flowstage.executors.local import MaskedReports, attempt_secrets, run_secrets
     from flowstage.redact import Scrubber
     from flowstage.settings import load_project
     from flowstage.tasks import RunResources, TaskContext, runner_for
@@ -70,7 +70,8 @@ def run_message(message: dict[str, Any], reports: Any, *, handle: Any = None) ->
 
     attempt = AttemptSpec.from_message(message)
     resources = RunResources.for_project(load_project(root=Path(attempt.root)))
-    reports = MaskedReports(reports, Scrubber(run_secrets(resources)))  # the same masking as the local executor
+    # the same masking as the local executor
+    reports = MaskedReports(reports, Scrubber([*run_secrets(resources), *attempt_secrets(attempt)]))
     try:
         context = TaskContext.reporting_to(reports, handle if handle is not None else ProcessHandle(), resources)
         outcome = runner_for(attempt.kind)(attempt, context)

@@ -10,16 +10,12 @@ shows up.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flowstage.model.dataflow import Package
 from flowstage.model.durations import Duration
-
-if TYPE_CHECKING:
-    # imported with the first dataflow task (`_complete_dataflow`): a run without one never
-    # builds the dataflow package models
-    from flowstage.model.dataflow import Package
 
 
 class KindSpec(BaseModel):
@@ -320,30 +316,13 @@ def _load_plugins() -> dict[str, type[KindSpec]]:
 _BUILTIN_FIELDS = frozenset(name for spec in BUILTIN_KINDS.values() for name in spec.model_fields) - set(BUILTIN_KINDS)
 
 
-_dataflow_complete = False
-
-
-def _complete_dataflow() -> None:
-    """Resolve `DataflowSpec`'s `Package` annotation, once, before the spec is first used."""
-    global _dataflow_complete
-    if not _dataflow_complete:
-        from flowstage.model.dataflow import Package
-
-        globals()["Package"] = Package
-        DataflowSpec.model_rebuild()
-        _dataflow_complete = True
-
-
 def kind_spec(key: str) -> type[KindSpec] | None:
     """The spec model of the kind whose key is `key`, or None."""
     spec = BUILTIN_KINDS.get(key)
-    if spec is DataflowSpec:
-        _complete_dataflow()
     if spec is None and not key.startswith("_") and key not in _BUILTIN_FIELDS:
         spec = _load_plugins().get(key)
     return spec
 
 
 def all_kinds() -> dict[str, type[KindSpec]]:
-    _complete_dataflow()
     return {**_load_plugins(), **BUILTIN_KINDS}

@@ -8,6 +8,8 @@ workflow of 100,000 tasks while it grows would cost more than building it.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from flowstage.errors import DefinitionError, Problem
 from flowstage.model import templates
-from flowstage.model.workflow import Task, Workflow, did_you_mean
+from flowstage.model.workflow import NAME_PATTERN, TASK_NAME_PATTERN, Task, Workflow, did_you_mean
 from flowstage.model.yamlsource import Source, collector_paused, parse
-
-_TOP_KEYS = tuple(Workflow.model_fields)
 
 
 def load(path: str | Path, *, notifiers: Collection[str] | None = None) -> Workflow:
@@ -36,15 +36,111 @@ def load_text(text: str, file: str = "<input>", *, notifiers: Collection[str] | 
         return from_source(source, notifiers=notifiers)
 
 
+#: what a value of each pattern-checked key must look like, in words (a test checks every pattern is here)
+PATTERN_WORDS: dict[str, str] = {
+    NAME_PATTERN: "must start with a lowercase letter and use only a-z, 0-9, _ and -",
+    TASK_NAME_PATTERN: "must start with a letter or _ and use only letters, digits, _ and -",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "must start with a letter or _ and use only letters, digits and _",
+    r"^(?i:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$": "is not an HTTP method: one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
+    r"^(csv|parquet|json)$": "is not a file format: one of csv, parquet, json",
+}
+
+#: what a value of each type is called, for pydantic's type errors
+_TYPE_WORDS: dict[str, str] = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+    "none_required": "null",
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as the file wrote it: text in double quotes, a list or a mapping by what it is."""
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 60 else text[:56] + '..."'
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    try:
+        text = str(value)
+    except ValueError:  # an integer past Python's 4,300 digits
+        return "a number of more than 4,300 digits"
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def _words(err: dict[str, Any]) -> str | None:
+    """Pydantic's error in the words of a workflow file (None: its own message is clear)."""
+    etype = str(err["type"])
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if etype in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[etype]}, got {_shown(value)}"
+    if etype in ("enum", "literal_error"):
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        return f"{_shown(value)} is not one of {', '.join(choices)}{hint}"
+    if etype == "string_pattern_mismatch":
+        return f"{_shown(value)} {PATTERN_WORDS.get(str(ctx.get('pattern')), 'is not valid here')}"
+    limits = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("more than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if etype in limits:
+        words, key = limits[etype]
+        return f"must be {words} {ctx.get(key)}, got {_shown(value)}"
+    if etype in ("too_short", "string_too_short"):
+        least = ctx.get("min_length", 1)
+        unit = "character" if etype == "string_too_short" else "item"
+        return "must not be empty" if least == 1 else f"needs at least {least} {unit}s, got {ctx.get('actual_length')}"
+    if etype in ("too_long", "string_too_long"):
+        unit = "characters" if etype == "string_too_long" else "items"
+        return f"may hold at most {ctx.get('max_length')} {unit}"
+    return None
+
+
 def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
     errors: list[dict[str, Any]] = [dict(err, loc=_data_path(source.data, err["loc"])) for err in exc.errors(include_url=False)]
-    # a union reports a type mismatch for each branch that does not fit: keep the branch that does
+    # a union reports a type mismatch for each branch that does not fit: keep the branch that does,
+    # or that got furthest into the value (`save: {x: 3}` is a mapping whose value is not text)
     real = [tuple(e["loc"]) for e in errors if not str(e["type"]).endswith("_type")]
+    deeper = [tuple(e["loc"]) for e in errors]
     errors = [
-        e for e in errors if not (str(e["type"]).endswith("_type") and any(r[: len(e["loc"])] == tuple(e["loc"]) for r in real))
+        e
+        for e in errors
+        if not (
+            str(e["type"]).endswith("_type")
+            and (
+                any(r[: len(e["loc"])] == tuple(e["loc"]) for r in real)
+                or any(len(d) > len(e["loc"]) and d[: len(e["loc"])] == tuple(e["loc"]) for d in deeper)
+            )
+        )
     ]
+    # ...and when no branch fits, one line says what each would have taken
+    expected: dict[tuple[Any, ...], list[str]] = {}
+    for e in errors:
+        if e["type"] in _TYPE_WORDS:
+            words = expected.setdefault(tuple(e["loc"]), [])
+            if _TYPE_WORDS[e["type"]] not in words:
+                words.append(_TYPE_WORDS[e["type"]])
     for err in errors:
         loc = list(err["loc"])
         message = err["msg"]
@@ -53,17 +149,27 @@ def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
         if etype == "extra_forbidden":
             key = loc[-1] if loc else "?"
             parent = tuple(loc[:-1])
-            choices = _choices_at(parent)
-            message = f"unknown key '{key}'{did_you_mean(str(key), choices)}"
+            choices = _choices_at(parent, source.data, _root_model(exc.title))
+            hint = did_you_mean(str(key), choices)
+            if not hint:  # say where it is and what is known there
+                hint = f" under {_dotted(list(parent))}" if parent else ""
+                hint += f"; known keys: {', '.join(choices)}" if choices else ""
+            message = f"unknown key '{key}'{hint}"
         elif etype == "missing":
             message = f"missing required key '{loc[-1]}'"
             loc = loc[:-1]
+            if loc:
+                message = f"{_dotted(loc)}: {message}"
         elif "key" in ctx:
             loc = [*loc, ctx["key"]]
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         elif message.startswith("Assertion failed, "):
             message = message[len("Assertion failed, ") :]
+        elif etype in _TYPE_WORDS and len(expected.get(tuple(loc), [])) > 1:
+            message = f"expected {' or '.join(expected[tuple(loc)])}, got {_shown(err.get('input'))}"
+        else:
+            message = _words(err) or message
         if etype not in ("extra_forbidden", "missing") and "key" not in ctx and loc:
             message = f"{_dotted(loc)}: {message}"
         marker = (tuple(loc), message)
@@ -111,23 +217,87 @@ def _dotted(loc: list[Any]) -> str:
     return out
 
 
-def _choices_at(parent: tuple[Any, ...]) -> list[str]:
-    from flowstage.model.workflow import Alert, Preferences, Stage, Trigger
-
-    if not parent:
-        return list(_TOP_KEYS)
-    last = next((p for p in reversed(parent) if isinstance(p, str)), "")
-    by_key: dict[str, type[BaseModel]] = {
-        "preferences": Preferences,
-        "trigger": Trigger,
-        "alerts": Alert,
-        "stages": Stage,
-    }
-    model = by_key.get(str(last))
+def _choices_at(parent: tuple[Any, ...], data: Any, root: type[BaseModel] = Workflow) -> list[str]:
+    """The keys the mapping at `parent` may hold, found by walking the model along the data."""
+    current: Any = root  # a model, or the annotation of the value at the path so far
+    node = data
+    for part in parent:
+        model = _as_model(current)
+        if model is None:
+            current = _item(current)
+        else:
+            fields = _fields_by_key(model)
+            spec = _task_spec(model, node)
+            if part in fields:
+                current = fields[part]
+            elif spec is not None and part in _fields_by_key(spec):
+                current = _fields_by_key(spec)[part]
+            else:
+                return []
+        node = node[part] if isinstance(node, dict | list) and _has(node, part) else None
+    model = _as_model(current)
     if model is None:
         return []
-    fields: dict[str, Any] = model.model_fields
-    return [f.alias or name for name, f in fields.items()]
+    keys = [k for k in _fields_by_key(model) if k != "spec"]
+    spec = _task_spec(model, node)
+    if spec is not None:
+        keys += [k for k in _fields_by_key(spec) if k not in keys]
+    return keys
+
+
+def _root_model(title: str) -> type[BaseModel]:
+    """The model a validation error's title names: a workflow, or a dataflow package."""
+    from flowstage.model.dataflow import Package
+
+    return Package if title == Package.__name__ else Workflow
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a file writes (the alias, else the name), to their annotations."""
+    return {f.alias or name: f.annotation for name, f in model.model_fields.items()}
+
+
+def _task_spec(model: Any, node: Any) -> type[BaseModel] | None:
+    """For a task's mapping, the spec model of its kind (the kind key it holds)."""
+    from flowstage.model.kinds import kind_spec
+
+    if model is not Task or not isinstance(node, dict):
+        return None
+    return next((found for key in node if (found := kind_spec(str(key))) is not None), None)
+
+
+def _as_model(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation is (through Annotated, Optional and unions), or None."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _as_model(args[0])
+    if origin in (list, tuple, set, dict) or origin is None:
+        return None
+    return next((m for m in map(_as_model, args) if m is not None), None)
+
+
+def _item(annotation: Any) -> Any:
+    """The annotation of an item (of a list) or a value (of a mapping) the annotation holds."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _item(args[0])
+    if origin in (list, tuple, set, dict):
+        return args[-1] if args else None
+    if origin is None:
+        return None
+    return next((i for i in map(_item, args) if _as_model(i) is not None), None)
 
 
 def from_source(source: Source, *, notifiers: Collection[str] | None = None) -> Workflow:
@@ -278,34 +448,21 @@ def _fields_of(model: type[BaseModel]) -> frozenset[str]:
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """One cycle of `graph` (node -> predecessors) as a path ``[a, b, a]``, or None."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(graph, white)
-    for root in graph:
-        if color[root] != white:
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = []
-        color[root] = grey
-        path.append(root)
-        while stack:
-            node, idx = stack[-1]
-            preds = graph.get(node, [])
-            if idx < len(preds):
-                stack[-1] = (node, idx + 1)
-                nxt = preds[idx]
-                if nxt not in color:
-                    continue
-                if color[nxt] == grey:
-                    start = path.index(nxt)
-                    cyc = [*path[start:], nxt]
-                    return list(reversed(cyc))
-                if color[nxt] == white:
-                    color[nxt] = grey
-                    path.append(nxt)
-                    stack.append((nxt, 0))
-            else:
-                color[node] = black
-                path.pop()
-                stack.pop()
+    """One cycle of `graph` (node -> predecessors) as a path ``[a, b, a]``, or None.
+
+    The path follows the edges (each node is a predecessor of the next) and starts at the node
+    that comes first in `graph` (the first task of the cycle in the file). A predecessor that is
+    not a node of `graph` is ignored (an unknown name is reported on its own).
+    """
+    from graphlib import CycleError, TopologicalSorter
+
+    sorter = TopologicalSorter({node: [p for p in preds if p in graph] for node, preds in graph.items()})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        found: list[str] = exc.args[1][:-1]
+        order = {node: i for i, node in enumerate(graph)}
+        first = min(range(len(found)), key=lambda i: order[found[i]])
+        path = found[first:] + found[:first]
+        return [*path, path[0]]
     return None

@@ -337,13 +337,62 @@ def syntax_error(text: str) -> str | None:
     from jinja2 import TemplateSyntaxError
 
     try:
-        environment().parse(text)
+        tree = environment().parse(text)
     except TemplateSyntaxError as exc:
-        return f"template syntax error: {exc.message}"
+        return f"template syntax error: {_syntax_words(str(exc.message), expression=False)}"
     except RecursionError:
         return _TOO_DEEP
     except ValueError as exc:  # a number literal past 4,300 digits
         return f"template syntax error: {_number_message(exc)}"
+    unknown = _unknown_filters(tree)
+    return f"template syntax error: {unknown}" if unknown else None
+
+
+def _syntax_words(said: str, *, expression: bool) -> str:
+    """Jinja's syntax error in the words of a template author (its own words when none fit)."""
+    m = re.search(r"looking for the following tags: (.+?)\. The innermost block that needs to be closed is '(\w+)'", said)
+    if m:
+        return f"{{% {m.group(2)} %}} is never closed: add {{% end{m.group(2)} %}}"
+    if "end of template" in said:
+        return "the expression ends where a value is expected" if expression else "{{ is never closed: add }}"
+    if said == "chunk after expression":
+        return "something follows the expression: compare with == (not =), join conditions with and / or"
+    m = re.match(r"""unexpected char (['"])(.)\1 at (\d+)""", said)
+    if m:
+        char, at = m.group(2), int(m.group(3)) + 1
+        if char in "'\"":
+            return f"the quote at character {at} is never closed"
+        hint = {"&": ": write and", "!": ": write not (or != to compare)", "$": ""}.get(char, "")
+        return f"{char!r} (character {at}) cannot be used in an expression{hint}"
+    m = re.match(r"No (filter|test) named '([^']+)'", said)
+    if m:
+        import difflib
+
+        known = environment().filters if m.group(1) == "filter" else environment().tests
+        close = difflib.get_close_matches(m.group(2), sorted(known), n=1)
+        return f"unknown {m.group(1)} '{m.group(2)}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+    if said == "unexpected '}'":
+        return "a single } : close the expression with }}"
+    m = re.match(r"expected token 'end of print statement', got '(.+)'", said)
+    if m:
+        return f"{m.group(1)!r} follows the value inside {{{{ }}}}: one expression each (join text with ~)"
+    return said
+
+
+def _unknown_filters(tree: Any) -> str | None:
+    """A filter or test the sandbox does not have (Jinja finds it only when the template runs)."""
+    import difflib
+
+    from jinja2 import nodes
+
+    env = environment()
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in known:
+            what = "filter" if isinstance(node, nodes.Filter) else "test"
+            close = difflib.get_close_matches(node.name, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return f"unknown {what} '{node.name}'{hint}"
     return None
 
 
@@ -355,10 +404,12 @@ def expression_error(expr: str) -> str | None:
     """A message if `expr` is not a valid expression (as in `if:`), else None."""
     from jinja2 import TemplateSyntaxError
 
+    if "{{" in expr or "{%" in expr:
+        return f"invalid expression {expr!r}: if: is an expression without braces (write var.x, not {{{{ var.x }}}})"
     try:
         environment().compile_expression(expr)
     except TemplateSyntaxError as exc:
-        return f"invalid expression {expr!r}: {exc.message}"
+        return f"invalid expression {expr!r}: {_syntax_words(str(exc.message), expression=True)}"
     except RecursionError:
         return _TOO_DEEP
     except Exception as exc:  # a constant part that fails as Jinja folds it (`(3)[0]`, `{[1]: 2}`), a huge number
@@ -452,3 +503,71 @@ def contains_template(value: Any) -> bool:
     if isinstance(value, dict):
         return any(contains_template(v) for v in value.values())
     return False
+
+
+#: tests and filters that make a missing variable no error: `var.x is defined`, `var.x | default(1)`
+_GUARDS = frozenset({"defined", "undefined", "default", "d"})
+
+
+def variables_used(text: str) -> list[str]:
+    """The variables a template reads (`{{ var.x }}`, `{{ var['x'] }}`), each once, in order.
+
+    A read guarded by `is defined` or `| default(...)` is left out: it cannot fail a run. A text
+    that does not parse reads none (its syntax error is reported on its own).
+    """
+    if "var" not in text or not has_template(text):
+        return []
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        tree = environment().parse(text)
+    except (TemplateSyntaxError, RecursionError, ValueError):
+        return []
+    return _var_reads(tree)
+
+
+def expression_variables(expr: str) -> list[str]:
+    """The variables an expression (an `if:`) reads, as `variables_used` finds them in a template."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.parser import Parser
+
+    if "var" not in expr:
+        return []
+    try:
+        tree = Parser(environment(), expr, state="variable").parse_expression()
+    except (TemplateSyntaxError, RecursionError, ValueError):
+        return []
+    return _var_reads(tree)
+
+
+def _var_reads(tree: Any) -> list[str]:
+    from jinja2 import nodes
+
+    def name_of(node: Any) -> str | None:
+        if not (isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name)):
+            return None
+        if node.node.name != "var":
+            return None
+        if isinstance(node, nodes.Getattr):
+            return str(node.attr)
+        return node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
+
+    # a name guarded anywhere (`var.x is defined and var.x > 1`) is guarded everywhere; an undefined
+    # value is no error to `is none` either; `var.get("x")` is a method, not a variable
+    guarded: set[str | None] = set()
+    methods: set[int] = set()
+    reads: list[Any] = []
+    for node in tree.find_all((nodes.Test, nodes.Filter, nodes.Call, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Test | nodes.Filter):
+            if node.name in _GUARDS or node.name == "none":
+                guarded.add(name_of(node.node))
+        elif isinstance(node, nodes.Call):
+            methods.add(id(node.node))
+        else:
+            reads.append(node)
+    found: dict[str, None] = {}
+    for node in reads:
+        name = name_of(node)
+        if name is not None and name not in guarded and id(node) not in methods:
+            found[name] = None
+    return list(found)

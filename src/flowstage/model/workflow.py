@@ -341,18 +341,11 @@ class Trigger(_Frozen):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if len(v.split()) != 5:
-            raise ValueError(f"a schedule is a 5-field cron expression, got {v!r}")
-        from datetime import datetime
+        from flowstage.model.cron import cron_problem
 
-        import cronsim
-
-        try:
-            cronsim.CronSim(v, datetime(2026, 1, 1))
-        except cronsim.CronSimError as exc:
-            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        problem = None if v is None else cron_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("timezone")

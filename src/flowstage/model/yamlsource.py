@@ -21,6 +21,7 @@ import gc
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,40 @@ _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MAX_NODES = 2_000_000  # an alias bomb must not exhaust memory (100,000 tasks need ~1,000,000)
+#: nesting past this is refused while reading: every later walk (validation, templates, the store's
+#: JSON) recurses, and Python's stack ends near 1,000 levels. A real workflow nests under 20.
+MAX_DEPTH = 200
+
+
+class _NumberTooLong(ValueError):
+    """An integer past Python's digit limit (`sys.get_int_max_str_digits`): it could never be written out.
+
+    Raised where the number is read; `_build` turns it into a problem naming the key (`path`), which
+    only a builder keeping paths knows (`node` is where the number is)."""
+
+    def __init__(self, node: yaml.Node | None = None, path: Path = ()) -> None:
+        super().__init__(f"number too long (over {_max_digits()} digits)")
+        self.node = node
+        self.path = path
+
+
+def _max_digits() -> int:
+    return sys.get_int_max_str_digits()
+
+
+def _checked_int(text: str, base: int) -> int:
+    """`int(text, base)`, refusing a number longer than a decimal one Python may convert (whatever its base)."""
+    limit = _max_digits()
+    try:
+        value = int(text, base)
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python's own limit, not a malformed number
+            raise _NumberTooLong from None
+        raise
+    # a hexadecimal or octal number is read whatever its length, but could not be written in decimal
+    if limit and value.bit_length() > limit * 3.3219:
+        raise _NumberTooLong
+    return value
 
 
 def resolve_scalar(text: str) -> Any:
@@ -52,11 +87,11 @@ def resolve_scalar(text: str) -> Any:
     if _BOOL.match(text):
         return text.lower() == "true"
     if _INT10.match(text):
-        return int(text)
+        return _checked_int(text, 10)
     if _INT8.match(text):
-        return int(text[2:], 8)
+        return _checked_int(text[2:], 8)
     if _INT16.match(text):
-        return int(text[2:], 16)
+        return _checked_int(text[2:], 16)
     if _FLOAT.match(text):
         return float(text)
     if _INF.match(text):
@@ -125,7 +160,7 @@ class _Builder:
         m = node.start_mark
         return DefinitionError([Problem(message, self.file, m.line + 1, m.column + 1)])
 
-    def build(self, node: yaml.Node, path: Path) -> Any:
+    def build(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
         self.count += 1
         if self.count > _MAX_NODES:
             raise self.fail(node, f"document too large (more than {_MAX_NODES} nodes)")
@@ -133,12 +168,17 @@ class _Builder:
             self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
             if not node.style and node.tag == _STR_TAG:
-                return resolve_scalar(node.value)
+                try:
+                    return resolve_scalar(node.value)
+                except _NumberTooLong:
+                    raise _NumberTooLong(node, path) from None
             if node.tag in (_STR_TAG, "tag:yaml.org,2002:binary"):
                 return node.value
             if node.tag == "tag:yaml.org,2002:int":
                 try:
-                    return int(node.value, 0)
+                    return _checked_int(node.value, 0)
+                except _NumberTooLong:
+                    raise _NumberTooLong(node, path) from None
                 except ValueError:
                     raise self.fail(node, f"not an integer: {node.value!r}") from None
             if node.tag == "tag:yaml.org,2002:float":
@@ -151,12 +191,15 @@ class _Builder:
             if node.tag == "tag:yaml.org,2002:null":
                 return None
             raise self.fail(node, f"unsupported tag {node.tag}")
+        if depth >= MAX_DEPTH and isinstance(node, yaml.CollectionNode):
+            raise self.fail(node, f"nested too deeply (over {MAX_DEPTH} levels)")
+        depth += 1
         if isinstance(node, yaml.SequenceNode):
             if node.tag not in ("tag:yaml.org,2002:seq",):
                 raise self.fail(node, f"unsupported tag {node.tag}")
             if not self.keep:
-                return [self.build(item, path) for item in node.value]
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+                return [self.build(item, path, depth) for item in node.value]
+            return [self.build(item, (*path, i), depth) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             if node.tag not in ("tag:yaml.org,2002:map",):
                 raise self.fail(node, f"unsupported tag {node.tag}")
@@ -166,7 +209,7 @@ class _Builder:
                 if key_node.tag == "tag:yaml.org,2002:merge" or (
                     isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style
                 ):
-                    merged = self.build(value_node, path)
+                    merged = self.build(value_node, path, depth)
                     for part in merged if isinstance(merged, list) else [merged]:
                         if not isinstance(part, dict):
                             raise self.fail(value_node, "a merge key (<<) needs a mapping")
@@ -177,7 +220,10 @@ class _Builder:
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise self.fail(key_node, "a mapping key must be a plain value")
-                key = self.build(key_node, (*path, "\0key") if self.keep else path)
+                try:
+                    key = self.build(key_node, (*path, "\0key") if self.keep else path)
+                except _NumberTooLong:
+                    key = key_node.value  # a number too long for a value is still a name
                 if isinstance(key, bool | int | float) or key is None:
                     key = key_node.value  # keys are names: `on:` and `1:` stay strings
                 if key in out and key not in merged_keys:
@@ -185,9 +231,9 @@ class _Builder:
                 merged_keys.discard(key)
                 if self.keep:
                     self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                    out[key] = self.build(value_node, (*path, key))
+                    out[key] = self.build(value_node, (*path, key), depth)
                 else:
-                    out[key] = self.build(value_node, path)
+                    out[key] = self.build(value_node, path, depth)
             return out
         raise self.fail(node, "unsupported YAML node")
 
@@ -223,6 +269,22 @@ _JSON_DECODE = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests more than `limit` lists and mappings: level by level, never recursing."""
+    level = [value]
+    for _ in range(limit):
+        inner: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            inner.extend([item for item in items if type(item) is dict or type(item) is list])
+        if not inner:
+            return False
+        level = inner
+    return True
+
+
 _JSON_START = re.compile(r"\s*[{\[]")
 
 
@@ -232,12 +294,47 @@ def _json(text: str) -> Any:
         value = _JSON_DECODE(text)
     except (ValueError, RecursionError):
         raise _NotPlainJson from None
+    if (text.count("[") + text.count("{") > MAX_DEPTH) and _deeper_than(value, MAX_DEPTH):
+        raise _NotPlainJson  # refused by the YAML reader, at the line and column where it goes too deep
     if _SURROGATE_ESCAPE.search(text):
         try:  # `json` lets a lone surrogate through (a pair it joins): no text may carry one
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise _NotPlainJson from None
     return value
+
+
+#: libyaml's problems (as it says them) in a workflow author's words; the first that matches is said
+_YAML_WORDS: tuple[tuple[str, str], ...] = (
+    ("tab character", "tab character used for indentation: YAML indents with spaces"),
+    ("quoted scalar", "a quoted value is never closed: its closing quote is missing"),
+    ("expected '-' indicator", "this line is not indented like the list items above it"),
+    (
+        "did not find expected key",
+        "this line is not indented like the keys above it (or a quoted value goes on after its closing quote)",
+    ),
+    (
+        "mapping values are not allowed",
+        "a ':' where no key can start: indent the line like its neighbours, or quote a value holding ': '",
+    ),
+    ("expected ',' or '}'", "a {...} mapping is not closed: a ',' or '}' is missing"),
+    ("expected ',' or ']'", "a [...] list is not closed: a ',' or ']' is missing"),
+    ("could not find expected ':'", "a key without ':' (write key: value)"),
+    ("undefined alias", "an alias (*name) with no anchor (&name) before it"),
+    ("single document", "a second document (---): a file holds one document"),
+)
+
+
+def _yaml_words(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
+    """What is wrong at `mark`, said in a workflow author's words when libyaml's are only its own."""
+    said = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+    index = getattr(mark, "index", -1) if mark is not None else -1
+    found = text[index] if 0 <= index < len(text) else ""
+    if found == "\t":
+        return _YAML_WORDS[0][1]
+    if "cannot start any token" in said and found:
+        return f"{found!r} cannot start a value: put the value in quotes"
+    return next((words for problem, words in _YAML_WORDS if problem in said), said)
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
@@ -248,7 +345,7 @@ def _compose(text: str, file: str) -> yaml.Node | None:
         at_end = mark is not None and getattr(mark, "index", -1) >= len(text.rstrip())
         if exc.context_mark is not None and at_end:
             mark = exc.context_mark  # something left open: point where it opened, not at the end of the file
-        message = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        message = _yaml_words(exc, text, mark)
         if mark is None:
             raise DefinitionError([Problem(f"invalid YAML: {message}", file)]) from None
         raise DefinitionError([Problem(f"invalid YAML: {message}", file, mark.line + 1, mark.column + 1)]) from None
@@ -258,9 +355,23 @@ def _compose(text: str, file: str) -> yaml.Node | None:
         raise DefinitionError([Problem(f"invalid YAML: {exc}", file)]) from None
 
 
+def _key_text(path: Path) -> str:
+    """``tasks[0].retries`` for a path, as problems name keys."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "document"
+
+
 def _build(node: yaml.Node, builder: _Builder) -> Any:
     try:
         return builder.build(node, ())
+    except _NumberTooLong as exc:
+        if not builder.keep:  # located and named by a second reading that keeps every path
+            return _build(node, _Builder(builder.file, positions=True))
+        if exc.node is None:  # raised where no node is known: read again without naming it
+            raise DefinitionError([Problem(str(exc), builder.file)]) from None
+        raise builder.fail(exc.node, f"{_key_text(exc.path)}: {exc}") from None
     except RecursionError:
         raise DefinitionError([Problem("document nested too deeply", builder.file)]) from None
 

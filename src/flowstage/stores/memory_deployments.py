@@ -19,6 +19,7 @@ from typing import Any
 
 from flowstage.engine.scheduling import EndedRun
 from flowstage.errors import NotFoundError
+from flowstage.redact import mask_strings, mask_url
 from flowstage.stores.base import RunStore
 from flowstage.stores.deployments import (
     Activation,
@@ -116,6 +117,9 @@ class MemoryDeploymentStore:
         at: float,
         by: str | None,
     ) -> DeployOutcome:
+        # a password written in a URL of the workflow is not kept (`***`); a run takes it back from
+        # the project's workflow file (`app.definitions.validate_definition`)
+        definition, text = mask_strings(definition), mask_url(text)
         digest = content_hash(text, files)
         definition, files = copy.deepcopy(definition), dict(files)
         with self._transaction() as st:

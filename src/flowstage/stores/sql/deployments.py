@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowstage.engine.scheduling import EndedRun
 from flowstage.errors import NotFoundError
+from flowstage.redact import mask_strings, mask_url
 from flowstage.stores.deployments import (
     Activation,
     ActiveRun,
@@ -126,6 +127,9 @@ class SqlDeploymentStore:
         at: float,
         by: str | None,
     ) -> DeployOutcome:
+        # a password written in a URL of the workflow is not kept (`***`); a run takes it back from
+        # the project's workflow file (`app.definitions.validate_definition`)
+        definition, text = mask_strings(definition), mask_url(text)
         digest = content_hash(text, files)
         with self._write() as tx:
             tx.execute(

@@ -39,7 +39,7 @@ from flowstage.engine import collector, projection
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 from flowstage.errors import StoreError, UsageError
 from flowstage.model.statuses import TaskStatus
-from flowstage.redact import mask_url, scrub
+from flowstage.redact import mask_strings, mask_url, scrub
 from flowstage.stores.base import NewRun, RunHead, StoredLog, StoredRun
 
 if TYPE_CHECKING:
@@ -96,6 +96,17 @@ def _dumps(value: Any) -> str:
     if not value and type(value) in (dict, list):
         return "{}" if type(value) is dict else "[]"
     return _ENCODE(value)
+
+
+def _dumps_masked(value: Any) -> str:
+    """`_dumps` of variables with every password written in a URL masked (``user:***@``): a URL given
+    with ``--var`` or saved by a task is used by the run as it is, never stored so."""
+    text = _dumps(value)
+    if "://" in text or "=" in text:
+        masked = mask_strings(value)
+        if masked != value:
+            return _dumps(masked)
+    return text
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -538,6 +549,51 @@ def _check_server_url(url: str, masked: str) -> None:
         )
 
 
+_CREATING = ".creating"  # the file a new SQLite store is made in, beside it (`SqlRunStore._create_sqlite`)
+_ABSENT = "\0absent"
+_UNFINISHED = "\0unfinished"
+
+
+def _sqlite_state(path: str) -> str | None:
+    """The revision of the SQLite store at `path`; `_ABSENT` when there is none; `_UNFINISHED` when
+    its creation never ended (an empty file, or only empty tables of a store, with no revision:
+    what a runner of an earlier version killed while creating it left). None: no revision, and
+    tables that are not only a store's, which is left for the migration to report."""
+    import sqlite3
+
+    try:
+        if os.path.getsize(path) == 0:
+            return _UNFINISHED
+    except FileNotFoundError:
+        return _ABSENT
+    except OSError:
+        return None  # the connection below reports what is wrong
+    try:
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
+        }
+        if "alembic_version" in tables:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is not None:
+                return str(row[0])
+        from flowstage.stores.sql.schema import metadata
+
+        ours = set(metadata.tables) | {"alembic_version"}
+        if tables <= ours and all(
+            conn.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone() is None for name in tables if name != "alembic_version"
+        ):
+            return _UNFINISHED
+        return None
+    except sqlite3.Error:
+        return None  # not a database, or unreadable: opening it says so
+    finally:
+        conn.close()
+
+
 class SqlRunStore:
     """A run store on a URL: ``sqlite:///path`` or any SQLAlchemy URL (``postgresql+psycopg://...``)."""
 
@@ -627,14 +683,25 @@ class SqlRunStore:
             return None
         return str(rows[0]["version_num"]) if rows else None
 
+    def _found_revision(self) -> str | None:
+        """The revision as the migration sees it: for SQLite on a connection of its own, opened for the
+        question (the driver's would stay on a file that `_create_sqlite` may replace)."""
+        if not self.is_sqlite:
+            return self.revision()
+        found = _sqlite_state(self.sqlite_path)
+        return found if found not in (_ABSENT, _UNFINISHED) else None
+
     def _migrate(self) -> None:
-        if self.revision() == HEAD_REVISION:
+        if self._found_revision() == HEAD_REVISION:
             return
         import sqlalchemy as sa
 
         with self._migration_lock():
-            if self.revision() == HEAD_REVISION:
+            if self._found_revision() == HEAD_REVISION:
                 return  # another process migrated while this one waited for the lock
+            if self.is_sqlite and _sqlite_state(self.sqlite_path) in (_ABSENT, _UNFINISHED):
+                self._create_sqlite()
+                return
             from alembic import command
             from alembic.config import Config
 
@@ -647,6 +714,44 @@ class SqlRunStore:
                     command.upgrade(cfg, "head")
             finally:
                 engine.dispose()
+
+    def _create_sqlite(self) -> None:
+        """A new SQLite store, whole or not at all: made and migrated in a file beside it, then moved
+        into place. A runner killed while creating leaves no store (the next one creates it) and a
+        temporary file that the next creation removes; never a store half made.
+
+        Called under the migration lock, with no store at the path, or one whose creation never
+        ended (no revision, nothing but empty tables of its own), which it replaces."""
+        import sqlalchemy as sa
+        from alembic import command
+        from alembic.config import Config
+
+        path = self.sqlite_path
+        tmp = path + _CREATING
+        for stale in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)  # of a creation that was killed: nothing in it counts
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        engine = sa.create_engine(f"sqlite:///{tmp}")
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            engine.dispose()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        for stale in (path + "-wal", path + "-shm", path + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)  # of the unfinished store: SQLite must not replay them onto the new one
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -710,7 +815,7 @@ class SqlRunStore:
                 f"SELECT pg_advisory_xact_lock(:key){notify}",
                 {"key": _EVENTS_LOCK, **{f"r{i}": r for i, r in enumerate(run_ids)}},
             )
-        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps(e.data)) for e in events])
+        tx.executemany_values(_INSERT_EVENT, [(e.run_id, e.at, e.kind, e.task, e.status, _dumps_masked(e.data)) for e in events])
 
     # ------------------------------------------------------------------ writes
     def create_run(self, run: NewRun) -> None:
@@ -725,8 +830,8 @@ class SqlRunStore:
                     "workflow": run.workflow,
                     "version": run.version,
                     "started_at": run.started_at,
-                    "variables": _dumps(run.variables),
-                    "overrides": _dumps(run.overrides),
+                    "variables": _dumps_masked(run.variables),
+                    "overrides": _dumps_masked(run.overrides),
                     "definition": _dumps(run.definition),
                     "root": run.root,
                     "logical_time": run.logical_time,
@@ -760,7 +865,8 @@ class SqlRunStore:
                 )
             if batch.run_variables is not None:
                 tx.execute(
-                    "UPDATE runs SET variables = :v WHERE id = :id", {"v": _dumps(batch.run_variables), "id": batch.run_id}
+                    "UPDATE runs SET variables = :v WHERE id = :id",
+                    {"v": _dumps_masked(batch.run_variables), "id": batch.run_id},
                 )
             self._add_events(tx, batch.events)
         if batch.events:
@@ -1078,9 +1184,9 @@ def _task_values(t: TaskRun) -> tuple[Any, ...]:
         t.ended_at,
         _text(t.error),
         _dumps(t.metrics),
-        _dumps(t.saved),
-        _dumps(t.variables),
-        _dumps(t.attempts),
+        _dumps_masked(t.saved),
+        _dumps_masked(t.variables),
+        _dumps_masked(t.attempts),
     )
 
 

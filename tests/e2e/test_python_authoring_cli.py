@@ -143,3 +143,14 @@ def test_validate_places_a_project_problem_at_the_task_key(project: Project) -> 
     result = project.cli("validate", "conn.py:w")
     assert result.code == 2
     assert result.err.strip() == "conn.py: tasks[0].connection: unknown connection 'nope' (known: warehouse)"
+
+
+def test_validate_warns_of_an_undeclared_variable_at_the_task_key(project: Project) -> None:
+    project.write(
+        "warn.py",
+        "from flowstage import Task, Workflow\n\nw = Workflow(name='w', tasks=[Task(name='a', shell='echo {{ var.nope }}')])\n",
+    )
+    result = project.cli("validate", "warn.py:w")
+    assert (result.code, result.out.strip()) == (0, "1 file valid (1 warning)")
+    assert result.err.startswith("warn.py: tasks[0].shell: warning: var.nope is not declared")
+    assert project.cli("validate", "--strict", "warn.py:w").code == 2

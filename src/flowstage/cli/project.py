@@ -120,8 +120,9 @@ def _validate_python(ref: str, names: list[tuple[Path, str]], warnings: list[Pro
     from flowstage.settings import find_root, load_project
 
     file, name = python_ref(ref) or (ref, "")
-    module = python_file(load_project(), file)
+    module = Path(file)
     try:
+        module = python_file(load_project(), file)
         root = find_root(module.resolve().parent)[0]
         workflow = load_python(load_project(root=root), f"{module}:{name}").workflow
     except DefinitionError as exc:

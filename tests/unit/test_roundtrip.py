@@ -488,3 +488,38 @@ def test_save_keeps_the_comments_of_a_file_edited_through_the_api(tmp_path: Path
         "        shell: echo push\n",
         '        shell: echo push\n      - name: report\n        description: "no"\n        after:\n          pull: failure\n        shell: echo on\n',
     )
+
+
+THREE = """\
+# top
+name: w
+tasks:
+  # about a
+  - name: a
+    shell: echo a   # eol a
+    timeout: 30s
+  # about b
+  - name: b
+    shell: echo b
+  # about c
+  - name: c
+    shell: echo c
+# the end
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "removed"),
+    [
+        (lambda a, b, c: [a, c], ["  # about b", "  - name: b", "    shell: echo b"]),
+        (lambda a, b, c: [a, b], ["  # about c", "  - name: c", "    shell: echo c"]),
+        (lambda a, b, c: [a.replace(timeout=None), b, c], ["    timeout: 30s"]),
+    ],
+    ids=["a middle task", "the last task", "a key"],
+)
+def test_removing_a_task_or_a_key_takes_its_own_comment_and_keeps_the_next_ones(edit: Any, removed: list[str]) -> None:
+    workflow = load_text(THREE)
+    changed = workflow.replace(tasks=edit(*(workflow.tasks or [])))
+    out = edited(THREE, changed)
+    assert load_text(out) == changed
+    assert out.splitlines() == [line for line in THREE.splitlines() if line not in removed]

@@ -229,10 +229,12 @@ def _merge(node: Any, before: Any, after: Any) -> Any:
 
 
 def _merge_map(node: Any, before: dict[str, Any], after: dict[str, Any]) -> None:
+    kept: Any = None
     for key in list(node):
         if key not in after and key in before:
-            del node[key]  # set before, now unset (its default)
-        # a key in neither was written at its default value, and still is: it stays as written
+            _drop(node, key, kept)  # set before, now unset (its default)
+        else:  # a key in neither was written at its default value, and still is: it stays as written
+            kept = key
     previous: str | None = None
     for key, value in after.items():
         if key in node:
@@ -277,7 +279,7 @@ def _merge_seq(node: Any, before: list[Any], after: list[Any]) -> None:
         return
     for i in reversed(range(len(old))):
         if old[i] not in new:
-            del node[i]
+            _drop(node, i, i - 1 if i > 0 else None)
     for i, (name, value) in enumerate(zip(new, after, strict=True)):
         if name in old:
             merged = _merge(node[i], before[old.index(name)], value)
@@ -300,31 +302,58 @@ def _slot(container: Any, key: Any) -> tuple[Any, Any]:
     return container, key
 
 
-def _hand_on_lines(container: Any, key: Any, new_container: Any, new_key: Any) -> None:
-    """The whole-line comments after `key`'s value go after the value inserted behind it (`new_key`).
-
-    They introduce what came next (or close the file), which now comes after the new value.
-    """
+def _take_lines(container: Any, key: Any) -> str:
+    """The whole-line comments after `key`'s value, taken away (its end-of-line comment stays)."""
     from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import CommentMark
-    from ruamel.yaml.tokens import CommentToken
 
     holder, at = _slot(container, key)
     index = 2 if isinstance(holder, CommentedMap) else 0
     entry = holder.ca.items.get(at)
     token = entry[index] if entry is not None else None
     if token is None:
-        return
+        return ""
     own, newline, lines = token.value.partition("\n")
+    if lines:
+        if own.strip():
+            token.value = own + newline
+        else:
+            entry[index] = None
+    return str(lines)
+
+
+def _put_lines(container: Any, key: Any, lines: str) -> None:
+    """`lines` (whole-line comments) after `key`'s value, in place of those it had."""
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    _take_lines(container, key)
     if not lines:
         return
-    if own.strip():
-        token.value = own + newline  # its end-of-line comment stays with it
+    holder, at = _slot(container, key)
+    index = 2 if isinstance(holder, CommentedMap) else 0
+    slots = holder.ca.items.setdefault(at, [None, None, None, None])
+    token = slots[index]
+    if token is not None and token.value.strip():  # an end-of-line comment: the lines follow it
+        token.value = token.value.rstrip("\n") + "\n" + lines
     else:
-        entry[index] = None
-    target, spot = _slot(new_container, new_key)
-    slots = target.ca.items.setdefault(spot, [None, None, None, None])
-    slots[2 if isinstance(target, CommentedMap) else 0] = CommentToken("\n" + lines, CommentMark(0))
+        slots[index] = CommentToken("\n" + lines, CommentMark(0))
+
+
+def _hand_on_lines(container: Any, key: Any, new_container: Any, new_key: Any) -> None:
+    """The whole-line comments after `key`'s value go after the value inserted behind it (`new_key`).
+
+    They introduce what came next (or close the file), which now comes after the new value.
+    """
+    _put_lines(new_container, new_key, _take_lines(container, key))
+
+
+def _drop(container: Any, key: Any, previous: Any) -> None:
+    """Remove `key`; the comments after it (about what follows) go after `previous` instead of
+    those that were about `key`."""
+    if previous is not None:
+        _put_lines(container, previous, _take_lines(container, key))
+    del container[key]
 
 
 __all__ = ["edited", "save"]

@@ -1,11 +1,13 @@
 """flowstage: ETL workflows of stages and tasks, with conditions, variables and resumable runs.
 
-The public Python API::
+The public Python API (docs/python-api.md)::
 
-    from flowstage import Workflow, Stage, Task, load, run
+    from flowstage import Workflow, Stage, Task, load, run, save
 
+    wf = Workflow(name="hello", tasks=[Task(name="hi", shell="echo hi")])
+    record = run(wf, variables={"region": "EU"})      # the run record, as `flowstage show --json`
     wf = load("workflows/daily.yaml")
-    record = run(wf, variables={"region": "EU"})
+    save(wf.replace(description="nightly"), "workflows/daily.yaml")   # the file's comments kept
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from flowstage.model.loader import load
+    from flowstage.model.roundtrip import save
     from flowstage.model.workflow import Stage, Task, Workflow
 
 #: names imported on first use: `import flowstage` (and so every command) starts without the model
@@ -27,9 +30,10 @@ _LAZY = {
     "Task": "flowstage.model.workflow",
     "Workflow": "flowstage.model.workflow",
     "load": "flowstage.model.loader",
+    "save": "flowstage.model.roundtrip",
 }
 
-__all__ = ["DefinitionError", "FlowstageError", "Stage", "Task", "Workflow", "load", "run"]
+__all__ = ["DefinitionError", "FlowstageError", "Stage", "Task", "Workflow", "load", "run", "save"]
 __version__ = "0.1.0"
 
 

@@ -41,6 +41,9 @@ class _Locator:
         self._source: Any = None
 
     def problem(self, at: tuple[Any, ...], message: str) -> Problem:
+        if self.path.suffix == ".py":  # a workflow built in Python: no YAML to place it in, its key path instead
+            key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).lstrip(".")
+            return Problem(f"{key}: {message}", str(self.path))
         if self._source is None:
             from flowstage.files import read_definition
             from flowstage.model.yamlsource import parse

@@ -1,8 +1,10 @@
-"""Finding workflows: by file, by name (the current deployed version first), and `--var` values."""
+"""Finding workflows: by file, by name (the current deployed version first), by a Python module's
+``module.py:name`` (a `Workflow` built in Python), and `--var` values."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,45 @@ class FoundWorkflow:
     definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
+#: ``path/to/module.py:name``: a module-level Workflow (or a function of no arguments returning one)
+_PYTHON_REF = re.compile(r"^(?P<file>.+\.py):(?P<name>[A-Za-z_]\w*)$")
+
+
+def python_ref(ref: str) -> tuple[str, str] | None:
+    """``(file, name)`` of a ``module.py:name`` reference, or None for a name or a workflow file."""
+    found = _PYTHON_REF.match(ref)
+    return (found.group("file"), found.group("name")) if found else None
+
+
+def python_file(project: Project, file: str) -> Path:
+    """The module file of a ``module.py:name`` reference: as given (from the current folder), else under the project root."""
+    path = Path(file)
+    if not path.is_absolute() and not path.is_file() and (project.root / path).is_file():
+        return project.root / path
+    return path
+
+
+def load_python(project: Project, ref: str) -> FoundWorkflow:
+    """The workflow named by ``module.py:name``, checked as a file's would be (graph, notifiers).
+
+    Importing the module runs its code: whatever goes wrong there is one `DefinitionError` line at
+    the module's file and line (``module.py:3: ImportError: No module named 'x'``).
+    """
+    parts = python_ref(ref)
+    if parts is None:
+        raise UsageError(f"{ref!r}: expected path/to/module.py:name")
+    path = python_file(project, parts[0])
+    from flowstage.app.python_workflows import workflow_of_module
+    from flowstage.errors import Problem
+    from flowstage.model.loader import check_graph
+
+    workflow = workflow_of_module(path, parts[1], shown=parts[0])
+    problems = check_graph(workflow, notifiers=project.notifier_names)
+    if problems:
+        raise DefinitionError([Problem(f"{parts[1]}: {p.message}", parts[0]) for p in problems])
+    return FoundWorkflow(workflow, f"{parts[0]}:{parts[1]}", None, workflow.to_dict())
+
+
 def _looks_like_path(ref: str) -> bool:
     return Path(ref).suffix in (".yaml", ".yml", ".json") or os.sep in ref or Path(ref).is_file()
 
@@ -97,6 +138,8 @@ def resolve_workflow(project: Project, ref: str, *, store: RunStore | None = Non
 
     `store` is the run store to look deployments up in (opened from the project when omitted).
     """
+    if python_ref(ref) is not None:
+        return load_python(project, ref)
     if not _looks_like_path(ref):
         deployed = _deployed(project, ref, store)
         if deployed is not None:
@@ -167,4 +210,13 @@ def _find_file(project: Project, ref: str) -> FoundWorkflow:
     raise NotFoundError(f"no workflow named {ref!r} (looked for a file, and in {folder})")
 
 
-__all__ = ["FoundWorkflow", "changed_since_deploy", "find_workflow", "parse_var", "resolve_workflow"]
+__all__ = [
+    "FoundWorkflow",
+    "changed_since_deploy",
+    "find_workflow",
+    "load_python",
+    "parse_var",
+    "python_file",
+    "python_ref",
+    "resolve_workflow",
+]

@@ -74,8 +74,11 @@ def _is_package(path: Path) -> bool:
 
 def _validate_path(path: Path, names: list[tuple[Path, str]], warnings: list[Problem]) -> list[Problem]:
     """The problems of one file; a valid workflow's name is added to `names`, its warnings to `warnings`."""
+    from flowstage.app.workflows import python_ref
     from flowstage.model.loader import load
 
+    if python_ref(str(path)) is not None:
+        return _validate_python(str(path), names, warnings)
     if path.name == "flowstage.yaml":
         from flowstage.app.checks import project_problems
         from flowstage.app.registry import notifiers_for
@@ -108,6 +111,34 @@ def _validate_path(path: Path, names: list[tuple[Path, str]], warnings: list[Pro
     except DefinitionError as exc:
         return exc.problems
     return []
+
+
+def _validate_python(ref: str, names: list[tuple[Path, str]], warnings: list[Problem]) -> list[Problem]:
+    """The problems of a workflow built in Python (``module.py:name``), in the module's project."""
+    from flowstage.app.checks import variable_warnings
+    from flowstage.app.workflows import load_python, python_file, python_ref
+    from flowstage.settings import find_root, load_project
+
+    file, name = python_ref(ref) or (ref, "")
+    module = Path(file)
+    try:
+        module = python_file(load_project(), file)
+        root = find_root(module.resolve().parent)[0]
+        workflow = load_python(load_project(root=root), f"{module}:{name}").workflow
+    except DefinitionError as exc:
+        return [_as_written(p, module, file) for p in exc.problems]
+    names.append((module, workflow.name))
+    problems = _package_problems(workflow, module) + _project_fit(workflow, module)
+    if not problems:
+        warnings.extend(_as_written(w, module, file) for w in variable_warnings(root, workflow, module))
+    return [_as_written(p, module, file) for p in problems]
+
+
+def _as_written(problem: Problem, module: Path, file: str) -> Problem:
+    """`problem` at the module's path as the user typed it."""
+    if problem.file == str(module):
+        return Problem(problem.message, file, problem.line, problem.column)
+    return problem
 
 
 def _raw_notifier_problems(path: Path) -> list[Problem]:
@@ -200,7 +231,7 @@ def _package_problems(workflow: object, path: Path) -> list[Problem]:
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @click.option("--strict", is_flag=True, help="Fail (exit 2) on warnings too, e.g. a variable nothing defines.")
 def validate_cmd(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
-    """Check workflow files (and flowstage.yaml); errors as file:line:col: message."""
+    """Check workflow files (and flowstage.yaml, or module.py:name of a Workflow built in Python); errors as file:line:col: message."""
     files: list[Path] = []
     for path in paths:
         files.extend(_project_files(path) if path.is_dir() else [path])

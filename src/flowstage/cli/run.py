@@ -254,11 +254,12 @@ def _tell_version(project: Any, found: Any, *, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the summary.")
 def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, detach: bool, as_json: bool, quiet: bool) -> None:
-    """Run WORKFLOW (a name or a file) to its end."""
+    """Run WORKFLOW (a name, a file, or module.py:name of a Workflow built in Python) to its end."""
     from flowstage.app.runs import start_run
-    from flowstage.app.workflows import parse_var, resolve_workflow
+    from flowstage.app.workflows import parse_var, python_file, python_ref, resolve_workflow
 
-    project = project_for(workflow)
+    module = python_ref(workflow)
+    project = project_for(module[0] if module else workflow)
     overrides = dict(parse_var(v) for v in variables)
     store = store_for(project)
     found = resolve_workflow(project, workflow, store=store)  # by name: the current deployed version first
@@ -266,8 +267,9 @@ def run_cmd(workflow: str, variables: tuple[str, ...], executor: str | None, det
     if detach:
         from flowstage.app.detached import detach_run
 
-        path = Path(workflow)
+        path = python_file(project, module[0]) if module else Path(workflow)
         ref = str(path.resolve()) if path.is_file() else workflow
+        ref = f"{ref}:{module[1]}" if module else ref
         _detached(detach_run(project, ref, variables=overrides, version=found.version, executor=executor), as_json)
         return
     progress = _progress(as_json, quiet, found.workflow)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -45,7 +45,41 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> 
 
 
 class _Frozen(BaseModel):
+    """Base of the definitions: frozen, unknown keys refused, built from keyword arguments only."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
+
+    if not TYPE_CHECKING:  # type checkers see pydantic's keyword-only signature of the fields
+
+        def __init__(self, /, *args: Any, **data: Any) -> None:
+            if args:
+                raise TypeError(_keywords_only(type(self), args))
+            super().__init__(**data)
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with `changes`, keys spelled as the constructor takes them.
+
+        ``task.replace(shell="echo 2")``, ``workflow.replace(tasks=[*workflow.tasks, Task(...)])``;
+        what is not named stays as it was (set or left to its default).
+        """
+        fields = type(self).model_fields
+        data: dict[str, Any] = {fields[name].alias or name: getattr(self, name) for name in self.model_fields_set}
+        for key, value in changes.items():
+            field = fields.get(key)
+            data[(field.alias or key) if field is not None else key] = value
+        return self.model_validate(data)
+
+
+def _keywords_only(cls: type[BaseModel], args: tuple[Any, ...]) -> str:
+    """Why `cls(*args)` is refused, and how to write it."""
+    name = cls.__name__
+    first = next(iter(cls.model_fields), "name")
+    example = 'name="load", shell="echo hi"' if name == "Task" else f"{first}=..., ..."
+    given = ", ".join(repr(a) if len(repr(a)) <= 40 else f"<{type(a).__name__}>" for a in args[:3])
+    count = f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"
+    return (
+        f"{name}() takes keyword arguments only, e.g. {name}({example}); got {count} ({given}{', ...' if len(args) > 3 else ''})"
+    )
 
 
 def _normalize_after(value: Any) -> Any:
@@ -132,7 +166,12 @@ def _check_delay_cap(delay: float | None, cap: float | None) -> None:
 
 
 class Task(_Frozen):
-    """One task: common keys plus exactly one kind (its spec)."""
+    """One task: common keys plus exactly one kind (its spec).
+
+    In Python the keys are keyword arguments as in the file (``Task(name="load", shell="...",
+    after={"extract": "failure"}, when="any")``), the kind's keys among them; ``if:`` and ``with:``,
+    Python keywords, are spelled ``if_=`` and ``with_=`` (or passed as ``**{"if": ...}``).
+    """
 
     name: TaskName
     description: str | None = None
@@ -153,6 +192,20 @@ class Task(_Frozen):
     for_each: str | list[Any] | None = None
     log_level: LogLevel | None = None
     spec: SerializeAsAny[KindSpec]
+
+    if TYPE_CHECKING:  # the kind's keys are keywords too, whichever kinds are installed
+
+        def __init__(self, *, name: str, **keys: Any) -> None: ...
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with `changes`; a kind's key (``shell=``, ``connection=``) changes the spec."""
+        if all(key in _COMMON_KEYS or key == "spec" for key in changes):
+            return super().replace(**changes)
+        data = self.model_dump(by_alias=True, exclude_unset=True)  # the spec spread, as in a file
+        for key, value in changes.items():
+            field = type(self).model_fields.get(key)
+            data[(field.alias or key) if field is not None else key] = value
+        return self.model_validate(data)
 
     @model_validator(mode="before")
     @classmethod

@@ -195,9 +195,12 @@ class _SqliteDriver:
     process, and a thread that finds its connection closed gets an error instead.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
-        if path != ":memory:":
+        #: the store's folder cannot be written (a read-only mount, a copy shared read-only): reads
+        #: work, a write fails as a write to a read-only database
+        self.read_only = read_only
+        if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[tuple[Any, threading.RLock]] = []
@@ -208,6 +211,14 @@ class _SqliteDriver:
         if found is None:
             import sqlite3
 
+            if self.read_only:
+                conn = _read_only_connection(self.path)
+                conn.row_factory = sqlite3.Row
+                found = (conn, threading.RLock())
+                self._local.conn = found
+                with self._lock:
+                    self._all.append(found)
+                return found
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
             try:
                 conn.row_factory = sqlite3.Row
@@ -226,6 +237,10 @@ class _SqliteDriver:
 
     @contextlib.contextmanager
     def write(self, *, blind: bool = False) -> Iterator[_Tx]:
+        if self.read_only:
+            import sqlite3
+
+            raise sqlite3.OperationalError("read-only: its folder cannot be written, so runs can be read but not started")
         conn, lock = self._conn()
         with lock:
             try:
@@ -555,6 +570,57 @@ _ABSENT = "\0absent"
 _UNFINISHED = "\0unfinished"
 
 
+def _read_only_connection(path: str) -> Any:
+    """A connection that never writes, to a store whose folder cannot be written: read-only, or —
+    when SQLite cannot even keep its shared-memory index beside a WAL database there — immutable
+    (nothing can change a file in a folder nobody may write)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = "file:" + quote(os.path.abspath(path))
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _folder_writable(path: str) -> bool:
+    """Whether a file can be made beside `path` (permissions, a read-only mount, an immutable folder)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".flowstage-probe-")
+    except FileNotFoundError:
+        return True  # the folder is made with the store
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def _read_only_revision(path: str) -> str | None:
+    """The revision of the store at `path`, read without writing anything."""
+    import sqlite3
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        conn = _read_only_connection(path)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return str(row[0]) if row is not None else None
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _sqlite_state(path: str) -> str | None:
     """The revision of the SQLite store at `path`; `_ABSENT` when there is none; `_UNFINISHED` when
     its creation never ended (an empty file, or only empty tables of a store, with no revision:
@@ -695,6 +761,16 @@ class SqlRunStore:
     def _migrate(self) -> None:
         if self._found_revision() == HEAD_REVISION:
             return
+        if self.is_sqlite and not _folder_writable(self.sqlite_path):
+            if _read_only_revision(self.sqlite_path) == HEAD_REVISION:
+                # a current store in a folder that cannot be written: it is read, never written
+                self.driver.close()
+                self.driver = _SqliteDriver(self.sqlite_path, read_only=True)
+                return
+            raise StoreError(
+                f"run store {self.masked_url} cannot be created or brought to the current schema: "
+                f"its folder {os.path.dirname(self.sqlite_path) or '.'} cannot be written"
+            )
         import sqlalchemy as sa
 
         with self._migration_lock():

@@ -2,7 +2,8 @@
 
 An integer of more than 4,300 digits (Python's int-to-text limit) and a nesting deeper than the
 reader's limit (every later step walks the document recursively) once ended in an internal error
-(exit 3). Both are now bad input, in YAML and in JSON, through `validate` and `run FILE` alike.
+(exit 3). Both are now bad input, in YAML and in JSON, through `validate` and `run FILE` alike (`run` is
+checked on one case of each format: it reads through the same reader).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def test_a_file_past_the_limits_is_invalid_input_at_its_line(project: Project, n
     (project.root / "workflows").mkdir(exist_ok=True)
     (project.root / path).write_text(text, encoding="utf-8")
 
-    for command in ("validate", "run"):
+    # `run FILE` reads through the same reader as `validate`: one case of each format goes both ways
+    commands = ("validate", "run") if expected.startswith(("6:14", "2:37")) else ("validate",)
+    for command in commands:
         result = project.cli(command, path)
 
         assert result.code == 2, result

@@ -62,9 +62,11 @@ def require_spark() -> None:
         pytest.skip(f"Spark cannot run here: {reason}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    """The module's one SparkSession (the engine's shared session for SETTINGS), stopped at the end."""
+    """The module's one SparkSession (the engine's shared session for SETTINGS), stopped at the end
+    of the test process: a worker that runs other modules' tests between this module's keeps it
+    (a module-scoped one would start a JVM again each time the worker comes back here)."""
     require_spark()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from flowstage.data import spark_session

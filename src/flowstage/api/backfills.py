@@ -18,7 +18,6 @@ from flowstage.api.models import Answer
 from flowstage.api.problems import ApiProblem, from_flowstage, problem_responses
 from flowstage.errors import FlowstageError, NotFoundError
 from flowstage.stores.backfills import Backfill
-from flowstage.views.records import iso
 
 router = APIRouter(tags=["backfills"])
 
@@ -62,53 +61,10 @@ class BackfillRequest(Answer):
     reprocess: Literal["none", "failed", "all"] = "none"
 
 
-def _zone(ctx: ApiContext, backfill: Backfill) -> str:
-    if backfill.version is None:
-        return "UTC"
-    kept = ctx.store.deployments.version(backfill.workflow, backfill.version)
-    trigger = (kept.definition if kept is not None else {}).get("trigger") or {}
-    return str(trigger.get("timezone") or "UTC")
-
-
 def _entry(ctx: ApiContext, backfill: Backfill, *, with_times: bool) -> dict[str, Any]:
-    from datetime import datetime
+    from flowstage.app.backfills import backfill_record
 
-    from flowstage.app.backfills import times_by_status
-    from flowstage.engine.scheduling import zone
-
-    tz = _zone(ctx, backfill)
-
-    def local(at: float) -> str:
-        return datetime.fromtimestamp(at, zone(tz)).isoformat()
-
-    entry: dict[str, Any] = {
-        "id": backfill.id,
-        "workflow": backfill.workflow,
-        "version": backfill.version,
-        "from": local(backfill.start),
-        "to": local(backfill.end),
-        "timezone": tz,
-        "max_active": backfill.max_active,
-        "reprocess": backfill.reprocess,
-        "status": backfill.status,
-        "created_at": iso(backfill.created_at),
-        "updated_at": iso(backfill.updated_at),
-        "created_by": backfill.created_by,
-        "total": backfill.total,
-        "counts": times_by_status(backfill),
-    }
-    if with_times:
-        entry["times"] = [
-            {
-                "logical_time": local(t.logical_time),
-                "status": t.status,
-                "run_id": t.run_id,
-                "prior_run_id": t.prior_run_id,
-                "ended_at": iso(t.ended_at),
-            }
-            for t in backfill.times
-        ]
-    return entry
+    return backfill_record(ctx.store, backfill, with_times=with_times)
 
 
 def _get(ctx: ApiContext, backfill_id: str) -> Backfill:

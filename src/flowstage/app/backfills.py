@@ -18,6 +18,7 @@ its run created under the claimed id, which the runs table's key makes unique.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -242,10 +243,8 @@ def cancel_backfill(store: RunStore, backfill_id: str, *, wait_seconds: float = 
         if run is None:
             continue  # claimed, not recorded yet: its driver sees the cancel before it records more
         if run.status == RunStatus.RUNNING.value:
-            try:
+            with contextlib.suppress(FlowstageError):  # it ended meanwhile
                 request_cancel(store, t.run_id)
-            except FlowstageError:
-                pass  # it ended meanwhile
     deadline = time.monotonic() + wait_seconds
     left = list(running)
     while left:
@@ -526,10 +525,61 @@ def times_by_status(backfill: Backfill) -> dict[str, int]:
     return {s: backfill.counts[s] for s in sorted(backfill.counts, key=lambda s: (order.index(s) if s in order else 99, s))}
 
 
+def backfill_zone(store: RunStore, backfill: Backfill) -> str:
+    """The time zone of the backfilled schedule (its version's trigger), in which its times are shown."""
+    if backfill.version is None:
+        return "UTC"
+    kept = store.deployments.version(backfill.workflow, backfill.version)
+    trigger = (kept.definition if kept is not None else {}).get("trigger") or {}
+    return str(trigger.get("timezone") or "UTC")
+
+
+def local_time(at: float, tz: str) -> str:
+    """`at` as ISO 8601 in the zone `tz`."""
+    return datetime.fromtimestamp(at, zone(tz)).isoformat()
+
+
+def backfill_record(store: RunStore, backfill: Backfill, *, with_times: bool) -> dict[str, Any]:
+    """A backfill as plain data, times in its schedule's zone: what `backfill show --json` and the API answer."""
+    from flowstage.views.records import iso
+
+    tz = backfill_zone(store, backfill)
+    entry: dict[str, Any] = {
+        "id": backfill.id,
+        "workflow": backfill.workflow,
+        "version": backfill.version,
+        "from": local_time(backfill.start, tz),
+        "to": local_time(backfill.end, tz),
+        "timezone": tz,
+        "max_active": backfill.max_active,
+        "reprocess": backfill.reprocess,
+        "status": backfill.status,
+        "created_at": iso(backfill.created_at),
+        "updated_at": iso(backfill.updated_at),
+        "created_by": backfill.created_by,
+        "total": backfill.total,
+        "counts": times_by_status(backfill),
+    }
+    if with_times:
+        entry["times"] = [
+            {
+                "logical_time": local_time(t.logical_time, tz),
+                "status": t.status,
+                "run_id": t.run_id,
+                "prior_run_id": t.prior_run_id,
+                "ended_at": iso(t.ended_at),
+            }
+            for t in backfill.times
+        ]
+    return entry
+
+
 __all__ = [
     "MAX_TIMES",
     "BackfillDriver",
     "Target",
+    "backfill_record",
+    "backfill_zone",
     "cancel_backfill",
     "create_backfill",
     "decide",
@@ -537,6 +587,7 @@ __all__ = [
     "detach_backfill",
     "failed_times",
     "get_backfill",
+    "local_time",
     "logical_times",
     "mark_running",
     "orphan_policy",

@@ -19,7 +19,6 @@ import click
 
 from flowstage.cli.common import emit_json, print_table, project_for, store_for
 from flowstage.errors import ExitCode
-from flowstage.views.records import iso
 
 if TYPE_CHECKING:
     from flowstage.settings import Project
@@ -36,54 +35,6 @@ class _BackfillGroup(click.Group):
         if args and args[0] not in _SUBCOMMANDS and not args[0].startswith("-"):
             args = ["start", *args]
         return super().parse_args(ctx, args)
-
-
-def _zone_of(store: RunStore, backfill: Backfill) -> str:
-    if backfill.version is None:
-        return "UTC"
-    kept = store.deployments.version(backfill.workflow, backfill.version)
-    trigger = (kept.definition if kept is not None else {}).get("trigger") or {}
-    return str(trigger.get("timezone") or "UTC")
-
-
-def _local(at: float, tz: str) -> str:
-    from flowstage.engine.scheduling import zone
-
-    return datetime.fromtimestamp(at, zone(tz)).isoformat()
-
-
-def _entry(store: RunStore, backfill: Backfill, *, with_times: bool) -> dict[str, Any]:
-    from flowstage.app.backfills import times_by_status
-
-    tz = _zone_of(store, backfill)
-    entry: dict[str, Any] = {
-        "id": backfill.id,
-        "workflow": backfill.workflow,
-        "version": backfill.version,
-        "from": _local(backfill.start, tz),
-        "to": _local(backfill.end, tz),
-        "timezone": tz,
-        "max_active": backfill.max_active,
-        "reprocess": backfill.reprocess,
-        "status": backfill.status,
-        "created_at": iso(backfill.created_at),
-        "updated_at": iso(backfill.updated_at),
-        "created_by": backfill.created_by,
-        "total": backfill.total,
-        "counts": times_by_status(backfill),
-    }
-    if with_times:
-        entry["times"] = [
-            {
-                "logical_time": _local(t.logical_time, tz),
-                "status": t.status,
-                "run_id": t.run_id,
-                "prior_run_id": t.prior_run_id,
-                "ended_at": iso(t.ended_at),
-            }
-            for t in backfill.times
-        ]
-    return entry
 
 
 def _counts_text(backfill: Backfill) -> str:
@@ -177,18 +128,22 @@ def start_cmd(name: str, start: str, end: str, max_active: int | None, reprocess
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, newest first.")
 def list_cmd(limit: int, as_json: bool) -> None:
     """Backfills, newest first: workflow, range, status, counts."""
+    from flowstage.app.backfills import backfill_record, backfill_zone, local_time
+
     store = store_for(project_for())
     found = store.backfills.list(limit=limit)
     if as_json:
-        emit_json([_entry(store, b, with_times=False) for b in found])
+        emit_json([backfill_record(store, b, with_times=False) for b in found])
         return
     if not found:
         click.echo("no backfills (start one with `flowstage backfill NAME --from T1 --to T2`)")
         return
     rows = []
     for b in found:
-        tz = _zone_of(store, b)
-        rows.append([b.id, b.workflow, f"v{b.version}", _local(b.start, tz), _local(b.end, tz), b.status, _counts_text(b)])
+        tz = backfill_zone(store, b)
+        rows.append(
+            [b.id, b.workflow, f"v{b.version}", local_time(b.start, tz), local_time(b.end, tz), b.status, _counts_text(b)]
+        )
     print_table(["ID", "WORKFLOW", "VERSION", "FROM", "TO", "STATUS", "TIMES"], rows)
 
 
@@ -197,11 +152,11 @@ def list_cmd(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the backfill with every logical time as JSON.")
 def show_cmd(backfill_id: str, as_json: bool) -> None:
     """A backfill: range, status, counts by status, each logical time with its run id and status."""
-    from flowstage.app.backfills import get_backfill
+    from flowstage.app.backfills import backfill_record, get_backfill
 
     store = store_for(project_for())
     backfill = get_backfill(store, backfill_id)
-    entry = _entry(store, backfill, with_times=True)
+    entry = backfill_record(store, backfill, with_times=True)
     if as_json:
         emit_json(entry)
         return

@@ -123,8 +123,7 @@ def _scope(
         scope = dict(record.variables)
     else:  # never started: what it would have seen when it was decided
         scope = {**workflow.variables, **run.overrides}
-        for values, _ in savers.values():
-            scope.update(values)
+        scope.update({name: value for name, (value, _) in savers.items()})
         for name in own:
             scope.pop(name, None)
     out = []
@@ -148,19 +147,19 @@ def _scope(
     return scope, out
 
 
-def _savers(run: StoredRun, record: TaskRun) -> dict[str, tuple[dict[str, Any], str]]:
+def _savers(run: StoredRun, record: TaskRun) -> dict[str, tuple[Any, str]]:
     """For each saved variable, its value and the task that saved it last before `record` started."""
     began = record.started_at if record.started_at is not None else record.ended_at
     done = sorted(
         (t for t in run.tasks if t.saved and t.name != record.name and t.ended_at is not None),
         key=lambda t: t.ended_at or 0.0,
     )
-    found: dict[str, tuple[dict[str, Any], str]] = {}
+    found: dict[str, tuple[Any, str]] = {}
     for t in done:
         if began is not None and (t.ended_at or 0.0) > began:
             continue
         for name, value in t.saved.items():
-            found[name] = ({name: value}, t.name)
+            found[name] = (value, t.name)
     return found
 
 

@@ -8,7 +8,6 @@ processes of their own.
 
 from __future__ import annotations
 
-import getpass
 import os
 import secrets
 import signal
@@ -48,6 +47,8 @@ def new_run_id() -> str:
 
 
 def who() -> str:
+    import getpass  # with termios: not needed before a run starts
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -24,8 +24,6 @@ from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from cronsim import CronSim
-
 from flowstage.model.conditions import When
 from flowstage.model.workflow import AfterWorkflows
 
@@ -79,6 +77,8 @@ class CronSchedule:
 
     def after(self, instant: float) -> Iterator[float]:
         """Fire instants strictly after `instant`, in order, each once."""
+        from cronsim import CronSim  # loaded by the scheduler, not by every run
+
         tz = zone(self.timezone)
         start = _wall(instant, tz)
         last = instant

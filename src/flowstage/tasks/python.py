@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
 import sys
 import threading
 import traceback
@@ -47,6 +46,8 @@ def interpreter(choice: str | None, root: str) -> str:
     if is_python_version(choice):
         if choice == f"{sys.version_info.major}.{sys.version_info.minor}":
             return sys.executable
+        import shutil  # a child interpreter is looked up only for child-process tasks
+
         found = shutil.which(f"python{choice}")
         if not found:
             raise DefinitionError(f"python {choice} is not on PATH (preferences.python / interpreter)")

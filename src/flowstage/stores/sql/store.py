@@ -200,6 +200,8 @@ class _SqliteDriver:
         #: the store's folder cannot be written (a read-only mount, a copy shared read-only): reads
         #: work, a write fails as a write to a read-only database
         self.read_only = read_only
+        #: the files a write goes to, checked before each write transaction (`_check_writable`)
+        self._files = () if path == ":memory:" else (path, path + "-wal", path + "-shm")
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -241,6 +243,7 @@ class _SqliteDriver:
             import sqlite3
 
             raise sqlite3.OperationalError("read-only: its folder cannot be written, so runs can be read but not started")
+        self._check_writable()
         conn, lock = self._conn()
         with lock:
             try:
@@ -252,6 +255,48 @@ class _SqliteDriver:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _check_writable(self) -> None:
+        """Refuse a write, as a `StoreError`, when the database or its WAL or shared-memory index can
+        no longer be written (made immutable, the file system remounted read-only, permissions taken).
+
+        SQLite keeps the ``-shm`` index memory-mapped: its next write to a file that became read-only
+        is a SIGBUS that kills the process without a word. A few `os.access` calls per transaction
+        turn that into an error the runner stops on cleanly, leaving the run interrupted. The
+        connections are let go of unclosed (`_abandon`): closing one checkpoints, through the same
+        mapping.
+        """
+        access, writable = os.access, os.W_OK
+        for name in self._files:
+            if not access(name, writable):
+                break
+        else:
+            return
+        refused = [os.path.basename(f) for f in self._files if not access(f, writable) and os.path.lexists(f)]
+        if not refused:
+            return  # a file SQLite has not made yet (it makes it, or says why it cannot)
+        names = refused[0] if len(refused) == 1 else ", ".join(refused[:-1]) + " and " + refused[-1]
+        self._abandon()
+        raise StoreError(
+            f"run store {self.path} became read-only ({names} cannot be written); "
+            "a run in progress is left interrupted and can be resumed when the store is writable again"
+        )
+
+    def _abandon(self) -> None:
+        """Let go of every connection without ever closing it, even when the process exits.
+
+        Closing the last connection to a WAL database checkpoints, which writes the memory-mapped
+        index: a fault once the file became read-only. Left open, the connections end with the
+        process as a killed runner's do; their locks go with it, and the next writer recovers the
+        WAL. A connection made later (the store writable again) works as usual.
+        """
+        with self._lock:
+            kept, self._all = self._all, []
+        self._local = threading.local()
+        import ctypes
+
+        for conn, _lock in kept:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # a reference nothing drops: never deallocated
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:

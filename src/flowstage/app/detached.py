@@ -187,4 +187,7 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    import faulthandler
+
+    faulthandler.enable()  # a fatal signal leaves its last word in the runner's log (its stderr)
     sys.exit(_main())

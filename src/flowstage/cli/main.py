@@ -6,6 +6,7 @@ else is an internal error (exit 3) whose traceback is shown only with FLOWSTAGE_
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import sys
@@ -111,8 +112,20 @@ def _started() -> None:
         gc.enable()
 
 
+def _report_faults() -> None:
+    """A fatal signal (a fault inside a C library, such as SQLite's memory-mapped index of a store
+    made read-only mid-write) writes a last word and the Python stack to stderr instead of
+    leaving the process dead without a message. `faulthandler` is built into the interpreter: no
+    import cost."""
+    try:
+        faulthandler.enable(file=sys.stderr)
+    except (AttributeError, OSError, RuntimeError, ValueError):
+        pass  # no stderr with a file descriptor (closed, or replaced by an embedding host)
+
+
 def main() -> None:
     """Console entry point."""
+    _report_faults()
     # importing builds thousands of long-lived objects and none of them is garbage: collecting
     # meanwhile only walks them again and again
     gc.disable()

@@ -200,11 +200,14 @@ class _SqliteDriver:
         #: the store's folder cannot be written (a read-only mount, a copy shared read-only): reads
         #: work, a write fails as a write to a read-only database
         self.read_only = read_only
+        #: the files a write goes to, checked before each write transaction (`_check_writable`)
+        self._files = () if path == ":memory:" else (path, path + "-wal", path + "-shm")
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[tuple[Any, threading.RLock]] = []
         self._lock = threading.Lock()
+        self._pinned: set[int] = set()  # the connections `_pin` keeps from ever being closed
 
     def _conn(self) -> tuple[Any, threading.RLock]:
         found = getattr(self._local, "conn", None)
@@ -241,6 +244,7 @@ class _SqliteDriver:
             import sqlite3
 
             raise sqlite3.OperationalError("read-only: its folder cannot be written, so runs can be read but not started")
+        self._check_writable()
         conn, lock = self._conn()
         with lock:
             try:
@@ -252,6 +256,52 @@ class _SqliteDriver:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _check_writable(self) -> None:
+        """Refuse a write, as a `StoreError`, when the database or its WAL or shared-memory index can
+        no longer be written (made immutable, the file system remounted read-only, permissions taken).
+
+        SQLite keeps the ``-shm`` index memory-mapped: its next write to a file that became read-only
+        is a SIGBUS that kills the process without a word. A few `os.access` calls per transaction
+        turn that into an error the runner stops on cleanly, leaving the run interrupted.
+        """
+        access, writable = os.access, os.W_OK
+        for name in self._files:
+            if not access(name, writable):
+                break
+        else:
+            return
+        refused = self._refused()
+        if not refused:
+            return
+        self._pin()
+        names = refused[0] if len(refused) == 1 else ", ".join(refused[:-1]) + " and " + refused[-1]
+        raise StoreError(
+            f"run store {self.path} became read-only ({names} cannot be written); "
+            "a run in progress is left interrupted and can be resumed when the store is writable again"
+        )
+
+    def _refused(self) -> list[str]:
+        """The names of the store's files that exist and cannot be written (one SQLite has not made
+        yet is not refused: SQLite makes it, or says why it cannot)."""
+        return [os.path.basename(f) for f in self._files if not os.access(f, os.W_OK) and os.path.lexists(f)]
+
+    def _pin(self) -> None:
+        """Make sure no connection open now is ever closed, not even when the process exits.
+
+        Closing the last connection to a WAL database checkpoints, which writes the memory-mapped
+        index: a fault once the files became read-only. Left open, the connections end with the
+        process as a killed runner's do; their locks go with it, and the next writer recovers the
+        WAL. Each connection is pinned once and stays in use: once the store is writable again,
+        it writes as before.
+        """
+        import ctypes
+
+        with self._lock:
+            for conn, _lock in self._all:
+                if id(conn) not in self._pinned:
+                    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # a reference nothing drops
+                    self._pinned.add(id(conn))
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:
@@ -272,8 +322,12 @@ class _SqliteDriver:
             yield _SqliteTx(conn)
 
     def close(self) -> None:
+        # closing would checkpoint into files that cannot be written: left open instead (see `_pin`)
+        left_open = not self.read_only and bool(self._files) and bool(self._refused())
+        if left_open:
+            self._pin()
         with self._lock:
-            for conn, lock in self._all:
+            for conn, lock in self._all if not left_open else ():
                 with lock, contextlib.suppress(Exception):
                     conn.close()
             self._all.clear()

@@ -28,8 +28,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.errors import ConnectionError, DefinitionError, RunError
 from flowstage.redact import mask_url, scrub
@@ -58,8 +59,7 @@ class LockTimeout(RunError):
     """The attempt's deadline passed while it waited for a DuckDB file another process held."""
 
 
-@dataclass
-class StatementResult:
+class StatementResult(Struct):
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[Any, ...]] | None = None  # None when the statement returns no rows
     rowcount: int = -1
@@ -223,8 +223,7 @@ def _not_killed() -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class LockWait:
+class LockWait(Struct, frozen=True):
     """How an attempt waits for a DuckDB file another process holds: what it tells, when it stops."""
 
     #: when the attempt must have ended (seconds since the epoch); None waits without a bound

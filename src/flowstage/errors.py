@@ -15,8 +15,9 @@ swallow a cancel signal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+
+from msgspec import Struct
 
 
 class ExitCode(IntEnum):
@@ -34,8 +35,7 @@ class FlowstageError(Exception):
     exit_code: ExitCode = ExitCode.RUN_FAILED
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Struct, frozen=True):
     """One problem found in a file, located by line and column (1-based)."""
 
     message: str

@@ -14,9 +14,10 @@ import contextlib
 import os
 import re
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.errors import DefinitionError, Problem
 
@@ -26,8 +27,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KEYS = ("store", "connections", "notifiers", "executor", "spark", "server")
 
 
-@dataclass(frozen=True)
-class SparkSettings:
+class SparkSettings(Struct, frozen=True):
     """flowstage.yaml's `spark:`: the master Spark dataflows and `spark:` tasks run on, and Spark conf.
 
     ``conf`` values are strings as Spark takes them; the defaults flowstage adds (UTC session time
@@ -41,8 +41,7 @@ class SparkSettings:
 _SPARK_KEYS = ("master", "conf")
 
 
-@dataclass
-class Project:
+class Project(Struct):
     root: Path
     store_url: str
     executor: str = "local"

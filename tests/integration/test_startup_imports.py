@@ -42,6 +42,7 @@ FORBIDDEN = (
     "flowstage.model.yamlsource",
     "yaml",
     "importlib.metadata",
+    "cronsim",  # fire times are the scheduler's business
     *(f"flowstage.cli.{other}" for other in ("project", "inspect", "catalog", "deploy", "server", "tokens", "notify", "alerts")),
 )
 
@@ -63,6 +64,16 @@ def built():
             seen.append(cls.__name__)
     return sorted(seen)
 
+def dataclasses_made():
+    return sorted(
+        f"{name}.{value.__name__}"
+        for name, module in list(sys.modules.items())
+        if name.startswith("flowstage.")
+        for value in list(vars(module).values())
+        if isinstance(value, type) and value.__module__ == name and "__dataclass_fields__" in value.__dict__
+    )
+
+atexit.register(lambda: sys.__stderr__.write("DATACLASSES " + " ".join(dataclasses_made()) + "\\n"))
 atexit.register(lambda: sys.__stderr__.write("MODULES " + " ".join(sorted(sys.modules)) + "\\n"))
 atexit.register(lambda: sys.__stderr__.write("BUILT " + " ".join(built()) + "\\n"))
 sys.argv = ["flowstage", *sys.argv[1:]]
@@ -106,3 +117,6 @@ def test_a_piped_one_task_run_imports_only_what_it_uses(
     # the second run reads the definition the first one validated: no model builds its validator
     built = next(x for x in proc.stderr.splitlines() if x.startswith("BUILT")).split()[1:]
     assert built == [], f"a {kind} run of an unchanged file validated it again ({built})"
+    # the run's records are msgspec structs: a dataclass compiles its generated methods at every start
+    made = next(x for x in proc.stderr.splitlines() if x.startswith("DATACLASSES")).split()[1:]
+    assert made == [], f"a {kind} run made dataclasses {made}"

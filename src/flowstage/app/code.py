@@ -13,15 +13,15 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.model.workflow import Workflow
 
 
-@dataclass(frozen=True)
-class PinnedCode:
+class PinnedCode(Struct, frozen=True):
     """The workflow with its task specs pointed at the version's files, and what those files are."""
 
     workflow: Workflow

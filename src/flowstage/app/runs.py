@@ -14,10 +14,11 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
+
+from msgspec import Struct
 
 from flowstage.app.code import PinnedCode, pin
 from flowstage.app.liveness import effective_status, kill_orphans, process_started, runner_alive
@@ -171,8 +172,7 @@ def _runner(
     )
 
 
-@dataclass
-class BegunRun:
+class BegunRun(Struct):
     """A run recorded in the store (status running, tasks pending), ready to be driven to its end."""
 
     id: str

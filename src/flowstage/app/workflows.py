@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from flowstage.errors import DefinitionError, NotFoundError, UsageError
 from flowstage.model.workflow import Workflow
@@ -53,15 +54,14 @@ def _number_problem(exc: ValueError) -> str:
     return str(exc)
 
 
-@dataclass(frozen=True)
-class FoundWorkflow:
+class FoundWorkflow(Struct, frozen=True):
     """A workflow looked up by name or file, and the deployed version it is (None for a file)."""
 
     workflow: Workflow
     source: str
     version: int | None = None
     #: the workflow's plain mapping, as a run records it (kept with the validated definition)
-    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    definition: dict[str, Any] | None = None
 
 
 #: ``path/to/module.py:name``: a module-level Workflow (or a function of no arguments returning one)

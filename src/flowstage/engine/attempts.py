@@ -7,10 +7,10 @@ the runner calls them and turns their answers into events.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from msgspec import Struct
 from pydantic import BaseModel, ValidationError
 
 from flowstage.errors import RunError, VariableError
@@ -22,8 +22,7 @@ _PLAIN = (str, int, float, bool)
 _SUMMED = ("rows_read", "rows_written", "bytes_read", "bytes_written", "cpu_seconds")
 
 
-@dataclass
-class RunInfo:
+class RunInfo(Struct):
     """What templates know of the run (`run.*`)."""
 
     id: str

@@ -7,8 +7,9 @@ carries the reason shown to users (``needs extract=success; extract failed``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
+
+from msgspec import Struct
 
 from flowstage.model.conditions import SATISFIED_BY, Condition, When
 from flowstage.model.statuses import TASK_FAILED, TASK_FINAL, RunStatus, TaskStatus
@@ -20,14 +21,12 @@ class Action(str, Enum):
     SKIP = "skip"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Struct, frozen=True):
     action: Action
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class Requirement:
+class Requirement(Struct, frozen=True):
     """One predecessor, the condition asked of it, and its current status."""
 
     task: str
@@ -75,8 +74,7 @@ def decide(requirements: Sequence[Requirement], when: When = When.ALL) -> Decisi
     return Decision(Action.WAIT, "waits for any of " + ", ".join(r.task for r in requirements))
 
 
-@dataclass(frozen=True)
-class StageTask:
+class StageTask(Struct, frozen=True):
     """A task of a finished stage as the next stage's default sees it."""
 
     name: str

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.engine.ports import Event, TaskRun
 from flowstage.model.statuses import RunStatus
@@ -23,8 +24,7 @@ AfterAttempt = Callable[[TaskRun, Mapping[str, Any]], None]
 AfterRun = Callable[[RunStatus, Mapping[str, TaskRun]], None]
 
 
-@dataclass
-class Hooks:
+class Hooks(Struct):
     after_event: list[AfterEvent] = field(default_factory=list)
     after_attempt: list[AfterAttempt] = field(default_factory=list)
     after_run: list[AfterRun] = field(default_factory=list)

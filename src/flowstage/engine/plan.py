@@ -6,15 +6,14 @@ expanded into edges: a 100 x 100 staged workflow would otherwise hold a million 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from flowstage.engine import collector
 from flowstage.model.conditions import Condition, When
 from flowstage.model.workflow import Task, Workflow
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Struct, frozen=True):
     name: str
     stage: int
     task: Task
@@ -23,8 +22,7 @@ class Node:
     when: When
 
 
-@dataclass
-class Plan:
+class Plan(Struct):
     workflow: Workflow
     nodes: dict[str, Node]
     stages: list[list[str]]

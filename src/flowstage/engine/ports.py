@@ -7,15 +7,15 @@ only records what the engine tells it, in batches that are written before they a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from flowstage.model.kinds import KindSpec
 from flowstage.model.statuses import TaskStatus
 
 
-@dataclass
-class LogLine:
+class LogLine(Struct):
     run_id: str
     task: str | None
     attempt: int | None
@@ -24,8 +24,7 @@ class LogLine:
     message: str
 
 
-@dataclass(slots=True)
-class TaskRun:
+class TaskRun(Struct):
     """The projection of one task in one run, as the store keeps it (slots: a run may hold 100,000)."""
 
     name: str
@@ -41,8 +40,7 @@ class TaskRun:
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class Event:
+class Event(Struct):
     """One recorded fact: a task or run changed state, a run was resumed or cancel was asked."""
 
     run_id: str
@@ -53,8 +51,7 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Batch:
+class Batch(Struct):
     """Everything the runner learned since its last write, recorded in one transaction."""
 
     run_id: str
@@ -77,8 +74,7 @@ class RunStorePort(Protocol):
         """Mark the runner alive; answers whether a cancel was requested."""
 
 
-@dataclass
-class AttemptSpec:
+class AttemptSpec(Struct):
     """One attempt of one task as a message: JSON data, runnable by any process that has the task kinds.
 
     Everything live (connections, the catalog, kill handles) is built by the side that runs it, from
@@ -118,7 +114,7 @@ class AttemptSpec:
 
     def to_message(self) -> dict[str, Any]:
         """The attempt as plain JSON data."""
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"}
+        data = {k: getattr(self, k) for k in self.__struct_fields__ if k != "spec"}
         data["kind"] = self.spec.kind
         data["spec"] = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         return data
@@ -137,8 +133,7 @@ class AttemptSpec:
         return cls(**body)
 
 
-@dataclass
-class Outcome:
+class Outcome(Struct):
     status: TaskStatus  # SUCCEEDED, FAILED or TIMED_OUT
     value: Any = None
     error: str | None = None

@@ -20,9 +20,10 @@ import queue
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.engine import attempts, collector, retries
 from flowstage.engine.attempts import RunInfo, jsonable
@@ -75,8 +76,7 @@ _RESET: dict[str, Any] = {
 _LEVEL = {TaskStatus.SUCCEEDED: INFO, TaskStatus.SKIPPED: NOTICE, TaskStatus.CANCELLED: WARNING}
 
 
-@dataclass
-class _Running:
+class _Running(Struct):
     """An attempt in flight."""
 
     attempt: int
@@ -86,8 +86,7 @@ class _Running:
     copy: int = 0
 
 
-@dataclass
-class _Launch:
+class _Launch(Struct):
     """A started task: its copies (one for a plain task; N for `instances` / `for_each`)."""
 
     items: list[Any]
@@ -107,11 +106,10 @@ class _Launch:
     kept: int = 0
 
 
-@dataclass(order=True)
-class _Due:
+class _Due(Struct, order=True):
     at: float
-    name: str = field(compare=False)
-    copy: int = field(compare=False, default=0)
+    name: str
+    copy: int = 0
 
 
 class _InboxReports:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+from msgspec import Struct
 
 from flowstage.model.conditions import When
 from flowstage.model.workflow import AfterWorkflows
@@ -68,8 +69,7 @@ def wall_to_instant(wall: datetime, tz: tzinfo) -> float:
     return float(lo)
 
 
-@dataclass(frozen=True)
-class CronSchedule:
+class CronSchedule(Struct, frozen=True):
     """A 5-field cron expression read in a time zone."""
 
     expression: str
@@ -147,8 +147,7 @@ STATUS_RULES: dict[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class EndedRun:
+class EndedRun(Struct, frozen=True):
     """A run of a watched workflow that has ended."""
 
     id: str
@@ -157,8 +156,7 @@ class EndedRun:
     ended_at: float
 
 
-@dataclass(frozen=True)
-class EventFire:
+class EventFire(Struct, frozen=True):
     """One start of the watching workflow: when its rule held, and the runs that made it hold."""
 
     logical_time: float

@@ -36,8 +36,9 @@ fail) when nobody will resume it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+
+from msgspec import Struct
 
 from flowstage.model.statuses import RunStatus, TaskStatus
 
@@ -84,8 +85,7 @@ class IllegalTransition(ValueError):
     """A status change the state machine does not allow (a bug in the caller, never user input)."""
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(Struct, frozen=True):
     status: TaskStatus
     effects: tuple[Effect, ...] = ()
 

@@ -9,8 +9,9 @@ behaviour.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct, field
 
 from flowstage.engine.ports import Batch, Event, LogLine, TaskRun
 
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     from flowstage.stores.tokens import TokenStore
 
 
-@dataclass
-class NewRun:
+class NewRun(Struct):
     id: str
     workflow: str
     version: int | None
@@ -40,8 +40,7 @@ class NewRun:
     source: str | None = None
 
 
-@dataclass(frozen=True)
-class RunHead:
+class RunHead(Struct, frozen=True):
     """A run's state in brief, cheap to read often: whatever changed in the run changed some field here."""
 
     id: str
@@ -56,8 +55,7 @@ class RunHead:
     newest_event: int
 
 
-@dataclass
-class StoredRun:
+class StoredRun(Struct):
     id: str
     workflow: str
     version: int | None
@@ -80,8 +78,7 @@ class StoredRun:
     tasks: list[TaskRun] = field(default_factory=list)
 
 
-@dataclass
-class StoredLog:
+class StoredLog(Struct):
     id: int
     line: LogLine
 

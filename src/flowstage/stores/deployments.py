@@ -19,15 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from flowstage.engine.scheduling import EndedRun
 
 
-@dataclass
-class WorkflowVersion:
+class WorkflowVersion(Struct):
     workflow: str
     version: int
     content_hash: str
@@ -39,8 +39,7 @@ class WorkflowVersion:
     deployed_by: str | None
 
 
-@dataclass
-class DeployedWorkflow:
+class DeployedWorkflow(Struct):
     """A deployed name and its current version."""
 
     name: str
@@ -54,8 +53,7 @@ class DeployedWorkflow:
     event_since: float | None = None
 
 
-@dataclass
-class Activation:
+class Activation(Struct):
     """One change of a workflow's current version."""
 
     workflow: str
@@ -66,8 +64,7 @@ class Activation:
     by: str | None
 
 
-@dataclass
-class DeployOutcome:
+class DeployOutcome(Struct):
     name: str
     version: int
     previous: int | None
@@ -86,8 +83,7 @@ class Claim(str, Enum):
         return self.value
 
 
-@dataclass
-class Fire:
+class Fire(Struct):
     workflow: str
     logical_time: float
     kind: str  # schedule | event
@@ -100,8 +96,7 @@ class Fire:
     consumed: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ActiveRun:
+class ActiveRun(Struct):
     """A run recorded as running, with what tells whether its runner still lives."""
 
     id: str

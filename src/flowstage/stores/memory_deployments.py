@@ -14,8 +14,10 @@ import copy
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from flowstage.engine.scheduling import EndedRun
 from flowstage.errors import NotFoundError
@@ -36,8 +38,7 @@ from flowstage.stores.deployments import (
 _ALL = sys.maxsize
 
 
-@dataclass(frozen=True)
-class _Workflow:
+class _Workflow(Struct, frozen=True):
     """The `workflows` row: the current version and what its trigger counts from."""
 
     name: str
@@ -50,8 +51,7 @@ class _Workflow:
     event_since: float | None = None
 
 
-@dataclass
-class _State:
+class _State(Struct):
     """Everything the store keeps; replaced whole by a transaction that fails (rows are never edited in place)."""
 
     workflows: dict[str, _Workflow]

@@ -7,9 +7,10 @@ entry-point group (a class with `spec` and a `run(job, ctx)` method).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
@@ -20,8 +21,7 @@ from flowstage.tasks._process import ProcessHandle
 _BUILTIN = ("python", "shell", "sql", "http", "wait_for", "dataflow", "crawl", "spark")
 
 
-@dataclass
-class RunResources:
+class RunResources(Struct):
     """What tasks of one run share: the project root, its connections, the store's URL."""
 
     root: Path
@@ -71,8 +71,7 @@ class _LazyCatalog:
             self._store.close()
 
 
-@dataclass
-class TaskContext:
+class TaskContext(Struct):
     """What a task kind gets besides its attempt: where to report, its kill handle, the resources."""
 
     log: Callable[[int, str], None]

@@ -14,9 +14,10 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from msgspec import Struct
 
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
@@ -130,8 +131,7 @@ def resolve_env(values: Mapping[str, str | EnvSource], resources: RunSecrets) ->
     return out
 
 
-@dataclass(frozen=True)
-class ProcessResult:
+class ProcessResult(Struct, frozen=True):
     """How a task's process ended and what its own process tree used (None: not measured, e.g. killed)."""
 
     exit_code: int

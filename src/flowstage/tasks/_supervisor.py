@@ -23,9 +23,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 _SERVER = str(Path(__file__).with_name("_forkserver.py"))
 _HEADER = struct.Struct("!II")
@@ -33,8 +34,7 @@ _HEADER = struct.Struct("!II")
 LOST = 137
 
 
-@dataclass(frozen=True)
-class Exit:
+class Exit(Struct, frozen=True):
     """How a child ended and what its own process tree used (None: not measured)."""
 
     code: int

@@ -426,21 +426,47 @@ def _forget_if_empty(pgid):
 
 def _shutdown(_signum=0, _frame=None):
     # type: (int, object) -> None
-    """The runner is gone: every group started here, then every adopted descendant, with SIGKILL."""
+    """The runner is gone: every group started here, then every descendant, with SIGKILL.
+
+    The descendants are listed before the groups are killed and again until none is left: a
+    process that left its group (setsid) is found under its parent, and while that parent is being
+    killed the kernel hands its children over to this process (the subreaper), so a single look
+    taken meanwhile can miss them. Reaping here is what makes "none left" observable.
+    """
+    me = os.getpid()
+    doomed = [pid for pid in _tree([me]) if pid != me]
     for pgid in list(_groups):
         try:
             os.killpg(pgid, signal.SIGKILL)
         except OSError:
             pass
-    if _HAS_CHILDREN_FILES:
-        me = os.getpid()
-        for pid in _tree([me]):
-            if pid != me:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+    deadline = time.monotonic() + 5.0
+    while doomed and time.monotonic() < deadline:
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                reaped, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if reaped == 0:
+                break
+        doomed = [pid for pid in _tree([me]) if pid != me and not _is_zombie(pid)]
+        if doomed:
+            time.sleep(0.01)
     os._exit(0)
+
+
+def _is_zombie(pid):
+    # type: (int) -> bool
+    """A child that ended and waits to be reaped (or is gone already)."""
+    stat = _read("/proc/%d/stat" % pid)
+    if not stat:
+        return True
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
 
 
 def _recv_frame(ctl):

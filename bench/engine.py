@@ -11,7 +11,8 @@ Workloads (`--only` picks some, comma-separated; all by default):
                validated and run by `flowstage run FILE -q` in a process of its own: wall seconds
                and the peak memory of that whole process;
   * cold       the whole `flowstage run` process on a one-task workflow (median of 7 or more)
-               beside `python -c pass`.
+               beside `python -c pass` and the import of pydantic and click alone; with valgrind
+               on PATH, also the instructions each executes (callgrind: the same on a busy machine).
 With `--store URL` (``postgresql+psycopg://user@host:port/db``) every workload records in a fresh
 database made on that server for this run and dropped after it; the default is SQLite.
 A benchmark, not a test: run `make bench`, or `python bench/engine.py --only inprocess`.
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -307,11 +310,35 @@ def bench_cold(root: Path, repeat: int, **_: Any) -> dict[str, Any]:
     times = max(7, repeat)
     walls = [child_peak([*env_cmd, *flowstage_cli("run", "one", "-q")], root)[0] for _ in range(times)]
     python_walls = [child_peak([*env_cmd, sys.executable, "-c", "pass"], root)[0] for _ in range(times)]
-    return {
+    floor = [*env_cmd, sys.executable, "-c", "import pydantic.main, click"]
+    floor_walls = [child_peak(floor, root)[0] for _ in range(times)]
+    out: dict[str, Any] = {
         "runs": times,
         "flowstage_run_seconds": round(statistics.median(walls), 3),
         "bare_python_seconds": round(statistics.median(python_walls), 3),
+        "import_pydantic_click_seconds": round(statistics.median(floor_walls), 3),
     }
+    if shutil.which("valgrind"):  # instructions do not depend on what else the machine is doing
+        out["instructions_millions"] = {
+            "flowstage_run": instructions([*env_cmd, *flowstage_cli("run", "one", "-q")], root),
+            "python_pass": instructions([*env_cmd, sys.executable, "-c", "pass"], root),
+            "import_pydantic_click": instructions(floor, root),
+        }
+    return out
+
+
+def instructions(cmd: list[str], cwd: Path) -> int:
+    """Millions of instructions `cmd` executes, counted by callgrind (repeatable on a busy machine)."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    counted = re.search(r"Collected : (\d+)", proc.stderr)
+    assert counted, proc.stderr[-500:]
+    return round(int(counted.group(1)) / 1e6)
 
 
 # --------------------------------------------------------------------------- a fresh PostgreSQL database
@@ -372,6 +399,11 @@ def table(results: dict[str, Any], store: str) -> str:
         r = results["cold"]
         row(f"cold flowstage run, one task (s, n={r['runs']})", "flowstage", "python -c pass")
         row("", f"{r['flowstage_run_seconds']:.3f}", f"{r['bare_python_seconds']:.3f}")
+        row("  import pydantic.main, click alone (s)", f"{r['import_pydantic_click_seconds']:.3f}")
+        if "instructions_millions" in r:
+            i = r["instructions_millions"]
+            row("  instructions (millions, callgrind)", str(i["flowstage_run"]), str(i["python_pass"]))
+            row("  import pydantic.main, click alone", str(i["import_pydantic_click"]))
     return "\n".join(lines)
 
 

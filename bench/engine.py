@@ -320,9 +320,9 @@ def bench_cold(root: Path, repeat: int, **_: Any) -> dict[str, Any]:
     }
     if shutil.which("valgrind"):  # instructions do not depend on what else the machine is doing
         out["instructions_millions"] = {
-            "flowstage_run": instructions([*env_cmd, *flowstage_cli("run", "one", "-q")], root),
-            "python_pass": instructions([*env_cmd, sys.executable, "-c", "pass"], root),
-            "import_pydantic_click": instructions(floor, root),
+            "flowstage_run": instructions(flowstage_cli("run", "one", "-q"), root),
+            "python_pass": instructions([sys.executable, "-c", "pass"], root),
+            "import_pydantic_click": instructions(floor[len(env_cmd) :], root),
         }
     return out
 
@@ -332,6 +332,7 @@ def instructions(cmd: list[str], cwd: Path) -> int:
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
         cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         capture_output=True,
         text=True,
         check=True,

@@ -6,6 +6,7 @@ else is an internal error (exit 3) whose traceback is shown only with FLOWSTAGE_
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import gc
 import os
@@ -117,10 +118,9 @@ def _report_faults() -> None:
     made read-only mid-write) writes a last word and the Python stack to stderr instead of
     leaving the process dead without a message. `faulthandler` is built into the interpreter: no
     import cost."""
-    try:
+    # no stderr with a file descriptor (closed, or replaced by an embedding host): nothing to write to
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
         faulthandler.enable(file=sys.stderr)
-    except (AttributeError, OSError, RuntimeError, ValueError):
-        pass  # no stderr with a file descriptor (closed, or replaced by an embedding host)
 
 
 def main() -> None:

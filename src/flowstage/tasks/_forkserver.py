@@ -464,9 +464,8 @@ def _is_zombie(pid):
     # type: (int) -> bool
     """A child that ended and waits to be reaped (or is gone already)."""
     stat = _read("/proc/%d/stat" % pid)
-    if not stat:
-        return True
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
+    state_at = stat.rfind(b")") + 2  # the state follows the command, which may hold any byte
+    return not stat or stat[state_at : state_at + 1] == b"Z"
 
 
 def _recv_frame(ctl):

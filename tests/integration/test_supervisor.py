@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -295,3 +296,47 @@ def test_a_python_task_that_leaves_daemons_succeeds_and_its_daemons_are_killed(p
         assert "killed 2 processes" in line, line  # the double-forked one may be caught before its exec
         assert f"sleep {token} (pid " in line, line
     assert "next#1: killed" not in logs, "the warm worker's next task starts clean"
+
+
+SHUTDOWN_DURING_PRESTART = """
+import importlib.abc, importlib.machinery, sys, time
+from pathlib import Path
+
+class SlowSupervisorImport(importlib.abc.MetaPathFinder):
+    # the supervisor's module takes 0.5 s to load: the thread starting the first warm worker is
+    # still inside the import of the workers' module when the run ends
+    def find_spec(self, name, path=None, target=None):
+        if name != "flowstage.tasks._supervisor":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        spec.loader.exec_module = lambda module: (time.sleep(0.5), run(module))
+        return spec
+
+sys.meta_path.insert(0, SlowSupervisorImport())
+
+from flowstage.connections import Connections
+from flowstage.executors.local import LocalExecutor
+from flowstage.tasks import RunResources
+
+root = Path(sys.argv[1])
+executor = LocalExecutor(RunResources(root=root, connections=Connections({}, root=root)), interpreters=[""])
+time.sleep(0.1)
+executor.shutdown()
+from flowstage.tasks._workers import WORKERS
+print("idle workers:", sum(len(w) for w in WORKERS._idle.values()))
+"""
+
+
+def test_a_run_that_ends_while_its_first_worker_starts_ends_that_worker_too(project: Project) -> None:
+    script = project.root / "shutdown_during_prestart.py"
+    script.write_text(SHUTDOWN_DURING_PRESTART)
+    ended = subprocess.run(
+        [sys.executable, str(script), str(project.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.strip() == "idle workers: 0"

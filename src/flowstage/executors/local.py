@@ -166,8 +166,7 @@ class LocalExecutor:
         self._futures: set[Future[None]] = set()
         self._scrubbers = RunScrubbers(resources)
         self._root = str(resources.root)
-        if interpreters:
-            self._pool.submit(self._prestart, list(interpreters))
+        self._prestarting = self._pool.submit(self._prestart, list(interpreters)) if interpreters else None
 
     def _prestart(self, interpreters: list[str]) -> None:
         from flowstage.tasks._process import base_env
@@ -204,11 +203,16 @@ class LocalExecutor:
         # an in-process python attempt is not waited for: nothing can stop its thread, and as a
         # daemon it does not keep the process alive.
         pending = [f for f in tuple(self._futures) if not f.done()]  # pool threads discard finished ones meanwhile
+        if self._prestarting is not None and not self._prestarting.cancel():
+            pending.append(self._prestarting)  # a worker still starting is ended with the idle ones below
         if pending:
             wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._in_process.shutdown()
-        workers = sys.modules.get("flowstage.tasks._workers")  # loaded only if a worker was ever wanted
-        if workers is not None:
-            workers.WORKERS.close_idle(self._root)
+        if "flowstage.tasks._workers" in sys.modules:  # loaded only if a worker was ever wanted
+            # imported, never read off sys.modules: a thread may still be running the module's code,
+            # and the import waits for it
+            from flowstage.tasks._workers import WORKERS
+
+            WORKERS.close_idle(self._root)
         self.resources.close()

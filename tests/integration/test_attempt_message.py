@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from flowstage.engine.ports import AttemptSpec, Outcome
-from flowstage.model.kinds import DataflowSpec, PythonSpec, ShellSpec, SqlSpec
+from flowstage.model.kinds.dataflow import DataflowSpec
+from flowstage.model.kinds.python import PythonSpec
+from flowstage.model.kinds.shell import ShellSpec
+from flowstage.model.kinds.sql import SqlSpec
 from flowstage.model.statuses import TaskStatus
 from tests.conftest import Project
 

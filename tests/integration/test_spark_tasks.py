@@ -17,7 +17,7 @@ import pytest
 
 from flowstage.app.code import pin
 from flowstage.deploy import referenced_files
-from flowstage.model.kinds import SparkSpec
+from flowstage.model.kinds.spark import SparkSpec
 from flowstage.model.loader import load_text
 from tests.conftest import CI, Project
 from tests.records import record_of, tasks_of, wait_until

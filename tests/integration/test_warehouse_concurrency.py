@@ -24,7 +24,10 @@ from flowstage.connections import Connections
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.model.dataflow import Package
-from flowstage.model.kinds import DataflowSpec, KindSpec, SqlSpec, WaitForSpec
+from flowstage.model.kinds import KindSpec
+from flowstage.model.kinds.dataflow import DataflowSpec
+from flowstage.model.kinds.sql import SqlSpec
+from flowstage.model.kinds.wait_for import WaitForSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import RunResources, TaskContext, runner_for
 from flowstage.tasks._process import ProcessHandle

@@ -24,7 +24,7 @@ from flowstage.engine.ports import AttemptSpec, Event, Outcome, Reports, TaskRun
 from flowstage.engine.runner import RunInfo, Runner
 from flowstage.logging import INFO, WARNING
 from flowstage.model import Condition, RunStatus, TaskStatus, Workflow
-from flowstage.model.kinds import ShellSpec
+from flowstage.model.kinds.shell import ShellSpec
 from flowstage.model.loader import load_text
 from flowstage.model.statuses import TASK_FINAL
 from flowstage.stores.base import NewRun, StoredRun

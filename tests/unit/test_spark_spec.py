@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from flowstage.engine.ports import AttemptSpec
 from flowstage.errors import DefinitionError
-from flowstage.model.kinds import SparkSpec, kind_spec
+from flowstage.model.kinds import kind_spec
+from flowstage.model.kinds.spark import SparkSpec
 from flowstage.model.loader import load_text
 from flowstage.model.schema import workflow_schema
 from flowstage.tasks import TASK_KINDS

@@ -41,9 +41,9 @@ def _code_fingerprint() -> bytes:
         import pydantic
 
         parts = [CACHE_FORMAT, sys.version.encode(), pydantic.VERSION.encode()]
-        for path in sorted(_MODEL_DIR.glob("*.py")):
+        for path in sorted(_MODEL_DIR.rglob("*.py")):  # the kinds' specs are in a folder of their own
             st = path.stat()
-            parts.append(f"{path.name}:{st.st_mtime_ns}:{st.st_size}".encode())
+            parts.append(f"{path.relative_to(_MODEL_DIR)}:{st.st_mtime_ns}:{st.st_size}".encode())
         _code_key = hashlib.sha256(b"\0".join(parts)).digest()
     return _code_key
 

@@ -17,7 +17,7 @@ from typing import Any
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError, RunError
 from flowstage.logging import NOTICE
-from flowstage.model.kinds import WorkflowSpec
+from flowstage.model.kinds.workflow import WorkflowSpec
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.redact import mask_strings
 from flowstage.settings import Project

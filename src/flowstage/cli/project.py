@@ -207,7 +207,7 @@ def _notifiers_for(path: Path) -> list[str] | None:
 def _package_problems(workflow: object, path: Path) -> list[Problem]:
     """Problems of the package files a workflow's dataflow tasks name (found from the project root)."""
     from flowstage.model.dataflow import load_package
-    from flowstage.model.kinds import DataflowSpec
+    from flowstage.model.kinds.dataflow import DataflowSpec
     from flowstage.model.workflow import Workflow
     from flowstage.settings import find_root
 

@@ -24,7 +24,7 @@ from flowstage.errors import DefinitionError
 
 if TYPE_CHECKING:
     from flowstage.connections import Connections
-    from flowstage.model.kinds import EnvSource
+    from flowstage.model.kinds.shell import EnvSource
 
 
 class RunSecrets(Protocol):

@@ -14,7 +14,7 @@ from flowstage.data.crawler import crawl_files, crawl_tables
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import INFO, NOTICE
-from flowstage.model.kinds import CrawlSpec
+from flowstage.model.kinds.crawl import CrawlSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.stores.catalog import describe_change
 from flowstage.tasks import TaskContext

@@ -17,7 +17,7 @@ from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import FlowstageError
 from flowstage.logging import INFO
 from flowstage.model.dataflow import Package, load_package
-from flowstage.model.kinds import DataflowSpec
+from flowstage.model.kinds.dataflow import DataflowSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 from flowstage.tasks.sql import lock_wait

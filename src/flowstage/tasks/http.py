@@ -15,7 +15,7 @@ from typing import Any
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import INFO
-from flowstage.model.kinds import HttpRequest, HttpSpec
+from flowstage.model.kinds.http import HttpRequest, HttpSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.redact import mask_url, scrub
 from flowstage.tasks import TaskContext

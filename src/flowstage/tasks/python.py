@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError
 from flowstage.logging import ERROR, INFO, LOG_LINE_LIMIT, LOG_LINE_MARGIN, WARNING, LineBuffer, cap_line
-from flowstage.model.kinds import PythonSpec
+from flowstage.model.kinds.python import PythonSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.model.workflow import is_python_version
 from flowstage.tasks import TaskContext

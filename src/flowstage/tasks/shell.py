@@ -7,7 +7,7 @@ URL (see `flowstage.model.kinds.ShellSpec`); the run's other secrets stay out of
 from __future__ import annotations
 
 from flowstage.engine.ports import AttemptSpec, Outcome
-from flowstage.model.kinds import ShellSpec
+from flowstage.model.kinds.shell import ShellSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 from flowstage.tasks._process import resolve_env, run_process, task_env

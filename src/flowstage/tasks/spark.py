@@ -26,7 +26,7 @@ from pathlib import Path
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError, RunError
 from flowstage.logging import ERROR
-from flowstage.model.kinds import SparkSpec
+from flowstage.model.kinds.spark import SparkSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.settings import STATE_DIR
 from flowstage.tasks import TaskContext

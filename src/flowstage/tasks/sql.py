@@ -17,7 +17,7 @@ from flowstage.engine.attempts import check_saved_size
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import DefinitionError, RunError
 from flowstage.logging import DEBUG
-from flowstage.model.kinds import SqlSpec
+from flowstage.model.kinds.sql import SqlSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 

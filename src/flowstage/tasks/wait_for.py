@@ -15,7 +15,7 @@ from flowstage.connections import LockTimeout, run_statements, split_statements
 from flowstage.engine.ports import AttemptSpec, Outcome
 from flowstage.errors import RunError
 from flowstage.logging import DEBUG, INFO
-from flowstage.model.kinds import WaitForSpec
+from flowstage.model.kinds.wait_for import WaitForSpec
 from flowstage.model.statuses import TaskStatus
 from flowstage.tasks import TaskContext
 from flowstage.tasks.sql import lock_wait

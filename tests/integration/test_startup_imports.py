@@ -40,6 +40,7 @@ FORBIDDEN = (
     "flowstage.app.alerting",
     "flowstage.model.loader",
     "flowstage.model.yamlsource",
+    "flowstage.model.dataflow",  # the dataflow package models: for dataflow tasks only
     "yaml",
     "importlib.metadata",
     "cronsim",  # fire times are the scheduler's business
@@ -87,14 +88,19 @@ IN_PROCESS_FORBIDDEN = ("flowstage.tasks._supervisor", "flowstage.tasks._workers
 
 
 @pytest.mark.parametrize(
-    ("kind", "task", "forbidden"),
+    ("kind", "task", "spec", "forbidden"),
     [
-        ("in-process python", '{name: only, python: "tasks/t.py:noop", in_process: true}', FORBIDDEN + IN_PROCESS_FORBIDDEN),
-        ("shell", '{name: only, shell: "true"}', FORBIDDEN),
+        (
+            "in-process python",
+            '{name: only, python: "tasks/t.py:noop", in_process: true}',
+            "python",
+            FORBIDDEN + IN_PROCESS_FORBIDDEN,
+        ),
+        ("shell", '{name: only, shell: "true"}', "shell", FORBIDDEN),
     ],
 )
 def test_a_piped_one_task_run_imports_only_what_it_uses(
-    project: Project, kind: str, task: str, forbidden: tuple[str, ...]
+    project: Project, kind: str, task: str, spec: str, forbidden: tuple[str, ...]
 ) -> None:
     project.write("tasks/t.py", "def noop():\n    return None\n")
     project.write("workflows/one.yaml", f"name: one\ntasks:\n  - {task}\n")
@@ -114,6 +120,9 @@ def test_a_piped_one_task_run_imports_only_what_it_uses(
     assert "flowstage.engine.runner" in modules, "the probe saw the run"
     imported = sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in forbidden))
     assert imported == [], f"a {kind} one-task run imported {imported}"
+    # each kind's spec model is built on first use: only the task's own kind is there
+    specs = sorted(m for m in modules if m.startswith("flowstage.model.kinds."))
+    assert specs == [f"flowstage.model.kinds.{spec}"], specs
     # the second run reads the definition the first one validated: no model builds its validator
     built = next(x for x in proc.stderr.splitlines() if x.startswith("BUILT")).split()[1:]
     assert built == [], f"a {kind} run of an unchanged file validated it again ({built})"

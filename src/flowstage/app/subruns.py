@@ -17,7 +17,6 @@ from typing import Any
 from flowstage.engine.ports import AttemptSpec, Outcome, Reports
 from flowstage.errors import FlowstageError, RunError
 from flowstage.logging import NOTICE
-from flowstage.model.kinds.workflow import WorkflowSpec
 from flowstage.model.statuses import RUN_RESUMABLE, RunStatus, TaskStatus
 from flowstage.redact import mask_strings
 from flowstage.settings import Project
@@ -80,6 +79,7 @@ class SubRuns:
         from flowstage.app.liveness import effective_status
         from flowstage.app.stores import open_store
         from flowstage.app.workflows import resolve_workflow
+        from flowstage.model.kinds.workflow import WorkflowSpec  # its model is built when a sub-run starts
 
         spec = attempt.spec
         assert isinstance(spec, WorkflowSpec)

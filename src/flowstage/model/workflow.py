@@ -3,9 +3,11 @@
 Definitions are frozen pydantic models. A task's kind key and kind-specific keys are gathered
 into `Task.spec` (a `KindSpec`) on the way in, and spread back on the way out, so a task reads
 and writes exactly as in the file.
-"""
 
-from __future__ import annotations
+Annotations here are evaluated as Python reads them (no `from __future__ import annotations`):
+pydantic then takes the types as they are instead of evaluating every annotation's text again
+when it builds each class, which a run pays at every start.
+"""
 
 import math
 import re
@@ -249,7 +251,7 @@ class Task(_Frozen):
         return common
 
     @model_validator(mode="after")
-    def _delay_under_its_cap(self) -> Task:
+    def _delay_under_its_cap(self) -> Self:
         _check_delay_cap(self.retry_delay, self.retry_delay_max)
         return self
 
@@ -290,7 +292,7 @@ class FlushItem(_Frozen):
     connection: str = "warehouse"
 
     @model_validator(mode="after")
-    def _one(self) -> FlushItem:
+    def _one(self) -> Self:
         if (self.table is None) == (self.materialized_view is None):
             raise ValueError("a flush item names a `table:` (with `sql_file:`) or a `materialized_view:`")
         return self
@@ -317,7 +319,7 @@ class Preferences(_Frozen):
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _delay_under_its_cap(self) -> Preferences:
+    def _delay_under_its_cap(self) -> Self:
         # only a retry_delay written beside the cap is checked: a cap under the default delay caps it
         if "retry_delay" in self.model_fields_set:
             _check_delay_cap(self.retry_delay, self.retry_delay_max)
@@ -360,7 +362,7 @@ class Trigger(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _one_start(self) -> Trigger:
+    def _one_start(self) -> Self:
         if self.schedule is not None and self.after is not None:
             raise ValueError("a trigger has one start: `schedule` or `after`, not both")
         return self
@@ -401,7 +403,7 @@ class Alert(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _shape(self) -> Alert:
+    def _shape(self) -> Self:
         if (self.on is None) == (self.metric is None):
             raise ValueError("an alert has either `on:` or `metric:` (with op and value)")
         if self.metric is not None and (self.op is None or self.value is None):
@@ -436,7 +438,7 @@ class Workflow(_Frozen):
     tasks: list[Task] | None = None
 
     @model_validator(mode="after")
-    def _stages_or_tasks(self) -> Workflow:
+    def _stages_or_tasks(self) -> Self:
         if (self.stages is None) == (self.tasks is None):
             raise ValueError("a workflow has either `stages:` or `tasks:`, not both and not neither")
         if self.tasks is not None and not self.tasks:

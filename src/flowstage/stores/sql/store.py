@@ -208,6 +208,7 @@ class _SqliteDriver:
         self._all: list[tuple[Any, threading.RLock]] = []
         self._lock = threading.Lock()
         self._pinned: set[int] = set()  # the connections `_pin` keeps from ever being closed
+        _close_at_exit(self)
 
     def _conn(self) -> tuple[Any, threading.RLock]:
         found = getattr(self._local, "conn", None)
@@ -321,17 +322,52 @@ class _SqliteDriver:
         with lock:
             yield _SqliteTx(conn)
 
-    def close(self) -> None:
+    def close(self, *, wait: float = -1) -> None:
+        """Close every thread's connection, each once its thread is done with it (`wait`: at most
+        that many seconds per connection; one still in use then is left open)."""
         # closing would checkpoint into files that cannot be written: left open instead (see `_pin`)
         left_open = not self.read_only and bool(self._files) and bool(self._refused())
         if left_open:
             self._pin()
         with self._lock:
             for conn, lock in self._all if not left_open else ():
-                with lock, contextlib.suppress(Exception):
-                    conn.close()
+                if lock.acquire(timeout=wait):
+                    try:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                    finally:
+                        lock.release()
             self._all.clear()
         self._local = threading.local()
+        _open_drivers.discard(self)
+
+
+#: drivers not closed yet (held here, not weakly: a connection left in a reference cycle is
+#: never freed once the process skips the interpreter's last collection)
+_open_drivers: set[_SqliteDriver] = set()
+
+
+def _close_at_exit(driver: _SqliteDriver) -> None:
+    """Have `driver`'s connections closed when the process exits.
+
+    Closing the last connection checkpoints the WAL into the database (synced to disk) and
+    removes the ``-wal`` and ``-shm`` files. The interpreter would do it while freeing every
+    object at exit; the CLI ends its process without that step (`flowstage.cli.main`), and the
+    exit functions it still runs close the stores here. A connection a daemon thread still holds
+    after a second is left open: it ends with the process, as a killed runner's does.
+    """
+    if not _open_drivers:
+        import atexit
+
+        atexit.unregister(_close_open_drivers)  # registered once, whatever came and went before
+        atexit.register(_close_open_drivers)
+    _open_drivers.add(driver)
+
+
+def _close_open_drivers() -> None:
+    for driver in list(_open_drivers):
+        with contextlib.suppress(Exception):
+            driver.close(wait=1.0)
 
 
 # --------------------------------------------------------------------------- SQLAlchemy

@@ -190,4 +190,6 @@ if __name__ == "__main__":
     import faulthandler
 
     faulthandler.enable()  # a fatal signal leaves its last word in the runner's log (its stderr)
-    sys.exit(_main())
+    from flowstage.exiting import exit_now
+
+    exit_now(_main())

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from flowstage.errors import DefinitionError, ExitCode, FlowstageError, RunInterrupted
+from flowstage.exiting import exit_now
 
 
 def fail(message: str, code: ExitCode) -> NoReturn:
@@ -132,34 +133,6 @@ def main() -> None:
     try:
         cli.main(prog_name="flowstage")
     except SystemExit as ended:  # click ends every command this way, its exit code inside
-        _exit(ended.code)
+        exit_now(ended.code)
     finally:
         _started()
-
-
-def _exit(code: object) -> NoReturn:
-    """End the process as the interpreter does, without taking every module apart first.
-
-    At exit Python waits for the threads that are not daemons (the thread pools stopped first),
-    runs the `atexit` functions (the terminal's echo put back, logging flushed), flushes stdout
-    and stderr, and then frees every module and every object one by one: for the ~280 modules of
-    a run that last step took 25 ms, a sixth of a whole one-task run, and it frees nothing the
-    operating system does not take back at once. So the first three steps run here, in the
-    interpreter's order, and the process ends without the fourth.
-    """
-    import atexit
-    import threading
-
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message"): the message on stderr, status 1, as Python does
-        print(code, file=sys.stderr)
-        status = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter calls first at exit
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
-            stream.flush()
-    os._exit(status)

@@ -1,5 +1,5 @@
-"""The CLI ends its process as the interpreter would (threads, exit functions, flushed output, exit
-code) but without tearing every module down: nothing a command left to the end may be lost."""
+"""The CLI and the runner processes end as the interpreter would (threads, exit functions, flushed
+output, exit code) but without tearing every module down: nothing a command left to the end is lost."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import atexit, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from flowstage.cli.main import _exit
+from flowstage.exiting import exit_now
 
 out = Path(sys.argv[1])
 atexit.register(lambda: (out / "atexit").write_text("ran"))
@@ -22,7 +22,7 @@ pool = ThreadPoolExecutor(max_workers=1)
 pool.submit(lambda: (time.sleep(0.3), (out / "pool").write_text("finished")))
 sys.stdout.write("buffered, never flushed by the probe")
 code = sys.argv[2]
-_exit(None if code == "none" else int(code) if code.lstrip("-").isdigit() else code)
+exit_now(None if code == "none" else int(code) if code.lstrip("-").isdigit() else code)
 """
 
 

@@ -33,10 +33,13 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
 
-# the suite runs on every core (pytest-xdist): each test keeps to its own folders and databases;
-# worksteal hands a long test's neighbours to idle workers. PYTEST_ARGS adds options (e.g. -x).
+# the suite runs in parallel (pytest-xdist), two test processes per core: many tests wait on child
+# processes, servers and databases, and a second process per core keeps the cores busy meanwhile.
+# Each test keeps to its own folders and databases; worksteal hands a long test's neighbours to
+# idle workers. PYTEST_ARGS adds options (e.g. -x).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: lint typecheck
-	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -25,8 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# the suite runs two test processes per core (see the Makefile): an example may wait for a core,
+# so no property is timed; each still has its own count of examples
+settings.register_profile("flowstage", deadline=None)
+settings.load_profile("flowstage")
 FLOWSTAGE = [sys.executable, "-m", "flowstage"]
 
 

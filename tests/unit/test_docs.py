@@ -8,7 +8,7 @@ import click
 import pytest
 
 from flowstage.cli.main import COMMAND_MODULES, cli
-from flowstage.model.kinds import BUILTIN_MODULES
+from flowstage.model.kinds import BUILTIN_SPECS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -35,7 +35,7 @@ def test_every_command_module_is_listed_and_every_listed_command_loads() -> None
     assert all(cli.get_command(ctx, name) is not None for name in defined)
 
 
-@pytest.mark.parametrize("kind", sorted(BUILTIN_MODULES))
+@pytest.mark.parametrize("kind", sorted(BUILTIN_SPECS))
 def test_every_task_kind_is_documented(kind: str) -> None:
     assert f"| `{kind}:` |" in README
 

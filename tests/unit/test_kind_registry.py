@@ -1,4 +1,4 @@
-"""The registry of task kinds loads each built-in kind's spec model on its first use, and knows its keys without loading."""
+"""The registry of task kinds loads each built-in kind's spec model on its first use and knows its keys without loading."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ import sys
 
 import pytest
 
-from flowstage.model.kinds import BUILTIN_FIELDS, BUILTIN_MODULES, KindSpec, builtin_kinds, kind_spec
+from flowstage.model.kinds import BUILTIN_FIELDS, BUILTIN_SPECS, KindSpec, builtin_kinds, kind_spec
 
 
 def test_the_static_lists_match_the_spec_models() -> None:
     kinds = builtin_kinds()
-    assert set(kinds) == set(BUILTIN_MODULES)
+    assert set(kinds) == set(BUILTIN_SPECS)
     fields = {name for spec in kinds.values() for name in spec.model_fields} - set(kinds)
     assert fields == BUILTIN_FIELDS  # a field added to a spec must be named in BUILTIN_FIELDS
 
 
-@pytest.mark.parametrize("key", sorted(BUILTIN_MODULES))
+@pytest.mark.parametrize("key", sorted(BUILTIN_SPECS))
 def test_each_kind_key_finds_a_spec_of_that_kind(key: str) -> None:
     spec = kind_spec(key)
     assert spec is not None
     assert issubclass(spec, KindSpec)
     assert key in getattr(spec, "keys", (spec.kind,))
-    assert spec.__module__ == f"flowstage.model.kinds.{BUILTIN_MODULES[key]}"
+    module, _, name = BUILTIN_SPECS[key].partition(":")
+    assert (spec.__module__, spec.__name__) == (f"flowstage.model.kinds.{module}", name)
 
 
 @pytest.mark.parametrize("key", sorted(BUILTIN_FIELDS | {"_private", "name"}))
@@ -41,6 +42,7 @@ def test_a_python_task_loads_no_other_kind_and_no_dataflow_model() -> None:
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     loaded = json.loads(shown)
     assert "flowstage.model.kinds.python" in loaded
-    others = {f"flowstage.model.kinds.{m}" for m in set(BUILTIN_MODULES.values()) - {"python"}}
+    modules = {target.partition(":")[0] for target in BUILTIN_SPECS.values()}
+    others = {f"flowstage.model.kinds.{m}" for m in modules - {"python"}}
     assert not others & set(loaded)
     assert "flowstage.model.dataflow" not in loaded

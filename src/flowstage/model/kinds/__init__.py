@@ -28,18 +28,18 @@ class KindSpec(BaseModel):
     isolated: ClassVar[bool] = False
 
 
-#: the kind key of each built-in kind, and the module (in this package) that defines its spec
-BUILTIN_MODULES: dict[str, str] = {
-    "python": "python",
-    "spark": "spark",
-    "shell": "shell",
-    "sql": "sql",
-    "sql_file": "sql",
-    "http": "http",
-    "wait_for": "wait_for",
-    "workflow": "workflow",
-    "dataflow": "dataflow",
-    "crawl": "crawl",
+#: the kind key of each built-in kind, and its spec model: ``module:class``, the module in this package
+BUILTIN_SPECS: dict[str, str] = {
+    "python": "python:PythonSpec",
+    "spark": "spark:SparkSpec",
+    "shell": "shell:ShellSpec",
+    "sql": "sql:SqlSpec",
+    "sql_file": "sql:SqlSpec",
+    "http": "http:HttpSpec",
+    "wait_for": "wait_for:WaitForSpec",
+    "workflow": "workflow:WorkflowSpec",
+    "dataflow": "dataflow:DataflowSpec",
+    "crawl": "crawl:CrawlSpec",
 }
 #: the other keys of the built-in kinds (`in_process`, `connection` ...): never a plug-in's kind key,
 #: so reading them needs no look through the installed packages' entry points (a unit test keeps
@@ -52,15 +52,11 @@ _plugins: dict[str, type[KindSpec]] | None = None
 def _builtin(key: str) -> type[KindSpec] | None:
     spec = _builtins.get(key)
     if spec is None:
-        module = BUILTIN_MODULES.get(key)
-        if module is None:
+        target = BUILTIN_SPECS.get(key)
+        if target is None:
             return None
-        found = importlib.import_module(f"{__name__}.{module}")
-        spec = next(
-            value
-            for value in vars(found).values()
-            if isinstance(value, type) and issubclass(value, KindSpec) and value.__module__ == found.__name__
-        )
+        module, _, name = target.partition(":")
+        spec = getattr(importlib.import_module(f"{__name__}.{module}"), name)
         _builtins[key] = spec
     return spec
 
@@ -68,7 +64,7 @@ def _builtin(key: str) -> type[KindSpec] | None:
 def builtin_kinds() -> dict[str, type[KindSpec]]:
     """Every built-in kind key and its spec model (imports them all)."""
     kinds: dict[str, type[KindSpec]] = {}
-    for key in BUILTIN_MODULES:
+    for key in BUILTIN_SPECS:
         spec = _builtin(key)
         assert spec is not None
         kinds[key] = spec

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,21 @@ def test_a_database_holding_other_tables_is_never_replaced(project: Project) -> 
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT name FROM customers").fetchall() == [("kept",)]
     conn.close()
+
+
+def test_a_store_dropped_without_close_closes_its_connections(tmp_path: Path) -> None:
+    import gc
+
+    from flowstage.stores.sql.store import SqlRunStore
+
+    db = tmp_path / "flowstage.db"
+    store = SqlRunStore(f"sqlite:///{db}")
+    store.list_runs()  # a connection of this thread, in WAL mode
+    assert (tmp_path / "flowstage.db-wal").exists()
+    del store
+    gc.collect()
+    # the last connection closed: the WAL is checkpointed into the database and removed
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flowstage.db")) == [
+        "flowstage.db",
+        "flowstage.db.migrate.lock",
+    ]

@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -208,7 +209,10 @@ class _SqliteDriver:
         self._all: list[tuple[Any, threading.RLock]] = []
         self._lock = threading.Lock()
         self._pinned: set[int] = set()  # the connections `_pin` keeps from ever being closed
-        _close_at_exit(self)
+        # the connections are closed when the driver is freed, or at exit if it never is (the CLI
+        # ends its process without freeing every object: see `flowstage.exiting`). Closing the last
+        # one checkpoints the WAL into the database and removes the -wal and -shm files.
+        weakref.finalize(self, _close_connections, self._files, read_only, self._all, self._lock, self._pinned, 1.0)
 
     def _conn(self) -> tuple[Any, threading.RLock]:
         found = getattr(self._local, "conn", None)
@@ -283,26 +287,10 @@ class _SqliteDriver:
         )
 
     def _refused(self) -> list[str]:
-        """The names of the store's files that exist and cannot be written (one SQLite has not made
-        yet is not refused: SQLite makes it, or says why it cannot)."""
-        return [os.path.basename(f) for f in self._files if not os.access(f, os.W_OK) and os.path.lexists(f)]
+        return _refused_files(self._files)
 
     def _pin(self) -> None:
-        """Make sure no connection open now is ever closed, not even when the process exits.
-
-        Closing the last connection to a WAL database checkpoints, which writes the memory-mapped
-        index: a fault once the files became read-only. Left open, the connections end with the
-        process as a killed runner's do; their locks go with it, and the next writer recovers the
-        WAL. Each connection is pinned once and stays in use: once the store is writable again,
-        it writes as before.
-        """
-        import ctypes
-
-        with self._lock:
-            for conn, _lock in self._all:
-                if id(conn) not in self._pinned:
-                    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # a reference nothing drops
-                    self._pinned.add(id(conn))
+        _pin_connections(self._all, self._lock, self._pinned)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_Tx]:
@@ -322,52 +310,58 @@ class _SqliteDriver:
         with lock:
             yield _SqliteTx(conn)
 
-    def close(self, *, wait: float = -1) -> None:
-        """Close every thread's connection, each once its thread is done with it (`wait`: at most
-        that many seconds per connection; one still in use then is left open)."""
-        # closing would checkpoint into files that cannot be written: left open instead (see `_pin`)
-        left_open = not self.read_only and bool(self._files) and bool(self._refused())
-        if left_open:
-            self._pin()
-        with self._lock:
-            for conn, lock in self._all if not left_open else ():
-                if lock.acquire(timeout=wait):
-                    try:
-                        with contextlib.suppress(Exception):
-                            conn.close()
-                    finally:
-                        lock.release()
-            self._all.clear()
+    def close(self) -> None:
+        _close_connections(self._files, self.read_only, self._all, self._lock, self._pinned)
         self._local = threading.local()
-        _open_drivers.discard(self)
 
 
-#: drivers not closed yet (held here, not weakly: a connection left in a reference cycle is
-#: never freed once the process skips the interpreter's last collection)
-_open_drivers: set[_SqliteDriver] = set()
+def _refused_files(files: Sequence[str]) -> list[str]:
+    """The names of a store's `files` that exist and cannot be written (one SQLite has not made
+    yet is not refused: SQLite makes it, or says why it cannot)."""
+    return [os.path.basename(f) for f in files if not os.access(f, os.W_OK) and os.path.lexists(f)]
 
 
-def _close_at_exit(driver: _SqliteDriver) -> None:
-    """Have `driver`'s connections closed when the process exits.
+def _pin_connections(connections: list[tuple[Any, threading.RLock]], guard: threading.Lock, pinned: set[int]) -> None:
+    """Make sure no connection open now is ever closed, not even when the process exits.
 
-    Closing the last connection checkpoints the WAL into the database (synced to disk) and
-    removes the ``-wal`` and ``-shm`` files. The interpreter would do it while freeing every
-    object at exit; the CLI ends its process without that step (`flowstage.cli.main`), and the
-    exit functions it still runs close the stores here. A connection a daemon thread still holds
-    after a second is left open: it ends with the process, as a killed runner's does.
+    Closing the last connection to a WAL database checkpoints, which writes the memory-mapped
+    index: a fault once the files became read-only. Left open, the connections end with the
+    process as a killed runner's do; their locks go with it, and the next writer recovers the
+    WAL. Each connection is pinned once and stays in use: once the store is writable again, it
+    writes as before.
     """
-    if not _open_drivers:
-        import atexit
+    import ctypes
 
-        atexit.unregister(_close_open_drivers)  # registered once, whatever came and went before
-        atexit.register(_close_open_drivers)
-    _open_drivers.add(driver)
+    with guard:
+        for conn, _lock in connections:
+            if id(conn) not in pinned:
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # a reference nothing drops
+                pinned.add(id(conn))
 
 
-def _close_open_drivers() -> None:
-    for driver in list(_open_drivers):
-        with contextlib.suppress(Exception):
-            driver.close(wait=1.0)
+def _close_connections(
+    files: Sequence[str],
+    read_only: bool,
+    connections: list[tuple[Any, threading.RLock]],
+    guard: threading.Lock,
+    pinned: set[int],
+    wait: float = -1,
+) -> None:
+    """Close every thread's connection, each once its thread is done with it (`wait`: at most that
+    many seconds per connection; one still in use then is left open, as a killed runner's is)."""
+    # closing would checkpoint into files that cannot be written: left open instead (see `_pin_connections`)
+    left_open = not read_only and bool(files) and bool(_refused_files(files))
+    if left_open:
+        _pin_connections(connections, guard, pinned)
+    with guard:
+        for conn, lock in connections if not left_open else ():
+            if lock.acquire(timeout=wait):
+                try:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                finally:
+                    lock.release()
+        connections.clear()
 
 
 # --------------------------------------------------------------------------- SQLAlchemy

@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,21 @@ def _code_fingerprint() -> bytes:
         import pydantic
 
         parts = [CACHE_FORMAT, sys.version.encode(), pydantic.VERSION.encode()]
-        for path in sorted(_MODEL_DIR.rglob("*.py")):  # the kinds' specs are in a folder of their own
-            st = path.stat()
-            parts.append(f"{path.relative_to(_MODEL_DIR)}:{st.st_mtime_ns}:{st.st_size}".encode())
+        for name, st in sorted(_model_files(str(_MODEL_DIR), "")):
+            parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}".encode())
         _code_key = hashlib.sha256(b"\0".join(parts)).digest()
     return _code_key
+
+
+def _model_files(folder: str, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Every `.py` file under `folder` (the kinds' specs are in a folder of their own), by its path
+    from there, with its `stat`; read with `os.scandir`, which a run pays at every start."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(".py"):
+                yield prefix + entry.name, entry.stat()
+            elif entry.name != "__pycache__" and entry.is_dir():
+                yield from _model_files(entry.path, f"{prefix}{entry.name}/")
 
 
 def _cache_dir(project: Project) -> Path:
